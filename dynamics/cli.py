@@ -1,0 +1,121 @@
+"""The `dyn` command line: one click group whose commands load only when called.
+
+`dyn --help` imports neither torch nor matplotlib nor h5py: each command lives in its stage's
+package and is named here by import path, with its one-line help, so listing commands
+imports nothing. A command whose package is not installed is not shown.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+
+import click
+
+from . import __version__
+from .errors import DynError
+
+# name -> (import path, short help). Order is the order of `dyn --help`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("train.cli:train", "Train SGD and its EMA networks, recording every epoch to a run file."),
+    "sweep": ("train.sweep:sweep", "Run a grid of trainings (the paper's tables) one after another."),
+    "analyze": ("analyze.cli:analyze", "Stability, misclassification, flips, weight differences of runs."),
+    "table": ("analyze.cli:table", "The paper's tables from a set of runs (Markdown, CSV, LaTeX)."),
+    "import": ("dynamics.importers.cli:import_", "Turn other projects' checkpoints or predictions into runs."),
+    "inspect": ("dynamics.inspect:inspect", "Show what a run file holds and whether it is complete."),
+}
+
+TORCH_HINT = "needs PyTorch, which is not installed: pip install 'dyn[train]' (or torch and torchvision)"
+
+
+def _available(path: str) -> bool:
+    module = path.split(":")[0]
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a command's module only when that command runs."""
+
+    def __init__(self, *args, lazy: dict[str, tuple[str, str]] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy or {}
+
+    def list_commands(self, ctx):
+        return [n for n, (p, _) in self.lazy.items() if _available(p)] + sorted(self.commands)
+
+    def get_command(self, ctx, name):
+        if name in self.commands:
+            return self.commands[name]
+        if name not in self.lazy or not _available(self.lazy[name][0]):
+            return None
+        module, attr = self.lazy[name][0].split(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except ModuleNotFoundError as e:
+            if (e.name or "").split(".")[0] in ("torch", "torchvision"):
+                return _missing_torch(name, self.lazy[name][1])
+            raise
+
+    def format_commands(self, ctx, formatter):
+        rows = [(n, self.lazy[n][1] if n in self.lazy else self.commands[n].get_short_help_str())
+                for n in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def _missing_torch(name: str, help_text: str) -> click.Command:
+    @click.command(name, help=help_text, context_settings={"ignore_unknown_options": True})
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def stub(args):
+        raise DynError(f"dyn {name} {TORCH_HINT}", exit_code=2)
+
+    return stub
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="dyn")
+def cli():
+    """dyn: training dynamics of SGD and its EMA networks, from saved checkpoints.
+
+    \b
+    Train and record (GPU, or CPU for the small digits set):
+      dyn train --schedule constant --decay 0.999,0.9995
+    Analyse anywhere, without torch:
+      dyn inspect runs/x.h5
+      dyn analyze stability runs/x.h5 --out stability.png
+      dyn table runs/table1/*.h5
+
+    Run files are HDF5, documented in docs/format.md.
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: DynError becomes `dyn: error: ...` and its exit code, never a traceback."""
+    try:
+        cli.main(args=argv, prog_name="dyn", standalone_mode=False)
+    except DynError as e:
+        click.echo(f"dyn: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("dyn: interrupted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("dyn: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except BrokenPipeError:  # `dyn inspect x.h5 | head`
+        sys.stderr.close()
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

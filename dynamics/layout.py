@@ -1,0 +1,100 @@
+"""What a run file will hold, declared before the first epoch is written.
+
+HDF5's SWMR mode (which lets readers follow a live run) forbids creating datasets once
+writing has started, so the whole layout is fixed up front: networks, evaluation splits with
+their labels, the parameter table, the metrics columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .format import ema_name
+
+
+@dataclass
+class Network:
+    """One network of the run: `sgd`, an EMA (`ema-<decay>`), or anything imported."""
+
+    name: str
+    kind: str = "other"  # "sgd" | "ema" | "other"
+    decay: float | None = None
+
+    @classmethod
+    def sgd(cls) -> "Network":
+        return cls("sgd", "sgd")
+
+    @classmethod
+    def ema(cls, decay: float, name: str | None = None) -> "Network":
+        return cls(name or ema_name(decay), "ema", float(decay))
+
+
+@dataclass
+class Split:
+    """An evaluation split: its labels and, optionally, original indices and images."""
+
+    labels: np.ndarray
+    index: np.ndarray | None = None  # indices into the original dataset; default 0..N-1
+    images: np.ndarray | None = None  # uint8 (N, H, W, C), for barcode figures
+    num_classes: int | None = None
+    predicted: bool = True  # record predicted classes
+    loss: bool = True  # record per-sample losses
+
+    def __post_init__(self):
+        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+        n = len(self.labels)
+        self.index = np.arange(n, dtype=np.int64) if self.index is None else np.asarray(self.index, np.int64)
+        if self.index.shape != (n,):
+            raise ValueError(f"split index has shape {self.index.shape}, labels have {n} samples")
+        if self.images is not None:
+            self.images = np.asarray(self.images)
+            if self.images.dtype != np.uint8 or self.images.ndim != 4 or len(self.images) != n:
+                raise ValueError("split images must be uint8 (N, H, W, C) with one image per label")
+        if self.num_classes is None and n:
+            self.num_classes = int(self.labels.max()) + 1
+
+    @property
+    def size(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Param:
+    """One row of the parameter table: a tensor of the state_dict."""
+
+    name: str
+    shape: tuple[int, ...]
+    kind: str  # "param" (stored in params, float32) or "buffer" (stored in buffers, float64)
+    dtype: str = "float32"  # the tensor's own dtype, to rebuild the state_dict
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclass
+class Layout:
+    networks: list[Network]
+    splits: dict[str, Split] = field(default_factory=dict)
+    params: list[Param] | None = None  # None: the run records no weights
+    metrics: list[str] = field(default_factory=list)  # columns besides "epoch"
+    resume: bool = False  # reserve space for a training loop's resume state
+
+    def __post_init__(self):
+        names = [n.name for n in self.networks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"network names repeat: {names}")
+        for name in names + list(self.splits):
+            if not name or "/" in name or name.startswith("."):
+                raise ValueError(f"invalid network or split name {name!r}")
+        self.metrics = [c for c in self.metrics if c != "epoch"]
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.size for p in self.params or [] if p.kind == "param")
+
+    @property
+    def n_buffers(self) -> int:
+        return sum(p.size for p in self.params or [] if p.kind == "buffer")

@@ -1,0 +1,97 @@
+"""One writer per run: an exclusive flock on a sidecar file beside the run.
+
+The kernel drops a flock when its process dies, so a held lock proves a live writer and a
+free one proves that none is alive (which is what makes repairing a killed run's file safe).
+The sidecar (`.NAME.lock`) is separate from the run file because readers and other HDF5
+tools take their own locks on the run file itself.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import time
+from pathlib import Path
+
+from .errors import WriterBusy
+
+
+def lock_path(run_path: str | os.PathLike) -> Path:
+    p = Path(run_path)
+    return p.with_name(f".{p.name}.lock")
+
+
+class WriterLock:
+    def __init__(self, run_path: str | os.PathLike):
+        self.run_path = Path(run_path)
+        self.path = lock_path(run_path)
+        self.fd: int | None = None
+
+    def acquire(self, patience: float = 0.5) -> "WriterLock":
+        deadline = time.monotonic() + patience
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                os.close(fd)
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() < deadline:  # a reader's brief check (writer_alive) holds it
+                    time.sleep(0.02)
+                    continue
+                pid = _read_pid(self.path)
+                who = f" (pid {pid})" if pid else ""
+                raise WriterBusy(f"{self.run_path}: another process{who} is writing this run") from None
+            # A releasing writer may have unlinked the sidecar between our open and flock.
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.unlink(self.path)  # while still held, so no one else locks a stale inode
+        except FileNotFoundError:
+            pass
+        os.close(self.fd)
+        self.fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def writer_alive(run_path: str | os.PathLike) -> bool:
+    """True while some process holds the writer lock of this run (read-only check)."""
+    path = lock_path(run_path)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _read_pid(path: Path) -> str:
+    try:
+        return path.read_text().strip()[:16]
+    except OSError:
+        return ""

@@ -1,0 +1,450 @@
+"""Appending epochs to a run file, safely against SIGKILL and with live readers.
+
+Usage, from any training loop::
+
+    layout = Layout(networks=[Network.sgd(), Network.ema(0.999)],
+                    splits={"val": Split(labels=y_val)}, params=table, metrics=["lr"])
+    with RunWriter.create("runs/x.h5", layout, config={...}) as w:
+        for epoch in ...:
+            w.append(epoch, metrics={"lr": lr},
+                     evals={"val": {"sgd": Eval(correct=c0), "ema-0.999": Eval(correct=c1)}},
+                     weights={"sgd": (p0, b0), "ema-0.999": (p1, b1)})
+        w.finish()
+
+How it stays safe (docs/format.md, "Crash safety"): the layout is created in a temporary
+file and renamed into place; every stream (metrics, weights, each split) counts its committed
+rows in /status; an append writes its rows, flushes, then bumps /status and flushes again.
+Readers read nothing past the counters. On reopening, rows past the counters (an append cut
+short by a kill) are dropped. SWMR mode keeps the metadata consistent at every moment and
+lets readers follow the live file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import h5py
+import numpy as np
+
+from . import __version__
+from .errors import DynError, RunFileError
+from .format import (
+    FORMAT_NAME, FORMAT_VERSION, STATE_CODES, packed_width, predicted_dtype, row_chunks,
+    split_stream, status_fields, weight_chunk,
+)
+from .layout import Layout
+from .lock import WriterLock
+from .superblock import repair
+
+RESUME_SLOTS = ("resume/slot0", "resume/slot1")
+_NO_SWMR_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "fuse.sshfs", "virtiofs"}
+
+
+@dataclass
+class Eval:
+    """One network's record on one split at one epoch.
+
+    `correct`: bool (N,) (packed here), or `packed`: uint8 (ceil(N/8),) already packed with
+    np.packbits (bit order "big"). `predicted` (N,) ints and `loss` (N,) floats are optional.
+    """
+
+    correct: np.ndarray | None = None
+    packed: np.ndarray | None = None
+    predicted: np.ndarray | None = None
+    loss: np.ndarray | None = None
+
+
+class RunWriter:
+    """The single writer of one run file. Create with `create` (new run) or `resume`."""
+
+    def __init__(self, path: Path, lock: WriterLock, swmr: bool | None, durable: bool):
+        self.path = path
+        self._lock = lock
+        self.durable = durable
+        self.swmr = _swmr_supported(path) if swmr is None else swmr
+        try:
+            repair(path)  # a killed writer leaves the write flags set; we hold the lock
+            self.f = h5py.File(path, "r+", libver="latest", locking=False)
+        except OSError as e:
+            lock.release()
+            raise RunFileError(f"{path}: cannot be opened for writing ({_short(e)})") from None
+        try:
+            self._load()
+        except Exception:
+            self.f.close()
+            lock.release()
+            raise
+        if self.swmr:
+            self.f.swmr_mode = True
+
+    # ----------------------------------------------------------------- opening
+    @classmethod
+    def create(cls, path, layout: Layout, config: Mapping | None = None, *, overwrite: bool = False,
+               swmr: bool | None = None, durable: bool = True) -> "RunWriter":
+        """Create a new run file holding `layout` (refuses an existing file unless `overwrite`)."""
+        path = Path(path)
+        check_writable(path)
+        lock = WriterLock(path).acquire()
+        try:
+            if path.exists() and not overwrite:
+                raise RunFileError(f"{path}: already exists; refusing to overwrite a run")
+            if path.is_dir():
+                raise RunFileError(f"{path}: is a directory")
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            try:
+                with h5py.File(tmp, "w", libver="latest", locking=False) as f:
+                    _build(f, layout, dict(config or {}))
+                os.replace(tmp, path)
+            finally:
+                if tmp.exists():
+                    tmp.unlink()
+        except BaseException:
+            lock.release()
+            raise
+        return cls(path, lock, swmr, durable)
+
+    @classmethod
+    def resume(cls, path, *, swmr: bool | None = None, durable: bool = True) -> "RunWriter":
+        """Reopen an existing run to append to it (after a kill, a stop, or to add records)."""
+        path = Path(path)
+        if not path.is_file():
+            raise RunFileError(f"{path}: no such run file to resume")
+        lock = WriterLock(path).acquire()
+        return cls(path, lock, swmr, durable)
+
+    def _load(self) -> None:
+        f = self.f
+        if f.attrs.get("format") != FORMAT_NAME:
+            raise RunFileError(f"{self.path}: not a dyn run file")
+        version = int(f.attrs.get("format_version", -1))
+        if version != FORMAT_VERSION:
+            raise RunFileError(f"{self.path}: format version {version}, this dyn writes {FORMAT_VERSION}")
+        self.fields = json.loads(f["status"].attrs["fields"])
+        self.status = dict(zip(self.fields, (int(v) for v in f["status"][...])))
+        self.config = json.loads(f.attrs.get("config", "{}"))
+        self.networks = list(f["networks"])
+        self.splits = list(f["splits"]) if "splits" in f else []
+        self.metric_columns = json.loads(f["metrics"].attrs["columns"])
+        self.has_weights = "weights" in f
+        # Drop rows that an interrupted append wrote past the committed counters.
+        for stream, datasets in self._streams().items():
+            n = self.status[f"rows/{stream}"]
+            for ds in datasets:
+                if ds.shape[0] != n:
+                    ds.resize(n, axis=0)
+        self._last = {s: self._last_epoch(s) for s in self._streams()}
+
+    def _streams(self) -> dict[str, list[h5py.Dataset]]:
+        f = self.f
+        streams = {"metrics": [f["metrics"]], "weights": []}
+        if self.has_weights:
+            streams["weights"] = [f["weights/epoch"]] + [
+                f[f"networks/{n}/{k}"] for n in self.networks for k in ("params", "buffers")
+                if k in f[f"networks/{n}"]]
+        for s in self.splits:
+            g = f[f"splits/{s}"]
+            streams[split_stream(s)] = [g["epoch"]] + [g[n][k] for n in self.networks for k in g[n]]
+        return streams
+
+    def _last_epoch(self, stream: str) -> int | None:
+        n = self.status[f"rows/{stream}"]
+        if n == 0:
+            return None
+        if stream == "metrics":
+            return int(self.f["metrics"][n - 1, 0])
+        ds = self.f["weights/epoch"] if stream == "weights" else self.f[f"{stream.replace('split/', 'splits/')}/epoch"]
+        return int(ds[n - 1])
+
+    # ------------------------------------------------------------------ state
+    def rows(self, stream: str) -> int:
+        return self.status[f"rows/{stream}"]
+
+    def last_epoch(self, stream: str = "metrics") -> int | None:
+        """Last committed epoch of a stream ("metrics", "weights" or "split/<name>")."""
+        return self._last[stream]
+
+    @property
+    def state(self) -> str:
+        from .format import STATES
+        return STATES[self.status["state"]]
+
+    def resume_state(self) -> tuple[int, bytes] | None:
+        """(epoch, bytes) of the last committed resume state, or None."""
+        if self.status["resume_epoch"] < 0:
+            return None
+        ds = self.f[RESUME_SLOTS[self.status["resume_slot"]]]
+        return self.status["resume_epoch"], ds[: self.status["resume_size"]].tobytes()
+
+    # ----------------------------------------------------------------- append
+    def append(self, epoch: int, *, metrics: Mapping[str, float] | None = None,
+               evals: Mapping[str, Mapping[str, Eval]] | None = None,
+               weights: Mapping[str, tuple] | None = None, resume: bytes | None = None) -> None:
+        """Write one epoch's records (any subset of streams) and commit them together."""
+        epoch = int(epoch)
+        writes = []  # (dataset, row, value): validated in full before anything is written
+        bumps = {}
+        if metrics is not None:
+            row = np.full(len(self.metric_columns), np.nan)
+            row[0] = epoch
+            for k, v in metrics.items():
+                if k not in self.metric_columns:
+                    raise ValueError(f"metric {k!r} is not a column of this run ({self.metric_columns[1:]})")
+                row[self.metric_columns.index(k)] = np.nan if v is None else float(v)
+            self._check_epoch("metrics", epoch)
+            writes.append((self.f["metrics"], row))
+            bumps["metrics"] = 1
+        for split, records in (evals or {}).items():
+            if split not in self.splits:
+                raise ValueError(f"split {split!r} is not in this run ({self.splits})")
+            stream = split_stream(split)
+            self._check_epoch(stream, epoch)
+            g = self.f[f"splits/{split}"]
+            n = int(g.attrs["size"])
+            missing = set(self.networks) - set(records)
+            if missing:
+                raise ValueError(f"split {split!r}: no record for networks {sorted(missing)}")
+            writes.append((g["epoch"], epoch))
+            for net, rec in records.items():
+                if net not in self.networks:
+                    raise ValueError(f"network {net!r} is not in this run ({self.networks})")
+                writes += _eval_rows(g[net], rec, n, f"{split}/{net}")
+            bumps[stream] = 1
+        if weights is not None:
+            if not self.has_weights:
+                raise ValueError("this run was created without a parameter table: it records no weights")
+            self._check_epoch("weights", epoch)
+            missing = set(self.networks) - set(weights)
+            if missing:
+                raise ValueError(f"weights: none given for networks {sorted(missing)}")
+            writes.append((self.f["weights/epoch"], epoch))
+            for net, pb in weights.items():
+                params, buffers = pb
+                g = self.f[f"networks/{net}"]
+                writes.append((g["params"], _vector(params, g["params"], f"{net} params")))
+                if "buffers" in g:
+                    writes.append((g["buffers"], _vector(buffers, g["buffers"], f"{net} buffers")))
+            bumps["weights"] = 1
+
+        for ds, value in writes:
+            n = ds.shape[0]
+            ds.resize(n + 1, axis=0)
+            ds[n] = value
+        if resume is not None:
+            slot = 1 - self.status["resume_slot"] if self.status["resume_epoch"] >= 0 else 0
+            ds = self.f[RESUME_SLOTS[slot]]
+            blob = np.frombuffer(bytes(resume), dtype=np.uint8)
+            if ds.shape[0] < len(blob):
+                ds.resize(len(blob), axis=0)
+            ds[: len(blob)] = blob
+            self.status.update(resume_slot=slot, resume_epoch=epoch, resume_size=len(blob))
+        self.f.flush()  # data first ...
+        for stream in bumps:
+            self.status[f"rows/{stream}"] += 1
+            self._last[stream] = epoch
+        self._commit()  # ... then the counters that make it visible
+
+    def _check_epoch(self, stream: str, epoch: int) -> None:
+        last = self._last.get(stream)
+        if last is not None and epoch <= last:
+            raise ValueError(f"{stream}: epoch {epoch} is not after the last recorded epoch {last}")
+
+    def _commit(self) -> None:
+        self.f["status"][...] = np.array([self.status[k] for k in self.fields], dtype=np.int64)
+        self.f.flush()
+        if self.durable:
+            _fsync(self.path)
+
+    def finish(self, state: str = "complete", diverged_epoch: int | None = None) -> None:
+        """Mark the run complete, diverged (at `diverged_epoch`) or stopped (resumable)."""
+        self.status["state"] = STATE_CODES[state]
+        if diverged_epoch is not None:
+            self.status["diverged_epoch"] = int(diverged_epoch)
+        self._commit()
+
+    def close(self) -> None:
+        if getattr(self, "f", None) is not None and self.f.id.valid:
+            self.f.close()
+        self._lock.release()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ---------------------------------------------------------------------- building
+def _build(f: h5py.File, layout: Layout, config: dict) -> None:
+    f.attrs["format"] = FORMAT_NAME
+    f.attrs["format_version"] = FORMAT_VERSION
+    f.attrs["dyn_version"] = __version__
+    f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    f.attrs["config"] = json.dumps(config, default=str)
+
+    splits = list(layout.splits)
+    fields = status_fields(splits)
+    init = {"state": 0, "diverged_epoch": -1, "resume_slot": 0, "resume_epoch": -1, "resume_size": 0}
+    st = f.create_dataset("status", data=np.array([init.get(k, 0) for k in fields], dtype=np.int64))
+    st.attrs["fields"] = json.dumps(fields)
+
+    cols = ["epoch"] + layout.metrics
+    m = f.create_dataset("metrics", shape=(0, len(cols)), maxshape=(None, len(cols)), dtype="f8",
+                         chunks=row_chunks(len(cols), 8))
+    m.attrs["columns"] = json.dumps(cols)
+
+    nets = f.create_group("networks", track_order=True)
+    for net in layout.networks:
+        g = nets.create_group(net.name)
+        g.attrs["kind"] = net.kind
+        g.attrs["decay"] = np.nan if net.decay is None else float(net.decay)
+    if layout.params is not None:
+        _build_weights(f, layout)
+
+    sg = f.create_group("splits", track_order=True)
+    for name, split in layout.splits.items():
+        g = sg.create_group(name)
+        n = split.size
+        g.attrs["size"] = n
+        g.attrs["num_classes"] = int(split.num_classes or 0)
+        g.create_dataset("labels", data=split.labels)
+        g.create_dataset("index", data=split.index)
+        if split.images is not None:
+            g.create_dataset("images", data=split.images, chunks=True)
+        _rows(g, "epoch", 0, "i8")
+        for net in layout.networks:
+            ng = g.create_group(net.name)
+            _rows(ng, "correct", packed_width(n), "u1")
+            if split.predicted:
+                _rows(ng, "predicted", n, predicted_dtype(split.num_classes))
+            if split.loss:
+                _rows(ng, "loss", n, "f2")
+
+    if layout.resume:
+        for slot in RESUME_SLOTS:
+            f.create_dataset(slot, shape=(0,), maxshape=(None,), dtype="u1", chunks=(1 << 16,))
+
+
+def _build_weights(f: h5py.File, layout: Layout) -> None:
+    params = layout.params
+    offsets = {"param": 0, "buffer": 0}
+    rows = []
+    for p in params:
+        if p.kind not in offsets:
+            raise ValueError(f"parameter {p.name!r}: kind must be 'param' or 'buffer', not {p.kind!r}")
+        rows.append((p.name.encode(), json.dumps(list(p.shape)).encode(), p.kind.encode(),
+                     p.dtype.encode(), offsets[p.kind], p.size))
+        offsets[p.kind] += p.size
+    width = max([len(r[0]) for r in rows] + [1])
+    swidth = max([len(r[1]) for r in rows] + [2])
+    dt = np.dtype([("name", f"S{width}"), ("shape", f"S{swidth}"), ("kind", "S6"), ("dtype", "S16"),
+                   ("offset", "<i8"), ("size", "<i8")])
+    f.create_dataset("weights/table", data=np.array(rows, dtype=dt))
+    f.create_dataset("weights/epoch", shape=(0,), maxshape=(None,), dtype="i8", chunks=(1024,))
+    for net in layout.networks:
+        g = f[f"networks/{net.name}"]
+        P, B = layout.n_params, layout.n_buffers
+        g.create_dataset("params", shape=(0, P), maxshape=(None, P), dtype="f4",
+                         chunks=(1, weight_chunk(P)))
+        if B:
+            g.create_dataset("buffers", shape=(0, B), maxshape=(None, B), dtype="f8",
+                             chunks=(1, weight_chunk(B)))
+
+
+def _rows(g: h5py.Group, name: str, width: int, dtype: str) -> None:
+    """An (epochs, width) dataset that grows one row per epoch ((epochs,) when width is 0)."""
+    if width == 0:
+        g.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1024,))
+        return
+    g.create_dataset(name, shape=(0, width), maxshape=(None, width), dtype=dtype,
+                     chunks=row_chunks(width, np.dtype(dtype).itemsize))
+
+
+def _eval_rows(g: h5py.Group, rec, n: int, where: str) -> list:
+    if isinstance(rec, Mapping):
+        rec = Eval(**rec)
+    if rec.packed is not None:
+        packed = np.asarray(rec.packed, dtype=np.uint8).reshape(-1)
+        if packed.shape != (packed_width(n),):
+            raise ValueError(f"{where}: packed correctness has {packed.size} bytes, expected {packed_width(n)}")
+        packed = packed.copy()
+        if n % 8:
+            packed[-1] &= (0xFF << (8 - n % 8)) & 0xFF  # padding bits are 0 by definition
+    elif rec.correct is not None:
+        correct = np.asarray(rec.correct).reshape(-1)
+        if correct.shape != (n,):
+            raise ValueError(f"{where}: correctness has {correct.size} samples, the split has {n}")
+        packed = np.packbits(correct.astype(bool))
+    else:
+        raise ValueError(f"{where}: no correctness given")
+    out = [(g["correct"], packed)]
+    for key, fill in (("predicted", -1), ("loss", np.nan)):
+        value = getattr(rec, key)
+        if key in g:
+            if value is None:
+                value = np.full(n, fill)
+            value = np.asarray(value).reshape(-1)
+            if value.shape != (n,):
+                raise ValueError(f"{where}: {key} has {value.size} samples, the split has {n}")
+            out.append((g[key], value.astype(g[key].dtype)))
+    return out
+
+
+def _vector(x, ds: h5py.Dataset, what: str) -> np.ndarray:
+    x = np.asarray(x, dtype=ds.dtype).reshape(-1)
+    if x.shape != ds.shape[1:]:
+        raise ValueError(f"{what}: {x.size} values, the parameter table says {ds.shape[1]}")
+    return x
+
+
+# ------------------------------------------------------------------------ helpers
+def check_writable(path: Path) -> None:
+    """Refuse, before any work, an output whose folder is missing or not writable."""
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        raise DynError(f"{path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DynError(f"{path}: folder {parent} is not writable")
+
+
+def _swmr_supported(path: Path) -> bool:
+    fs = _fs_type(path.absolute().parent)
+    if fs in _NO_SWMR_FS:
+        warnings.warn(f"{path}: on a {fs} file system, where HDF5's SWMR mode is unsafe; "
+                      "writing without it (no live analysis while it runs)", stacklevel=3)
+        return False
+    return True
+
+
+def _fs_type(folder: Path) -> str:
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return ""
+    best, fs = "", ""
+    real = os.path.realpath(folder)
+    for line in mounts:
+        parts = line.split()
+        if len(parts) > 2 and (real == parts[1] or real.startswith(parts[1].rstrip("/") + "/")):
+            if len(parts[1]) > len(best):
+                best, fs = parts[1], parts[2]
+    return fs
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text[:200]
+
