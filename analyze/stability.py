@@ -1,0 +1,73 @@
+"""Prediction stability over epochs (the paper's Figures 2 and 6), and accuracy.
+
+stability[t] = fraction of samples whose correctness at epoch t equals that at
+the previous recorded epoch: 1 - popcount(row[t] XOR row[t-1]) / N.
+
+Window choice: stability is reported for every window epoch that has a
+predecessor *inside* the window, i.e. for epochs[1:] of the window; the row
+before the window is never read. A window 0..180 gives stability at 1..180, as
+the paper plots. When epochs were recorded with gaps (say every 2 epochs),
+"previous" means the previous recorded epoch, and the value at t compares t
+with t-2: that is what the data allows, so `epochs` is returned with the values.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from analyze.bits import ConsecutiveXor, blocks, check_rows, popcount, words
+from analyze.window import Cursor
+
+
+@dataclass(frozen=True)
+class Stability:
+    epochs: np.ndarray   # (T,) the window's recorded epochs
+    n: int               # samples
+    correct: np.ndarray  # (T,) int64, samples right at each epoch
+    changed: np.ndarray  # (T-1,) int64, samples whose correctness changed at epochs[1:]
+
+    @property
+    def accuracy(self) -> np.ndarray:
+        return self.correct / self.n
+
+    @property
+    def stability_epochs(self) -> np.ndarray:
+        return self.epochs[1:]
+
+    @property
+    def stability(self) -> np.ndarray:
+        return (self.n - self.changed) / self.n
+
+
+class StabilityAccumulator:
+    """Streaming stability: feed packed chunks of rows in epoch order.
+
+    epochs: the epoch numbers of all rows that will be fed (rows outside the
+    window are skipped). Keeps one row between chunks.
+    """
+
+    def __init__(self, n: int, epochs, window=None):
+        self.n = int(n)
+        self.cursor = Cursor(epochs, window)
+        self._xor = ConsecutiveXor()
+        self._correct, self._changed = [], []
+
+    def add(self, chunk) -> None:
+        chunk = check_rows(chunk, self.n)
+        for b in blocks(chunk[self.cursor.take(len(chunk))]):
+            w = words(b)
+            self._correct.append(popcount(w, self.n))
+            self._changed.append(popcount(self._xor.diff(w), self.n))
+
+    def result(self) -> Stability:
+        self.cursor.done()
+        cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int64)  # noqa: E731
+        return Stability(self.cursor.window_epochs, self.n, cat(self._correct), cat(self._changed))
+
+
+def stability(rows, n: int, epochs=None, window=None) -> Stability:
+    """Stability and accuracy of packed rows (T, ceil(n/8)); epochs default 0..T-1."""
+    rows = check_rows(rows, n)
+    acc = StabilityAccumulator(n, np.arange(len(rows)) if epochs is None else epochs, window)
+    acc.add(rows)
+    return acc.result()
