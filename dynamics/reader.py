@@ -19,8 +19,10 @@ import h5py
 import numpy as np
 
 from .errors import RunFileError
+from .hdf5 import open_read
 from .format import FORMAT_NAME, FORMAT_VERSION, STATES, packed_width, split_stream
 from .lock import writer_alive
+from .superblock import read_superblock
 
 READ_BYTES = 32 << 20  # bytes per read when streaming correctness bits
 
@@ -430,11 +432,19 @@ def _open(path: Path) -> h5py.File:
         raise RunFileError(f"{path}: cannot be read ({e.strerror})") from None
     if head != b"\x89HDF\r\n\x1a\n" and not h5py.is_hdf5(path):
         raise RunFileError(f"{path}: not an HDF5 file")
+    sb = read_superblock(path)
+    live = writer_alive(path)
+    if sb is not None and not live and path.stat().st_size < sb.offset + sb.eof:
+        raise RunFileError(f"{path}: truncated: {path.stat().st_size:,} bytes of the "
+                           f"{sb.offset + sb.eof:,} its header records")
+    # SWMR read only where a writer has the file (live, or killed and not yet repaired): it is
+    # what lets us follow a live run, and HDF5 refuses a plain read of such a file.
+    swmr = live or (sb is not None and sb.flags != 0)
     last = None
     for attempt in range(5):  # a writer resuming repairs the superblock: retry briefly
-        for swmr in (True, False):
+        for mode in (swmr, not swmr):
             try:
-                return h5py.File(path, "r", swmr=swmr, locking=False, rdcc_nbytes=4 << 20)
+                return open_read(path, swmr=mode)
             except OSError as e:
                 last = e
         if not writer_alive(path):

@@ -1,0 +1,8 @@
+import pytest
+
+from helpers import run_dyn
+
+
+@pytest.fixture
+def dyn():
+    return run_dyn
