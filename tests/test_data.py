@@ -266,3 +266,13 @@ def test_eval_batches_are_in_order_normalised_and_unaugmented():
     by_hand = (data.val_images.double() / 255 - torch.tensor(CIFAR10_MEAN, dtype=torch.float64)[:, None, None]) \
         / torch.tensor(CIFAR10_STD, dtype=torch.float64)[:, None, None]
     torch.testing.assert_close(torch.cat(xs).double(), by_hand, rtol=0, atol=1e-5)
+
+
+def test_the_epoch_ends_when_its_last_batch_is_handed_out():
+    batches = loader()
+    it = batches.epoch()
+    last = [y for _, y in zip(range(3), it)][-1]  # all three batches, generator not yet exhausted
+    assert len(last) == 2
+    assert batches.state_dict()["position"] == 0
+    ys = [y for _, y in batches.epoch()]  # a new epoch, not the empty rest of the old one
+    assert [len(y) for y in ys] == [4, 4, 2]

@@ -57,10 +57,16 @@ def crop_flip(images, pad, offsets, flips):
                   rows[:, None, :, None], cols[:, None, None, :]]
 
 
+def _channel_tensor(values, device):
+    return torch.as_tensor(values, dtype=torch.float32, device=device)
+
+
 def normalize(images, mean, std):
     """uint8 (B, C, H, W) -> float32, as torchvision's ToTensor then Normalize(mean, std)."""
-    mean = torch.as_tensor(mean, dtype=torch.float32, device=images.device)[:, None, None]
-    std = torch.as_tensor(std, dtype=torch.float32, device=images.device)[:, None, None]
+    # as_tensor is a no-op for float32 tensors already on the device: the batch loops pass those,
+    # sparing a host-to-device copy per batch
+    mean = _channel_tensor(mean, images.device)[:, None, None]
+    std = _channel_tensor(std, images.device)[:, None, None]
     return images.float().div(255).sub_(mean).div_(std)
 
 
@@ -72,12 +78,13 @@ class TrainBatches:
     All randomness of an epoch comes from `generator` when the epoch starts, so the generator state
     at an epoch's start plus the number of batches already taken pin down the rest of the epoch:
     that pair is the state_dict, valid at any point, also mid-epoch. An epoch left unfinished is
-    resumed, not redrawn, by the next call to epoch().
+    resumed, not redrawn, by the next call to epoch(); keep one epoch iterator alive at a time.
     """
 
     def __init__(self, images, labels, *, batch_size, mean, std, pad, flip=True, seed=0):
         self.images, self.labels = images, labels
-        self.batch_size, self.mean, self.std, self.pad, self.flip = batch_size, mean, std, pad, flip
+        self.batch_size, self.pad, self.flip = batch_size, pad, flip
+        self.mean, self.std = _channel_tensor(mean, images.device), _channel_tensor(std, images.device)
         self.generator = torch.Generator(device=images.device).manual_seed(seed)
         self._epoch_start = None  # generator state when the unfinished epoch began
         self._position = 0  # batches of that epoch handed out
@@ -109,10 +116,13 @@ class TrainBatches:
             idx = perm[b * B:(b + 1) * B]
             sl = slice(b * B, (b + 1) * B)
             x = normalize(crop_flip(self.images[idx], self.pad, offsets[sl], flips[sl]), self.mean, self.std)
-            # counted before the yield: a checkpoint taken while batch b trains skips it on resume
+            # counted before the yield: a checkpoint taken while batch b trains skips it on resume,
+            # and the epoch is over as soon as its last batch is handed out
             self._position = b + 1
+            if self._position == len(self):
+                self._epoch_start, self._position = None, 0
             yield x, self.labels[idx]
-        self._epoch_start, self._position = None, 0
+        self._epoch_start, self._position = None, 0  # also for an empty split
 
     def state_dict(self):
         start = self._epoch_start if self._epoch_start is not None else self.generator.get_state()
@@ -126,6 +136,7 @@ class TrainBatches:
 
 def eval_batches(images, labels, *, batch_size, mean, std):
     """Un-augmented, normalised batches in dataset order."""
+    mean, std = _channel_tensor(mean, images.device), _channel_tensor(std, images.device)
     for i in range(0, len(labels), batch_size):
         yield normalize(images[i:i + batch_size], mean, std), labels[i:i + batch_size]
 

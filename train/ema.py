@@ -121,7 +121,7 @@ class _Group:
         self.size = p
         flat_init = torch.cat([s.detach().reshape(-1) for s in sources]).to(device)
         if self.averaged:
-            self.ema = flat_init.expand(num_decays, p).clone()  # every EMA starts at the init
+            self.ema = flat_init.repeat(num_decays, 1)  # every EMA starts at the init, (K, P) contiguous
             self.flat_sgd = torch.empty(p, dtype=dtype, device=device)
             staging = self.flat_sgd
         else:
