@@ -1,0 +1,101 @@
+"""Paper-like style: sizes for a two-column paper, 8-9 pt serif text, the
+Okabe-Ito colour-blind-safe palette, and fixed colours and labels per network.
+
+Network names are those of the run file: "sgd" and "ema-<decay>". SGD is always
+black; the paper's decays keep one colour each in every figure, so a reader can
+match curves across figures; other decays take the remaining colours in order.
+"""
+
+from contextlib import contextmanager
+
+SINGLE = 3.3   # inches, one column
+DOUBLE = 6.9   # inches, full width
+
+# Okabe & Ito (2008)
+BLACK, ORANGE, SKY, GREEN, YELLOW, BLUE, VERMILLION, PURPLE = (
+    "#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7")
+SGD_COLOR = BLACK
+DECAY_COLORS = {0.9: ORANGE, 0.99: SKY, 0.999: GREEN, 0.9995: BLUE, 0.9997: VERMILLION}
+EXTRA_COLORS = (PURPLE, "#999999", YELLOW)
+CYCLE = (BLUE, ORANGE, GREEN, VERMILLION, PURPLE, SKY, BLACK, YELLOW)  # non-network curves
+RIGHT_COLOR, WRONG_COLOR = BLUE, ORANGE   # barcodes
+
+RC = {
+    "font.family": "serif",
+    "font.serif": ["DejaVu Serif"],     # ships with matplotlib: no font warnings anywhere
+    "mathtext.fontset": "dejavuserif",
+    "font.size": 8,
+    "axes.titlesize": 9,
+    "axes.labelsize": 8,
+    "legend.fontsize": 7,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "axes.linewidth": 0.6,
+    "lines.linewidth": 1.0,
+    "xtick.major.width": 0.6,
+    "ytick.major.width": 0.6,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "legend.frameon": False,
+    "axes.grid": True,
+    "grid.linewidth": 0.4,
+    "grid.alpha": 0.4,
+    "savefig.bbox": "tight",
+    "savefig.pad_inches": 0.02,
+    "svg.fonttype": "none",   # text stays text in SVG
+    "pdf.fonttype": 42,       # TrueType in PDF, editable and accepted by publishers
+}
+
+
+@contextmanager
+def context():
+    """Apply the style for one figure without touching the caller's rcParams."""
+    import matplotlib
+
+    with matplotlib.rc_context(RC):
+        yield
+
+
+def figure(width="single", height: float | None = None):
+    """A new matplotlib Figure (no pyplot), width "single", "double" or inches."""
+    from matplotlib.figure import Figure
+
+    w = {"single": SINGLE, "double": DOUBLE}.get(width, width)
+    return Figure(figsize=(float(w), float(height if height is not None else 0.75 * float(w))))
+
+
+def decay(network: str) -> float | None:
+    """0.9995 for "ema-0.9995", None otherwise."""
+    if network.startswith("ema-"):
+        try:
+            return float(network[4:])
+        except ValueError:
+            return None
+    return None
+
+
+def label(network: str) -> str:
+    """Legend text: "SGD", "EMA 0.9995"; any other name as given."""
+    if network == "sgd":
+        return "SGD"
+    return f"EMA {network[4:]}" if decay(network) is not None else network
+
+
+def order(networks) -> list:
+    """SGD first, then EMA networks by increasing decay, then the rest as given."""
+    networks = list(networks)
+    emas = sorted((n for n in networks if decay(n) is not None), key=decay)
+    rest = [n for n in networks if n != "sgd" and decay(n) is None]
+    return (["sgd"] if "sgd" in networks else []) + emas + rest
+
+
+def color(network: str, networks=()) -> str:
+    """SGD black, the paper's decays fixed, others from EXTRA_COLORS by their rank in `networks`."""
+    if network == "sgd":
+        return SGD_COLOR
+    d = decay(network)
+    if d in DECAY_COLORS:
+        return DECAY_COLORS[d]
+    others = [n for n in order(networks) if n != "sgd" and decay(n) not in DECAY_COLORS]
+    i = others.index(network) if network in others else 0
+    return EXTRA_COLORS[i % len(EXTRA_COLORS)]
