@@ -1,0 +1,80 @@
+"""Evaluating several networks of one architecture on one split, per sample.
+
+The networks share the module (`model`) and differ only in their state: the live SGD network is
+the module itself, each EMA network is a state_dict run through torch.func.functional_call
+(views into the EMA storage, no copies). Batches are prepared once and fed to every network,
+results stay on the device until the split is done: one host transfer per split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+
+@dataclass
+class SplitEval:
+    """One network on one split: per-sample correctness, prediction and loss (numpy)."""
+
+    correct: np.ndarray  # bool (N,)
+    predicted: np.ndarray  # int64 (N,)
+    loss: np.ndarray  # float32 (N,)
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.correct.mean()) if len(self.correct) else float("nan")
+
+    @property
+    def mean_loss(self) -> float:
+        return float(self.loss.mean()) if len(self.loss) else float("nan")
+
+
+def batches(inputs: torch.Tensor, labels: torch.Tensor, batch_size: int,
+            transform: Callable | None = None) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches in dataset order, `transform` (e.g. uint8 -> normalised float) applied per batch."""
+    for i in range(0, len(labels), batch_size):
+        x = inputs[i:i + batch_size]
+        yield (transform(x) if transform else x), labels[i:i + batch_size]
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, states: Mapping[str, Mapping[str, torch.Tensor] | None],
+             inputs: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 1000,
+             transform: Callable | None = None, autocast: torch.autocast | None = None) -> dict[str, SplitEval]:
+    """Evaluate every network in `states` (name -> state_dict, or None for `model`'s own state).
+
+    The module is put in eval mode (BatchNorm uses each network's own running statistics) and
+    restored to its previous mode afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    out = {name: ([], [], []) for name in states}
+    try:
+        for x, y in batches(inputs, labels, batch_size, transform):
+            for name, state in states.items():
+                if autocast is not None:
+                    with autocast:
+                        logits = model(x) if state is None else functional_call(model, dict(state), (x,))
+                else:
+                    logits = model(x) if state is None else functional_call(model, dict(state), (x,))
+                logits = logits.float()
+                pred = logits.argmax(dim=1)
+                c, p, l = out[name]
+                c.append(pred == y)
+                p.append(pred)
+                l.append(F.cross_entropy(logits, y, reduction="none"))
+    finally:
+        model.train(was_training)
+    result = {}
+    for name, (c, p, l) in out.items():
+        if c:
+            result[name] = SplitEval(torch.cat(c).cpu().numpy(), torch.cat(p).cpu().numpy(),
+                                     torch.cat(l).cpu().numpy())
+        else:
+            result[name] = SplitEval(np.zeros(0, bool), np.zeros(0, np.int64), np.zeros(0, np.float32))
+    return result

@@ -1,0 +1,250 @@
+"""Recording any PyTorch training loop: SGD and its EMA networks, evaluated every epoch.
+
+    rec = Recorder.create("runs/mine.h5", model, decays=[0.99, 0.999],
+                          splits={"val": (x_val, y_val), "test": (x_test, y_test)},
+                          optimizer=opt)                  # records epoch 0 (initial weights)
+    for epoch in range(1, epochs + 1):
+        for x, y in loader:
+            loss = F.cross_entropy(logits := model(x), y)
+            opt.zero_grad(); loss.backward(); opt.step()
+            rec.step(loss, logits, y)                     # EMA update + running train metrics
+        rec.end_epoch(epoch)                              # evaluate all networks, write, commit
+    rec.finish()
+
+At each epoch end, the SGD network and every EMA network are evaluated in eval mode on every
+split; per-sample correctness, predictions and losses, the metrics row and (every
+`checkpoint_every` epochs) the weights go to the run file in one commit. The EMA never feeds
+back into training, so one run tracks any number of decays.
+
+Resume: give `state_fn` (returns a dict of what else your loop needs: optimizer, scheduler,
+RNG states, ...). Its result is saved with every epoch, and `Recorder.resume` gives it back
+after restoring the model and the EMA networks as they were at the last complete epoch.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+
+from dynamics.errors import Diverged, RunFileError
+from dynamics.layout import Layout, Network, Param, Split
+from dynamics.writer import Eval, RunWriter
+
+from .ema import EMA, flatten_state
+from .evaluate import evaluate
+
+TRAIN_METRICS = ["iteration", "lr", "train_loss", "train_acc", "seconds"]
+
+
+class Recorder:
+    def __init__(self, writer: RunWriter, model: torch.nn.Module, ema: EMA, splits, final_splits, *,
+                 transform, optimizer, state_fn, checkpoint_every, eval_batch_size, autocast=None):
+        self.writer, self.model, self.ema = writer, model, ema
+        self.splits, self.final_splits = dict(splits), dict(final_splits)
+        self.transform, self.optimizer, self.state_fn = transform, optimizer, state_fn
+        self.checkpoint_every, self.eval_batch_size = checkpoint_every, eval_batch_size
+        self.autocast = autocast
+        self.networks = ["sgd", *ema.names]
+        self.iteration = 0
+        self.eval_seconds = 0.0  # time spent evaluating and writing at the last epoch end
+        self._reset_running()
+        self._t0 = time.perf_counter()
+
+    # ------------------------------------------------------------- opening
+    @classmethod
+    def create(cls, path, model, decays, splits: Mapping[str, tuple], *, final_splits: Mapping[str, tuple] = (),
+               transform: Callable | None = None, images: Mapping[str, np.ndarray] | None = None,
+               indices: Mapping[str, np.ndarray] | None = None, num_classes: int | None = None,
+               config: Mapping | None = None, metrics: tuple[str, ...] = (), optimizer=None,
+               state_fn: Callable[[], dict] | None = None, checkpoint_every: int = 1,
+               eval_batch_size: int = 1000, overwrite: bool = False, record_initial: bool = True,
+               ema_warmup: bool = False, autocast=None) -> "Recorder":
+        """Create the run file and, unless `record_initial` is False, record epoch 0.
+
+        splits / final_splits: name -> (inputs, labels) tensors on the model's device; inputs go
+        through `transform` per batch. final_splits (e.g. the un-augmented training set) are
+        evaluated once, by `finish()`. images: name -> uint8 (N, H, W, C) to store for figures.
+        """
+        ema = EMA(model, decays, warmup=ema_warmup)
+        nets = [Network.sgd()] + [Network.ema(d, n) for d, n in zip(ema.decays, ema.names)]
+        images, indices = dict(images or {}), dict(indices or {})
+        all_splits = {**dict(splits), **dict(final_splits)}
+        layout_splits = {}
+        for name, (_, y) in all_splits.items():
+            layout_splits[name] = Split(labels=y.cpu().numpy(), index=indices.get(name),
+                                        images=images.get(name), num_classes=num_classes)
+        cols = TRAIN_METRICS + [f"{n}/{s}/{k}" for n in [x.name for x in nets] for s in splits
+                                for k in ("loss", "acc")] + [m for m in metrics if m not in TRAIN_METRICS]
+        params = [Param(r.name, r.shape, r.kind, r.dtype) for r in ema.table]
+        layout = Layout(networks=nets, splits=layout_splits, params=params, metrics=cols, resume=True)
+        writer = RunWriter.create(path, layout, config, overwrite=overwrite)
+        rec = cls(writer, model, ema, splits, final_splits, transform=transform, optimizer=optimizer,
+                  state_fn=state_fn, checkpoint_every=checkpoint_every, eval_batch_size=eval_batch_size,
+                  autocast=autocast)
+        if record_initial:
+            try:
+                rec.end_epoch(0)
+            except BaseException:
+                rec.close()
+                raise
+        return rec
+
+    @classmethod
+    def resume(cls, path, model, decays, splits, *, final_splits=(), transform=None, optimizer=None,
+               state_fn=None, checkpoint_every: int = 1, eval_batch_size: int = 1000, ema_warmup=False,
+               autocast=None) -> tuple["Recorder", int, dict]:
+        """Reopen a run: restores `model` and the EMA networks as at the last complete epoch.
+
+        Returns (recorder, last complete epoch, the dict `state_fn` returned then).
+        """
+        writer = RunWriter.resume(path)
+        try:
+            saved = writer.resume_state()
+            if saved is None:
+                raise RunFileError(f"{path}: holds no resume state (was it written by a Recorder?)")
+            epoch, blob = saved
+            if writer.last_epoch("metrics") != epoch:
+                raise RunFileError(f"{path}: resume state is for epoch {epoch}, records end at "
+                                   f"{writer.last_epoch('metrics')}")
+            state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+            ema = EMA(model, decays, warmup=ema_warmup)
+            expected = ["sgd", *ema.names]
+            if writer.networks != expected:
+                raise RunFileError(f"{path}: networks {writer.networks}, this run would record {expected}")
+            model.load_state_dict(state["model"])
+            ema.load_state_dict(state["ema"])
+        except BaseException:
+            writer.close()
+            raise
+        rec = cls(writer, model, ema, splits, final_splits, transform=transform, optimizer=optimizer,
+                  state_fn=state_fn, checkpoint_every=checkpoint_every, eval_batch_size=eval_batch_size,
+                  autocast=autocast)
+        rec.iteration = int(state["iteration"])
+        return rec, epoch, state.get("user") or {}
+
+    # ------------------------------------------------------------ training
+    def _reset_running(self):
+        self._loss_sum = self._correct = None
+        self._seen = 0
+
+    @torch.no_grad()
+    def step(self, loss: torch.Tensor | None = None, logits: torch.Tensor | None = None,
+             labels: torch.Tensor | None = None) -> None:
+        """Call after every optimizer step: updates every EMA network; accumulates the running
+        train loss/accuracy on the device (no synchronisation)."""
+        self.ema.update()
+        self.iteration += 1
+        if loss is not None:
+            n = len(labels) if labels is not None else 1
+            part = loss.detach().float() * n
+            self._loss_sum = part if self._loss_sum is None else self._loss_sum + part
+            self._seen += n
+            if logits is not None and labels is not None:
+                c = (logits.detach().argmax(1) == labels).sum()
+                self._correct = c if self._correct is None else self._correct + c
+
+    def states(self) -> dict:
+        """Every network's state for evaluation: None (the module itself) for SGD, EMA views."""
+        return {"sgd": None, **{n: self.ema.state_dict_for(k) for k, n in enumerate(self.ema.names)}}
+
+    def end_epoch(self, epoch: int, metrics: Mapping[str, float] | None = None,
+                  weights: bool | None = None) -> dict:
+        """Evaluate every network on every split and commit the epoch. Returns its metrics.
+
+        Raises Diverged (and marks the run diverged at `epoch`) if the running train loss is not
+        finite. `weights`: record weights now (default: every `checkpoint_every` epochs).
+        """
+        t_eval = time.perf_counter()
+        row = {"iteration": self.iteration, "seconds": t_eval - self._t0}
+        if self.optimizer is not None:
+            row["lr"] = self.optimizer.param_groups[0]["lr"]
+        if self._seen:
+            row["train_loss"] = float(self._loss_sum) / self._seen
+            if self._correct is not None:
+                row["train_acc"] = float(self._correct) / self._seen
+            if not math.isfinite(row["train_loss"]):
+                self.writer.finish("diverged", diverged_epoch=epoch)
+                raise Diverged(f"{self.writer.path}: the training loss became {row['train_loss']} in "
+                               f"epoch {epoch}; the run is marked diverged and keeps epochs 0..{epoch - 1}")
+        evals = self._evaluate(self.splits)
+        for s, per_net in evals.items():
+            for n, ev in per_net.items():
+                row[f"{n}/{s}/acc"] = float(ev.correct.mean()) if len(ev.correct) else np.nan
+                row[f"{n}/{s}/loss"] = float(ev.loss.mean()) if len(ev.loss) else np.nan
+        row.update(metrics or {})
+        if weights is None:
+            weights = epoch % self.checkpoint_every == 0
+        self.writer.append(
+            epoch, metrics=row,
+            evals={s: {n: Eval(correct=ev.correct, predicted=ev.predicted, loss=ev.loss) for n, ev in d.items()}
+                   for s, d in evals.items()},
+            weights=self._weights() if weights else None,
+            resume=self._resume_blob())
+        self._reset_running()
+        self.eval_seconds = time.perf_counter() - t_eval
+        self._t0 = time.perf_counter()
+        return row
+
+    def _evaluate(self, splits) -> dict:
+        states = self.states()
+        return {s: evaluate(self.model, states, x, y, batch_size=self.eval_batch_size,
+                            transform=self.transform, autocast=self.autocast)
+                for s, (x, y) in splits.items()}
+
+    def _weights(self) -> dict:
+        out = {}
+        p, b = flatten_state(self.model, self.ema.table)
+        out["sgd"] = (p.cpu().numpy(), b.cpu().numpy())
+        for k, name in enumerate(self.ema.names):
+            out[name] = (self.ema.flat_params(k).cpu().numpy(), self.ema.flat_buffers(k).cpu().numpy())
+        return out
+
+    def _resume_blob(self) -> bytes | None:
+        state = {"model": self.model.state_dict(), "ema": self.ema.state_dict(), "iteration": self.iteration,
+                 "user": self.state_fn() if self.state_fn else {}}
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        return buf.getvalue()
+
+    # ------------------------------------------------------------- the end
+    @property
+    def last_epoch(self) -> int | None:
+        return self.writer.last_epoch("metrics")
+
+    def finish(self, weights: bool = True) -> None:
+        """Evaluate the final splits (e.g. train), record the last weights if they are not yet,
+        mark the run complete and close it."""
+        epoch = self.last_epoch
+        if self.final_splits and epoch is not None:
+            evals = self._evaluate(self.final_splits)
+            self.writer.append(epoch, evals={
+                s: {n: Eval(correct=ev.correct, predicted=ev.predicted, loss=ev.loss) for n, ev in d.items()}
+                for s, d in evals.items()})
+        if weights and epoch is not None and self.writer.last_epoch("weights") != epoch:
+            # the last epoch's weights are worth having whatever checkpoint_every says; appended
+            # as their own record (the metrics row of that epoch is already committed)
+            self.writer.append(epoch, weights=self._weights())
+        self.writer.finish("complete")
+        self.close()
+
+    def stop(self) -> None:
+        """Stop cleanly (e.g. on Ctrl-C): the run stays resumable from its last complete epoch."""
+        self.writer.finish("stopped")
+        self.close()
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+__all__ = ["Recorder"]
