@@ -1,0 +1,37 @@
+"""analyze never imports torch, and its analyses never import matplotlib."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import analyze
+
+PURE = ["accuracy", "agreement", "bits", "flips", "histogram", "misclassification", "runs",
+        "stability", "tables", "weight_diff", "window"]
+PLOT = ["plot", "plot.style", "plot.save", "plot.stability", "plot.misclassification",
+        "plot.barcode", "plot.weight_diff", "plot.accuracy", "plot.agreement"]
+
+
+def test_every_module_is_listed():
+    root = Path(analyze.__file__).parent
+    found = {".".join(p.relative_to(root).with_suffix("").parts) for p in root.rglob("*.py")}
+    found = {m.removesuffix(".__init__") for m in found} - {"__init__"}
+    assert found - {"bench"} == set(PURE) | set(PLOT)
+
+
+def test_importing_analyses_and_plot_modules_loads_neither_torch_nor_matplotlib():
+    mods = ", ".join(f"analyze.{m}" for m in PURE + PLOT)
+    code = (f"import sys, {mods}\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'matplotlib'))\n"
+            "print(bad)\n"
+            "assert not bad, bad\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_no_source_line_imports_torch():
+    root = Path(analyze.__file__).parent
+    pattern = re.compile(r"^\s*(import\s+torch|from\s+torch)\b", re.M)
+    offenders = [str(p) for p in root.rglob("*.py") if pattern.search(p.read_text())]
+    assert offenders == []

@@ -1,0 +1,45 @@
+"""Streaming analyses hold memory independent of the number of epochs."""
+
+import tracemalloc
+
+import numpy as np
+
+from analyze.agreement import AgreementAccumulator
+from analyze.flips import FlipsAccumulator
+from analyze.misclassification import MisclassificationAccumulator
+from analyze.stability import StabilityAccumulator
+
+N, CHUNK = 200_000, 16
+
+
+def chunks(epochs, seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(0, epochs, CHUNK):
+        yield rng.integers(0, 256, (CHUNK, N // 8), dtype=np.uint8)
+
+
+def peak_bytes(epochs):
+    # numpy reports its buffers to tracemalloc; the peak covers one chunk being made,
+    # the accumulators' state and their temporaries
+    accs = [StabilityAccumulator(N, np.arange(epochs)), FlipsAccumulator(N, np.arange(epochs)),
+            MisclassificationAccumulator(N, np.arange(epochs))]
+    agree = AgreementAccumulator(N, np.arange(epochs))
+    tracemalloc.start()
+    try:
+        for a, b in zip(chunks(epochs, 1), chunks(epochs, 2)):
+            for acc in accs:
+                acc.add(a)
+            agree.add(a, b)
+        for acc in accs + [agree]:
+            acc.result()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_peak_memory_does_not_grow_with_epochs():
+    short, long = peak_bytes(64), peak_bytes(1024)
+    chunk = CHUNK * N // 8
+    # 16x the epochs: the peak may grow by a few bit planes and per-epoch counts, not by chunks
+    assert long < short + chunk, (short, long)
+    assert long < 40 * chunk
