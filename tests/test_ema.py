@@ -213,3 +213,27 @@ def test_state_dict_resumes_bit_exactly():
             assert torch.equal(a, b), name
     with pytest.raises(ValueError, match="decays differ"):
         EMA(resumed_model, [0.9]).load_state_dict(saved["ema"])
+
+
+def test_mixed_dtypes_are_grouped_and_keep_state_dict_order():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 3).double(), nn.BatchNorm1d(3), nn.Linear(3, 1))
+    ema = EMA(model, [0.5, 0.75])
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+        model[1].running_var.fill_(3.0)
+        model[1].num_batches_tracked.fill_(9)
+    ema.update()
+    live = model.state_dict()
+    for k, d in enumerate([0.5, 0.75]):
+        got = ema.state_dict_for(k)
+        assert list(got) == list(live)
+        for name, v in got.items():
+            assert v.dtype == live[name].dtype, name
+            want = d * init[name] + (1 - d) * live[name] if v.is_floating_point() else live[name]
+            assert torch.allclose(v, want.to(v.dtype)), name
+        p, b = flatten_state(got, ema.table)
+        assert torch.equal(ema.flat_params(k), p) and torch.equal(ema.flat_buffers(k), b)
+    assert ema.state_dict_for(1)["0.weight"].dtype == torch.float64

@@ -106,6 +106,8 @@ class TrainBatches:
 
     def epoch(self):
         """Yield (normalised float32 images, int64 labels) for the rest of the current epoch."""
+        if not len(self):
+            return
         if self._epoch_start is None:
             self._epoch_start = self.generator.get_state()
         else:  # unfinished (or resumed) epoch: redraw its randomness, skip what was handed out
@@ -122,7 +124,6 @@ class TrainBatches:
             if self._position == len(self):
                 self._epoch_start, self._position = None, 0
             yield x, self.labels[idx]
-        self._epoch_start, self._position = None, 0  # also for an empty split
 
     def state_dict(self):
         start = self._epoch_start if self._epoch_start is not None else self.generator.get_state()
