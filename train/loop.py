@@ -1,0 +1,213 @@
+"""`dyn train`'s loop: the paper's procedure, recorded every epoch, resumable bit for bit.
+
+SGD (momentum 0.9, weight decay 1e-4 on all parameters, no nesterov) on a device-resident data
+set, the lr schedule stepped every iteration, every EMA network updated after every step, and a
+Recorder committing each epoch. What a resume needs beyond the recorder's model and EMA state
+(optimizer momentum, scheduler clock, data order, RNG states) goes into the same commit, so a
+run killed at any moment continues from its last complete epoch exactly as if never stopped.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import signal
+import socket
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from dynamics import __version__
+from dynamics.errors import DynError, UsageError
+
+from .config import RUN_KEYS, TrainConfig
+from .data import DataNotFound, load_dataset, normalize
+from .models import build_model
+from .progress import Progress
+from .recorder import Recorder
+from .schedules import build_scheduler
+
+
+class Stop(Exception):
+    """A signal asked training to stop at the next clean point."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: no CUDA device is available here")
+    return torch.device(name)
+
+
+def environment(device: torch.device) -> dict:
+    import h5py
+    import numpy
+    import torchvision
+
+    env = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+           "numpy": numpy.__version__, "h5py": h5py.__version__, "dyn": __version__, "host": socket.gethostname(),
+           "device": str(device), "threads": torch.get_num_threads(),
+           "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+           "argv": sys.argv[1:], "world_size": 1}
+    if device.type == "cuda":
+        env["device_name"] = torch.cuda.get_device_name(device)
+    else:
+        env["device_name"] = platform.processor() or platform.machine()
+    return env
+
+
+class Trainer:
+    """Builds everything a run needs from its config; `run()` trains and records it."""
+
+    def __init__(self, cfg: TrainConfig, out: Path, *, resume: bool = False, overwrite: bool = False,
+                 progress: bool | None = None):
+        self.cfg, self.out = cfg, Path(out)
+        self.device = resolve_device(cfg.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        try:
+            self.data = load_dataset(cfg.dataset, cfg.data_dir, cfg.val_size, self.device)
+        except DataNotFound as e:
+            raise DynError(f"--data-dir: {e}", exit_code=2) from None
+        except ValueError as e:  # e.g. a val size that leaves no training samples
+            raise UsageError(f"--val-size: {e}") from None
+        n_train = len(self.data.train_labels)
+        if cfg.batch_size > n_train:
+            raise UsageError(f"--batch-size: {cfg.batch_size} is larger than the training set ({n_train:,} samples)")
+
+        torch.manual_seed(cfg.seed)
+        channels = self.data.image_shape[0]
+        self.model = build_model(cfg.model, self.data.num_classes, in_channels=channels).to(self.device)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay, nesterov=False)
+        self.batches = self.data.train_batches(cfg.batch_size, seed=cfg.seed)
+        self.iters_per_epoch = len(self.batches)
+        self.scheduler = build_scheduler(
+            self.optimizer, cfg.schedule, iters_per_epoch=self.iters_per_epoch,
+            total_iters=self.iters_per_epoch * cfg.epochs, milestones=cfg.milestones, gamma=cfg.gamma,
+            warmup_iters=cfg.warmup_iters)
+        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg.amp == "bf16" else None)
+        mean = torch.tensor(self.data.mean, device=self.device)
+        std = torch.tensor(self.data.std, device=self.device)
+        self.transform = lambda x: self._layout(normalize(x, mean, std))
+        self.progress = Progress(cfg.epochs, self.iters_per_epoch, cfg.batch_size, enabled=progress)
+
+        splits = {"val": (self.data.val_images, self.data.val_labels),
+                  "test": (self.data.test_images, self.data.test_labels)}
+        common = dict(final_splits={"train": (self.data.train_images, self.data.train_labels)},
+                      transform=self.transform, optimizer=self.optimizer, state_fn=self.state,
+                      checkpoint_every=cfg.checkpoint_every, eval_batch_size=cfg.eval_batch_size,
+                      ema_warmup=cfg.ema_warmup, autocast=self.autocast)
+        if resume:
+            self.rec, self.start, saved = Recorder.resume(self.out, self.model, cfg.decays, splits, **common)
+            self.load_state(saved)
+        else:
+            config = {**cfg.to_dict(), "environment": environment(self.device),
+                      "iters_per_epoch": self.iters_per_epoch, "train_size": n_train}
+            # store the val images only where they are small (CIFAR-10's 5k: 15 MB)
+            images = {"val": self.data.images_nhwc("val")} if len(self.data.val_labels) <= 50_000 else {}
+            self.rec = Recorder.create(
+                self.out, self.model, cfg.decays, splits, images=images, num_classes=self.data.num_classes,
+                indices={"train": self.data.train_indices, "val": self.data.val_indices,
+                         "test": self.data.test_indices},
+                config=config, overwrite=overwrite, **common)
+            self.start = 0
+
+    def _layout(self, x):
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
+
+    # -------------------------------------------------------------- resume
+    def state(self) -> dict:
+        s = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+             "batches": self.batches.state_dict(), "torch_rng": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            s["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return s
+
+    def load_state(self, s: dict) -> None:
+        self.optimizer.load_state_dict(s["optimizer"])
+        self.scheduler.load_state_dict(s["scheduler"])
+        self.batches.load_state_dict(s["batches"])
+        torch.set_rng_state(s["torch_rng"])
+        if "cuda_rng" in s and self.device.type == "cuda":
+            torch.cuda.set_rng_state(s["cuda_rng"], self.device)
+
+    # ---------------------------------------------------------------- train
+    def run(self) -> int:
+        """Train the remaining epochs. Returns the exit code (0, or 130/143 after a signal)."""
+        stop = {}
+
+        def on_signal(signum, frame):
+            stop["signum"] = signum
+
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        check_every = 1 if self.device.type == "cpu" else 32  # a finite-loss check syncs the GPU
+        try:
+            for epoch in range(self.start + 1, self.cfg.epochs + 1):
+                self.progress.start_epoch(epoch)
+                self.model.train()
+                for step, (x, y) in enumerate(self.batches.epoch(), 1):
+                    with self.autocast or nullcontext():
+                        logits = self.forward(self._layout(x))
+                        loss = F.cross_entropy(logits.float(), y)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.rec.step(loss, logits, y)
+                    if step % check_every == 0 or self.progress.due():
+                        value = loss.item()
+                        if value != value or value in (float("inf"), float("-inf")):
+                            break  # the recorder marks the run diverged at end_epoch
+                        if self.progress.due():
+                            self.progress.update(step, value)
+                    if stop:
+                        raise Stop(stop["signum"])
+                row = self.rec.end_epoch(epoch, metrics={"lr": self.optimizer.param_groups[0]["lr"]},
+                                         weights=True if epoch == self.cfg.epochs else None)
+                self.progress.end_epoch(epoch, row, self.rec.networks, list(self.rec.splits))
+                if stop:
+                    raise Stop(stop["signum"])
+            self.rec.finish()
+            self.progress.message(f"done: {self.out}")
+            return 0
+        except Stop as s:
+            last = self.rec.last_epoch
+            self.rec.stop()
+            name = signal.Signals(s.signum).name
+            self.progress.message(f"{name}: stopped; {self.out} keeps epochs 0..{last}. "
+                                  f"Continue with: dyn train --resume --out {self.out}")
+            return 128 + s.signum
+        except BaseException:
+            self.rec.close()
+            raise
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+def check_resume(cfg_given: dict, stored: dict, out: Path) -> None:
+    """--resume with flags that contradict the run's stored config is refused."""
+    for key, value in cfg_given.items():
+        if key in RUN_KEYS and key in stored:
+            a, b = value, stored[key]
+            if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+                a, b = list(a or []), list(b or [])
+            if a != b:
+                flag = "--" + ("decay" if key == "decays" else key.replace("_", "-"))
+                raise UsageError(f"{flag}: {value} contradicts the run being resumed ({out} has {stored[key]})")
+
+
+def default_out(cfg: TrainConfig) -> Path:
+    return Path(os.environ.get("DYN_RUNS", "runs")) / cfg.run_name()
