@@ -79,7 +79,8 @@ def main(argv=None):
         print(f"  {name:40s} {s * 1e3:8.1f} ms  {s / base:5.1f}x  {rows.nbytes / s / 1e9:5.2f} GB/s")
 
     tracemalloc.start()
-    feed(StabilityAccumulator(n, epochs), MisclassificationAccumulator(n, epochs), FlipsAccumulator(n, epochs))
+    feed(StabilityAccumulator(n, epochs), MisclassificationAccumulator(n, epochs),
+         FlipsAccumulator(n, epochs))
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     print(f"  peak traced memory of the three in one pass: {peak / 1e6:.1f} MB "

@@ -40,8 +40,8 @@ def figures():
                                                 images=RNG.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)),
         "barcode_gray": lambda p: barcode_figure(p, bars, E, [5, 17, 3, 99],
                                                  images=RNG.integers(0, 256, (4, 8, 8, 1), dtype=np.uint8)),
-        "weight_diff": lambda p: weight_diff_figure(p, {"constant": curve(0.1, 0.1),
-                                                        "cosine": (E, np.r_[np.nan, np.linspace(0.1, 0, 30)])}),
+        "weight_diff": lambda p: weight_diff_figure(
+            p, {"constant": curve(0.1, 0.1), "cosine": (E, np.r_[np.nan, np.linspace(0.1, 0, 30)])}),
         "accuracy": lambda p: accuracy_figure(
             p, {"constant": {"sgd": band, "ema-0.99": band, "ema-0.9995": curve()},
                 "cosine": {"sgd": band}},
@@ -123,8 +123,10 @@ def test_style_names_orders_and_colours_networks():
     assert style.order(["ema-0.9997", "sgd", "ema-0.9"]) == ["sgd", "ema-0.9", "ema-0.9997"]
     assert style.color("sgd") == style.SGD_COLOR
     # a decay keeps its colour whatever else is drawn with it
-    assert style.color("ema-0.9995", ["sgd", "ema-0.9995"]) == style.color("ema-0.9995", ["ema-0.9", "ema-0.9995"])
-    assert style.color("ema-0.95", ["ema-0.95", "ema-0.97"]) != style.color("ema-0.97", ["ema-0.95", "ema-0.97"])
+    c = style.color
+    assert c("ema-0.9995", ["sgd", "ema-0.9995"]) == c("ema-0.9995", ["ema-0.9", "ema-0.9995"])
+    others = ["ema-0.95", "ema-0.97"]
+    assert c("ema-0.95", others) != c("ema-0.97", others) and c("ema-0.95", others) in style.EXTRA_COLORS
 
 
 def test_drawing_does_not_change_global_matplotlib_state(tmp_path):
