@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyze.bits import VerticalCounter, blocks, check_rows, popcount, words
+from analyze.bits import VerticalCounter, Words, blocks, check_rows, popcount
 from analyze.histogram import fraction_histogram
 from analyze.window import Cursor
 
@@ -51,6 +51,8 @@ class AgreementAccumulator:
         self.n = int(n)
         self.cursor = Cursor(epochs, window)
         self._counter = VerticalCounter(n)
+        self._words_a, self._words_b = Words(), Words()
+        self._diff = None  # reused XOR buffer
         self._differs, self._labels = [], []
         self._with_labels = None
 
@@ -70,7 +72,10 @@ class AgreementAccumulator:
                 raise ValueError(f"labels must be ({len(a)}, {self.n}); got {la.shape} and {lb.shape}")
             self._labels.append(np.count_nonzero(la[sl] != lb[sl], axis=1).astype(np.int64))
         for xa, xb in zip(blocks(a[sl]), blocks(b[sl])):
-            d = np.bitwise_xor(words(xa), words(xb))
+            wa, wb = self._words_a(xa), self._words_b(xb)
+            if self._diff is None or len(self._diff) < len(wa):
+                self._diff = np.empty_like(wa)
+            d = np.bitwise_xor(wa, wb, out=self._diff[:len(wa)])
             self._differs.append(popcount(d, self.n))
             self._counter.add_words(d)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyze.bits import ConsecutiveXor, VerticalCounter, blocks, check_rows, nbytes, words
+from analyze.bits import ConsecutiveXor, VerticalCounter, Words, blocks, check_rows, nbytes
 from analyze.window import Cursor
 
 RANK_BY = ("sgd", "ema", "sum", "stability")
@@ -40,12 +40,13 @@ class FlipsAccumulator:
         self.n = int(n)
         self.cursor = Cursor(epochs, window)
         self._xor = ConsecutiveXor()
+        self._words = Words()
         self._counter = VerticalCounter(n)
 
     def add(self, chunk) -> None:
         chunk = check_rows(chunk, self.n)
         for b in blocks(chunk[self.cursor.take(len(chunk))]):
-            self._counter.add_words(self._xor.diff(words(b)))
+            self._counter.add_words(self._xor.diff(self._words(b)))
 
     def result(self) -> Flips:
         self.cursor.done()

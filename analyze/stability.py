@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyze.bits import ConsecutiveXor, blocks, check_rows, popcount, words
+from analyze.bits import ConsecutiveXor, Words, blocks, check_rows, popcount
 from analyze.window import Cursor
 
 
@@ -50,12 +50,13 @@ class StabilityAccumulator:
         self.n = int(n)
         self.cursor = Cursor(epochs, window)
         self._xor = ConsecutiveXor()
+        self._words = Words()
         self._correct, self._changed = [], []
 
     def add(self, chunk) -> None:
         chunk = check_rows(chunk, self.n)
         for b in blocks(chunk[self.cursor.take(len(chunk))]):
-            w = words(b)
+            w = self._words(b)
             self._correct.append(popcount(w, self.n))
             self._changed.append(popcount(self._xor.diff(w), self.n))
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from analyze.bits import (ConsecutiveXor, VerticalCounter, blocks, check_rows, nbytes, pack,
+from analyze.bits import (ConsecutiveXor, VerticalCounter, Words, blocks, check_rows, nbytes, pack,
                           popcount, unpack, words)
 
 SIZES = [1, 7, 8, 9, 63, 64, 65, 127, 1000, 1001]
@@ -74,6 +74,18 @@ def test_words_views_when_it_can_and_pads_when_it_must():
     wide = np.packbits(np.ones((3, 256), bool), axis=1)
     sliced = wide[:, :16]                               # not contiguous: copied
     assert np.array_equal(words(sliced).view(np.uint8), sliced)
+
+
+def test_words_reuses_one_buffer_for_padded_rows():
+    rng = np.random.default_rng(5)
+    w = Words()
+    big = np.packbits(rng.random((6, 100)) < 0.5, axis=1)
+    small = np.packbits(rng.random((2, 100)) < 0.5, axis=1)
+    a = w(big)
+    b = w(small)
+    assert np.shares_memory(a, b) and b.shape == (2, 2)       # no new allocation
+    assert np.array_equal(b.view(np.uint8)[:, :13], small) and not b.view(np.uint8)[:, 13:].any()
+    assert popcount(b, 100).tolist() == popcount(small, 100).tolist()
 
 
 def test_blocks_cover_every_row_once_within_the_byte_limit():
