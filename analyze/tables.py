@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from analyze.networks import decay as ema_decay
 from analyze.runs import CONFIG_KEYS, group_seeds
 
 SCHEDULE_ORDER = ("multistep", "step", "cosine", "linear", "constant")
@@ -53,16 +54,6 @@ class Table:
                             int(self.n.at[key, col])))
         names = list(self.mean.index.names)
         return pd.DataFrame(out, columns=[*names, "column", "mean", "std", "n"])
-
-
-def ema_decay(network: str) -> float | None:
-    """0.9995 for "ema-0.9995"; None for "sgd" and anything else."""
-    if network.startswith("ema-"):
-        try:
-            return float(network[4:])
-        except ValueError:
-            return None
-    return None
 
 
 def paper_table(records, layout: str = "decay", group_by=None, split: str = "test",

@@ -8,6 +8,8 @@ match curves across figures; other decays take the remaining colours in order.
 
 from contextlib import contextmanager
 
+from analyze.networks import decay, label, order  # noqa: F401  (re-exported for the figures)
+
 SINGLE = 3.3   # inches, one column
 DOUBLE = 6.9   # inches, full width
 
@@ -62,31 +64,6 @@ def figure(width="single", height: float | None = None):
 
     w = {"single": SINGLE, "double": DOUBLE}.get(width, width)
     return Figure(figsize=(float(w), float(height if height is not None else 0.75 * float(w))))
-
-
-def decay(network: str) -> float | None:
-    """0.9995 for "ema-0.9995", None otherwise."""
-    if network.startswith("ema-"):
-        try:
-            return float(network[4:])
-        except ValueError:
-            return None
-    return None
-
-
-def label(network: str) -> str:
-    """Legend text: "SGD", "EMA 0.9995"; any other name as given."""
-    if network == "sgd":
-        return "SGD"
-    return f"EMA {network[4:]}" if decay(network) is not None else network
-
-
-def order(networks) -> list:
-    """SGD first, then EMA networks by increasing decay, then the rest as given."""
-    networks = list(networks)
-    emas = sorted((n for n in networks if decay(n) is not None), key=decay)
-    rest = [n for n in networks if n != "sgd" and decay(n) is None]
-    return (["sgd"] if "sgd" in networks else []) + emas + rest
 
 
 def color(network: str, networks=()) -> str:
