@@ -43,8 +43,10 @@ def barcode_figure(path, barcodes: Mapping, epochs, samples, images=None, *,
 
         cmap = ListedColormap([style.WRONG_COLOR, style.RIGHT_COLOR])
         row_h = 0.14 * len(nets) + 0.12
-        fig = style.figure(width, 0.45 + row_h * k)
+        height = 0.45 + row_h * k
+        fig = style.figure(width, height)
         grid = fig.add_gridspec(k, 2 if images is not None else 1, hspace=0.35, wspace=0.02,
+                                top=1 - 0.25 / height, bottom=0.3 / height,
                                 width_ratios=[row_h, 1] if images is not None else None)
         for i in range(k):
             ax = fig.add_subplot(grid[i, -1])
