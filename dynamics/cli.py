@@ -97,7 +97,10 @@ def cli():
 def main(argv: list[str] | None = None) -> None:
     """Entry point: DynError becomes `dyn: error: ...` and its exit code, never a traceback."""
     try:
-        cli.main(args=argv, prog_name="dyn", standalone_mode=False)
+        # standalone_mode=False returns ctx.exit()'s code instead of raising it
+        code = cli.main(args=argv, prog_name="dyn", standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except DynError as e:
         click.echo(f"dyn: error: {e}", err=True)
         sys.exit(e.exit_code)

@@ -35,6 +35,8 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
+from dynamics.format import ema_name
+
 
 class TableRow(NamedTuple):
     """One state_dict tensor in the flat layout: params and buffers have separate offset spaces."""
@@ -100,12 +102,6 @@ def unflatten_state(params, buffers, table):
         (r.name, flats[r.kind][r.offset:r.offset + r.size].reshape(r.shape).to(getattr(torch, r.dtype), copy=True))
         for r in table
     )
-
-
-def ema_name(decay):
-    """'ema-0.9995': repr is the shortest string that round-trips the float (':g' gives
-    'ema-1' for 0.9999999)."""
-    return f"ema-{float(decay)!r}"
 
 
 class _Group:

@@ -1,0 +1,131 @@
+"""`dyn train` end to end on the digits: a valid run file, resume bit for bit, divergence, signals."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from dynamics import open_run
+from helpers import ROOT, run_dyn
+
+TINY = ["--dataset", "digits", "--schedule", "constant", "--lr", "0.05", "--decay", "0.9,0.99",
+        "--batch-size", "256", "--no-progress"]
+
+
+def dyn_train(*args, timeout=600):
+    return run_dyn("train", *TINY, *args, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """An uninterrupted 4-epoch run: the reference for resume and for the record's contents."""
+    out = tmp_path_factory.mktemp("full") / "full.h5"
+    r = dyn_train("--epochs", "4", "--out", out)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_run_file_is_valid_and_accuracies_match_a_separate_evaluation(full_run):
+    from train.data import load_dataset, normalize
+    from train.models import build_model
+
+    data = load_dataset("digits")
+    with open_run(full_run) as run:
+        assert run.state == "complete"
+        assert run.networks == ["sgd", "ema-0.9", "ema-0.99"]
+        assert run.splits == ["val", "test", "train"]
+        assert list(run.epochs("val")) == [0, 1, 2, 3, 4] and list(run.epochs("train")) == [4]
+        assert list(run.weight_epochs()) == [0, 1, 2, 3, 4]
+        assert run.images("val").shape == (360, 8, 8, 1)
+        np.testing.assert_array_equal(run.dataset_index("val"), data.val_indices)
+        m = run.metrics()
+        assert list(m["iteration"]) == [0, 5, 10, 15, 20]  # 1,077 samples / 256 = 5 steps per epoch
+        assert np.allclose(m["lr"].iloc[1:], 0.05)
+        for net in run.networks:
+            for split in ("val", "test"):
+                x, y = data.split(split)
+                model = build_model("resnet20", 10, in_channels=1)
+                model.load_state_dict({k: torch.from_numpy(v) for k, v in run.state_dict(net, 4).items()})
+                model.eval()
+                with torch.no_grad():
+                    pred = model(normalize(x, data.mean, data.std)).argmax(1).numpy()
+                np.testing.assert_array_equal(run.correct(split, net)[-1], pred == y.numpy())
+                np.testing.assert_array_equal(run.predicted(split, net)[-1], pred)
+                assert m[f"{net}/{split}/acc"].iloc[-1] == pytest.approx((pred == y.numpy()).mean())
+
+
+def test_resume_after_sigkill_equals_uninterrupted_bit_for_bit(full_run, tmp_path):
+    out = tmp_path / "killed.h5"
+    cmd = [sys.executable, "-m", "dynamics.cli", "train", *TINY, "--epochs", "4", "--out", str(out)]
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in p.stderr:  # kill as soon as epoch 2 is committed, in the middle of epoch 3
+        if line.startswith("epoch 2/4"):
+            time.sleep(0.1)
+            p.send_signal(signal.SIGKILL)
+            break
+    p.wait()
+    with open_run(out) as run:
+        assert run.state == "interrupted" and run.resumable and 2 <= run.rows("metrics") - 1 < 4
+    r = run_dyn("train", "--resume", "--out", out, "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert_same_records(full_run, out)
+
+
+def test_sigint_stops_cleanly_and_resumes(full_run, tmp_path):
+    out = tmp_path / "stopped.h5"
+    cmd = [sys.executable, "-m", "dynamics.cli", "train", *TINY, "--epochs", "4", "--out", str(out)]
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in p.stderr:
+        if line.startswith("epoch 1/4"):
+            p.send_signal(signal.SIGINT)
+            break
+    _, err = p.communicate()
+    assert p.returncode == 130, err
+    assert "SIGINT: stopped" in err and "--resume" in err and "Traceback" not in err
+    with open_run(out) as run:
+        assert run.state == "stopped" and run.resumable
+    r = run_dyn("train", "--resume", "--out", out, "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert_same_records(full_run, out)
+
+
+def assert_same_records(a, b):
+    with open_run(a) as ra, open_run(b) as rb:
+        assert rb.state == "complete"
+        for split in ra.splits:
+            np.testing.assert_array_equal(ra.epochs(split), rb.epochs(split))
+            for net in ra.networks:
+                np.testing.assert_array_equal(ra.correct_packed(split, net), rb.correct_packed(split, net))
+                np.testing.assert_array_equal(ra.loss(split, net), rb.loss(split, net))
+        np.testing.assert_array_equal(ra.weight_epochs(), rb.weight_epochs())
+        for e in ra.weight_epochs():
+            for net in ra.networks:
+                np.testing.assert_array_equal(ra.params(net, e), rb.params(net, e))
+                np.testing.assert_array_equal(ra.buffers(net, e), rb.buffers(net, e))
+        cols = [c for c in ra.metrics().columns if c != "seconds"]
+        np.testing.assert_array_equal(ra.metrics()[cols].to_numpy(), rb.metrics()[cols].to_numpy())
+
+
+def test_divergence_stops_with_exit_3(tmp_path):
+    out = tmp_path / "div.h5"
+    r = dyn_train("--lr", "1e6", "--epochs", "5", "--out", out)
+    assert r.returncode == 3, r.stderr
+    assert "diverged" in r.stderr and "Traceback" not in r.stderr
+    with open_run(out) as run:
+        assert run.state == "diverged"
+        k = run.diverged_epoch
+        assert k >= 1 and list(run.epochs("val")) == list(range(k))  # the epochs before are kept
+    r = run_dyn("inspect", out)
+    assert f"diverged at epoch {k}" in r.stdout
+
+
+def test_train_without_torch_says_how_to_install(tmp_path):
+    r = run_dyn("train", "--dataset", "digits", "--out", tmp_path / "x.h5", block=("torch", "torchvision"))
+    assert r.returncode == 2
+    assert "pip install 'dyn[train]'" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x.h5").exists()
