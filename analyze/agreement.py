@@ -64,12 +64,13 @@ class AgreementAccumulator:
         with_labels = labels_a is not None or labels_b is not None
         if self._with_labels is not None and with_labels != self._with_labels:
             raise ValueError("give predicted labels for every chunk or for none")
-        self._with_labels = with_labels
-        sl = self.cursor.take(len(a))
         if with_labels:
             la, lb = np.asarray(labels_a), np.asarray(labels_b)
             if la.shape != (len(a), self.n) or lb.shape != la.shape:
                 raise ValueError(f"labels must be ({len(a)}, {self.n}); got {la.shape} and {lb.shape}")
+        self._with_labels = with_labels
+        sl = self.cursor.take(len(a))  # only now: a refused chunk must not count as fed
+        if with_labels:
             self._labels.append(np.count_nonzero(la[sl] != lb[sl], axis=1).astype(np.int64))
         for xa, xb in zip(blocks(a[sl]), blocks(b[sl])):
             wa, wb = self._words_a(xa), self._words_b(xb)
