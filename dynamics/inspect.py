@@ -46,10 +46,10 @@ def summary(path) -> dict:
         we = run.weight_epochs()
         weights = None
         if "weights" in run.f:
-            t = run.param_table
+            t = run.param_rows
             weights = {"records": len(we), "first_epoch": _int(we[:1]), "last_epoch": _int(we[-1:]),
-                       "every": _int(_every(we)), "params": int(t[t.kind == "param"]["size"].sum()),
-                       "buffers": int(t[t.kind == "buffer"]["size"].sum()), "tensors": len(t)}
+                       "every": _int(_every(we)), "params": int(t["size"][t["kind"] == b"param"].sum()),
+                       "buffers": int(t["size"][t["kind"] == b"buffer"].sum()), "tensors": len(t)}
         out["weights"] = weights
     return out
 

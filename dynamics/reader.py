@@ -327,14 +327,25 @@ class Run:
         return ds[: self.rows("weights")]
 
     @functools.cached_property
-    def param_table(self):
-        """name, shape, kind, dtype, offset, size of every state_dict tensor (a DataFrame)."""
-        import pandas as pd
-
+    def param_rows(self) -> np.ndarray:
+        """The parameter table as a numpy structured array (no pandas needed)."""
         if "weights" not in self.f:
             raise RunFileError(f"{self.path}: this run records no weights")
         try:
             t = self.f["weights/table"][...]
+            for field in ("name", "shape", "kind", "dtype", "offset", "size"):
+                t[field]  # noqa: B018 (a missing field raises here, not later)
+            return t
+        except (KeyError, ValueError, TypeError, OSError) as e:
+            raise RunFileError(f"{self.path}: damaged parameter table: {_short(e)}") from None
+
+    @functools.cached_property
+    def param_table(self):
+        """name, shape, kind, dtype, offset, size of every state_dict tensor (a DataFrame)."""
+        import pandas as pd
+
+        t = self.param_rows
+        try:
             return pd.DataFrame({
                 "name": [x.decode() for x in t["name"]],
                 "shape": [tuple(json.loads(x)) for x in t["shape"]],
@@ -343,7 +354,7 @@ class Run:
                 "offset": t["offset"].astype(np.int64),
                 "size": t["size"].astype(np.int64),
             })
-        except (KeyError, ValueError, TypeError, OSError) as e:
+        except (ValueError, TypeError, UnicodeDecodeError) as e:
             raise RunFileError(f"{self.path}: damaged parameter table: {_short(e)}") from None
 
     def _weight_row(self, epoch: int) -> int:
