@@ -21,6 +21,7 @@ import json
 import pickletools
 import re
 import struct
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,7 +148,8 @@ def _load_torch(path: Path, lazy: bool) -> Checkpoint:
     import pickle
 
     def _load(mmap: bool):
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 5": we say what matters
             return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
 
     mmap = lazy and zipfile.is_zipfile(path)  # the legacy (pre-1.6) format cannot be mapped
@@ -199,9 +201,12 @@ _GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)")
 def refusal(path: Path, message: str) -> str:
     """One line: which global made torch's weights_only unpickler refuse `path`."""
     m = _GLOBAL_RE.search(message)
-    names = [m.group(1)] if m else unsafe_globals(path)
+    names = unsafe_globals(path)
+    if m and m.group(1) not in names:
+        names.insert(0, m.group(1))
     if names:
-        return (f"{path}: refused: its pickle references {', '.join(names[:3])}, which loading would call; "
+        more = f" and {len(names) - 4} more" if len(names) > 4 else ""
+        return (f"{path}: refused: its pickle references {', '.join(names[:4])}{more}, which loading would call; "
                 "dyn loads checkpoints with weights_only=True and never runs code from them "
                 "(re-save the weights as a dict of tensors, or as .safetensors)")
     reason = next((ln.strip() for ln in message.splitlines()
