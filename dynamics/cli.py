@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 
 import click
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(code)
     except DynError as e:
         click.echo(f"dyn: error: {e}", err=True)
-        sys.exit(e.exit_code)
+        _exit(e.exit_code)
     except click.exceptions.Abort:
         click.echo("dyn: interrupted", err=True)
         sys.exit(130)
@@ -118,6 +119,16 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:  # `dyn inspect x.h5 | head`
         sys.stderr.close()
         sys.exit(0)
+
+
+def _exit(code: int) -> None:
+    """Exit; without Python's shutdown when a failed write left an HDF5 file unclosable."""
+    writer = sys.modules.get("dynamics.writer")
+    if writer is not None and writer.BROKEN:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # closing that file would flush it, which can crash libhdf5
+    sys.exit(code)
 
 
 if __name__ == "__main__":

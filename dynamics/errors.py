@@ -29,6 +29,13 @@ class WriterBusy(DynError):
     """Another live process is writing this run."""
 
 
+class DiskFull(DynError):
+    """Not enough room (free disk space or the file size limit) for the next epoch's records.
+
+    Raised before anything is written: the run keeps its committed epochs and is resumable.
+    """
+
+
 class Diverged(DynError):
     """Training hit a non-finite loss; the run file records where."""
 

@@ -33,7 +33,7 @@ import h5py
 import numpy as np
 
 from . import __version__
-from .errors import DynError, RunFileError
+from .errors import DiskFull, DynError, RunFileError
 from .format import (
     FORMAT_NAME, FORMAT_VERSION, STATE_CODES, packed_width, predicted_dtype, row_chunks,
     split_stream, status_fields, weight_chunk,
@@ -43,6 +43,12 @@ from .lock import WriterLock
 from .superblock import repair
 
 RESUME_SLOTS = ("resume/slot0", "resume/slot1")
+# Room kept free beyond what an append's datasets can allocate: HDF5 metadata (chunk indexes,
+# object headers, free-space aggregators) grows too.
+SLACK_BYTES = 1 << 20
+# Writers whose file a failed write has left in a state where HDF5 must not touch it again:
+# closing it flushes, and a flush after a failed write can crash libhdf5 (seen: a segfault).
+BROKEN: set = set()
 _NO_SWMR_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "fuse.sshfs", "virtiofs"}
 
 
@@ -231,23 +237,56 @@ class RunWriter:
                     writes.append((g["buffers"], _vector(buffers, g["buffers"], f"{net} buffers")))
             bumps["weights"] = 1
 
-        for ds, value in writes:
-            n = ds.shape[0]
-            ds.resize(n + 1, axis=0)
-            ds[n] = value
+        slot = blob = None
         if resume is not None:
             slot = 1 - self.status["resume_slot"] if self.status["resume_epoch"] >= 0 else 0
-            ds = self.f[RESUME_SLOTS[slot]]
             blob = np.frombuffer(bytes(resume), dtype=np.uint8)
-            if ds.shape[0] < len(blob):
-                ds.resize(len(blob), axis=0)
-            ds[: len(blob)] = blob
-            self.status.update(resume_slot=slot, resume_epoch=epoch, resume_size=len(blob))
-        self.f.flush()  # data first ...
-        for stream in bumps:
-            self.status[f"rows/{stream}"] += 1
-            self._last[stream] = epoch
-        self._commit()  # ... then the counters that make it visible
+        self._check_room(epoch, writes, slot, blob)
+        try:
+            for ds, value in writes:
+                n = ds.shape[0]
+                ds.resize(n + 1, axis=0)
+                ds[n] = value
+            if blob is not None:
+                ds = self.f[RESUME_SLOTS[slot]]
+                if ds.shape[0] < len(blob):
+                    ds.resize(len(blob), axis=0)
+                ds[: len(blob)] = blob
+                self.status.update(resume_slot=slot, resume_epoch=epoch, resume_size=len(blob))
+            self.f.flush()  # data first ...
+            for stream in bumps:
+                self.status[f"rows/{stream}"] += 1
+                self._last[stream] = epoch
+            self._commit()  # ... then the counters that make it visible
+        except (OSError, RuntimeError) as e:
+            self._break(e, epoch)
+
+    def _check_room(self, epoch: int, writes: list, slot: int | None, blob: np.ndarray | None) -> None:
+        """Refuse, before writing anything, an append that the disk or RLIMIT_FSIZE cannot hold.
+
+        A write that fails half-way leaves HDF5 with a superblock that points past the end of
+        the file, and the committed epochs unreadable; so we never start one we cannot finish.
+        """
+        need = SLACK_BYTES
+        for ds, _ in writes:
+            need += _new_chunk_bytes(ds)
+        if blob is not None:
+            ds = self.f[RESUME_SLOTS[slot]]
+            need += max(0, len(blob) - ds.shape[0]) + ds.chunks[0] * ds.dtype.itemsize
+        room, where = _room(self.path)
+        if need > room:
+            last = self._last.get("metrics")
+            kept = f"epochs up to {last}" if last is not None else "no epochs yet"
+            self.finish("stopped")  # an in-place write of /status: allocates nothing
+            raise DiskFull(f"{self.path}: not enough room to record epoch {epoch}: it needs about "
+                           f"{_mb(need)} and {where} leaves {_mb(max(room, 0))}; the run keeps {kept} and "
+                           f"is resumable once there is room")
+
+    def _break(self, error: BaseException, epoch: int) -> None:
+        BROKEN.add(self)
+        last = self._last.get("metrics")
+        raise DynError(f"{self.path}: writing epoch {epoch} failed ({_short(error)}); the file holds epochs "
+                       f"up to {last} as committed, but HDF5 may have left it damaged") from None
 
     def _check_epoch(self, stream: str, epoch: int) -> None:
         last = self._last.get(stream)
@@ -268,7 +307,7 @@ class RunWriter:
         self._commit()
 
     def close(self) -> None:
-        if getattr(self, "f", None) is not None and self.f.id.valid:
+        if self not in BROKEN and getattr(self, "f", None) is not None and self.f.id.valid:
             self.f.close()
         self._lock.release()
 
@@ -434,6 +473,36 @@ def _fs_type(folder: Path) -> str:
             if len(parts[1]) > len(best):
                 best, fs = parts[1], parts[2]
     return fs
+
+
+def _new_chunk_bytes(ds: h5py.Dataset) -> int:
+    """Bytes of the chunks that appending one row to `ds` allocates."""
+    rows = ds.chunks[0]
+    n = ds.shape[0]
+    if n % rows:
+        return 0  # the row lands in a chunk that already exists
+    per_chunk = int(np.prod(ds.chunks)) * ds.dtype.itemsize
+    across = -(-int(np.prod(ds.shape[1:], dtype=np.int64)) // int(np.prod(ds.chunks[1:], dtype=np.int64)))
+    return per_chunk * max(across, 1)
+
+
+def _room(path: Path) -> tuple[int, str]:
+    """Bytes the file may still grow by, and what limits it."""
+    st = os.statvfs(path.absolute().parent)
+    room, where = st.f_bavail * st.f_frsize, f"the disk of {path.absolute().parent}"
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if soft != resource.RLIM_INFINITY and soft - path.stat().st_size < room:
+            room, where = soft - path.stat().st_size, "the file size limit (ulimit -f)"
+    except (ImportError, OSError, ValueError):
+        pass
+    return room, where
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f} MB"
 
 
 def _fsync(path: Path) -> None:
