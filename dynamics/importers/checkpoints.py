@@ -137,8 +137,8 @@ def plan(sources=(), *, sgd=None, ema=None, sgd_key=None, ema_key=None, decay=No
         files = expand(sources, SUFFIXES)
         founds, mode = [scan(p, sgd_key, ema_key) for p in files], "auto"
         records = records_auto(founds)
+    _check_networks(records, ema_key)  # before ordering: a file without EMA may also number its epoch otherwise
     records = order_records(records, order, epoch_offset)
-    _check_networks(records, ema_key)
     dec, dec_from = _decay(records, decay)
     networks = []
     if "sgd" in records[0].parts:

@@ -152,7 +152,10 @@ def _load_torch(path: Path, lazy: bool) -> Checkpoint:
             warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 5": we say what matters
             return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
 
-    mmap = lazy and zipfile.is_zipfile(path)  # the legacy (pre-1.6) format cannot be mapped
+    is_zip = zipfile.is_zipfile(path)
+    if not is_zip and not _starts_like_pickle(path):
+        raise DynError(f"{path}: not a torch checkpoint (neither torch's zip format nor a pickle)")
+    mmap = lazy and is_zip  # the legacy (pre-1.6) format cannot be mapped
     try:
         obj = _load(mmap)
     except pickle.UnpicklingError as e:
@@ -165,6 +168,12 @@ def _load_torch(path: Path, lazy: bool) -> Checkpoint:
     if not isinstance(tree, dict):
         raise DynError(f"{path}: holds a {type(obj).__name__}, not a state_dict or a checkpoint dict")
     return Checkpoint(path, tree, "torch")
+
+
+def _starts_like_pickle(path: Path) -> bool:
+    """Pickles of protocol 2 and later (torch's legacy format too) open with PROTO, 0x80."""
+    with open(path, "rb") as fh:
+        return fh.read(1) == b"\x80"
 
 
 def _to_tree(obj, torch):
