@@ -351,3 +351,16 @@ def test_describe_names_each_file(tmp_path, run):
     text = "\n".join(describe(plan))
     assert "model_0.pth: torchvision; sgd: model (9 tensors), ema: model_ema (9 tensors); epoch 1 from" in text
     assert "dropped n_averaged" in text and "network named 'ema'" in text
+
+
+def test_help_loads_neither_torch_nor_h5py():
+    show = "import json; print('MODULES=' + json.dumps(sorted(sys.modules)))"
+    for args in (("import", "--help"), ("import", "checkpoints", "--help"), ("import", "predictions", "--help")):
+        r = run_dyn(*args, code_after=show)
+        assert r.returncode == 0, r.stderr
+        loaded = set(json.loads(r.stdout.split("MODULES=")[-1]))
+        assert not {"torch", "h5py", "safetensors", "pandas"} & loaded, args
+    assert "checkpoints" in run_dyn("import", "--help").stdout
+    text = run_dyn("import", "checkpoints", "--help").stdout
+    assert "dyn import checkpoints ckpts/ --dry-run" in text and "weights_only=True" in text
+    assert "running_mean" in text  # the parameter/buffer rule is documented where it is used
