@@ -1,0 +1,107 @@
+"""Options every `dyn analyze` command shares, and what is done with them before any analysis.
+
+The decorators only declare flags; `Common.from_kwargs` turns them into one object whose
+checks (figure suffix, writable paths, --net syntax) run before a run file is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from analyze import output
+from dynamics.errors import UsageError
+
+
+def runs_argument(fn):
+    return click.argument("runs", nargs=-1, required=True, metavar="RUNS...",
+                          type=click.Path(dir_okay=True))(fn)
+
+
+def net_option(fn):
+    return click.option("--net", "nets", multiple=True, metavar="NAMES",
+                        help="Networks, comma-separated or repeated: sgd, ema-0.9995, a decay (0.9995), "
+                             "or ema for a run's only EMA network. Default: sgd and every EMA network.")(fn)
+
+
+def split_option(fn):
+    return click.option("--split", default="val", show_default=True, metavar="SPLIT",
+                        help="Evaluation split: val or test (or any split the run records).")(fn)
+
+
+def window_options(fn):
+    fn = click.option("--to-epoch", type=int, metavar="E", help="Last epoch of the window (inclusive).")(fn)
+    return click.option("--from-epoch", type=int, metavar="E", help="First epoch of the window.")(fn)
+
+
+def output_options(fn):
+    fn = click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON on stdout.")(fn)
+    fn = click.option("--csv", "csv_path", type=click.Path(dir_okay=False), metavar="FILE",
+                      help="Write the numbers to a CSV file.")(fn)
+    return click.option("--out", type=click.Path(dir_okay=False), metavar="FILE",
+                        help="Draw the figure: .png, .pdf or .svg by the extension (several runs: "
+                             "one file per run, the run's name added).")(fn)
+
+
+def common(fn):
+    """RUNS..., --net, --split, --from-epoch/--to-epoch, --out, --csv, --json."""
+    for deco in (output_options, window_options, split_option, net_option, runs_argument):
+        fn = deco(fn)
+    return fn
+
+
+@dataclass
+class Common:
+    runs: tuple
+    nets: list | None
+    split: str
+    first: int | None
+    last: int | None
+    out: Path | None
+    csv: Path | None
+    as_json: bool
+
+    @classmethod
+    def from_kwargs(cls, kw: dict) -> "Common":
+        """Pop the shared options from a command's keyword arguments and check them."""
+        out = kw.pop("out", None)
+        csv_path = kw.pop("csv_path", None)
+        return cls(runs=kw.pop("runs"), nets=parse_nets(kw.pop("nets", ())), split=kw.pop("split", "val"),
+                   first=kw.pop("from_epoch", None), last=kw.pop("to_epoch", None),
+                   out=output.check_figure(out) if out else None,
+                   csv=output.check_writable(csv_path, "--csv") if csv_path else None,
+                   as_json=kw.pop("as_json", False))
+
+
+def parse_nets(values) -> list | None:
+    """("sgd,ema-0.9", "ema") -> ["sgd", "ema-0.9", "ema"]; None when not given."""
+    names = [n.strip() for v in values for n in v.split(",")]
+    if any(not n for n in names):
+        raise UsageError("--net: empty network name in " + repr(",".join(values)))
+    return names or None
+
+
+def execute(analysis, kw: dict, draw_kw: dict | None = None, **params):
+    """Run one command: check the options, compute over the runs, then write the CSV and the
+    figures and print the table (or JSON). `analysis` is a module with compute(runs, opts,
+    **params), records(result) -> (columns, rows), document(result), table(result) and
+    draw(result, out, **draw_kw) -> [paths]."""
+    from analyze.source import open_runs
+
+    opts = Common.from_kwargs(kw)
+    with open_runs(opts.runs) as runs:
+        result = analysis.compute(runs, opts, **params)
+    if opts.csv:
+        columns, rows = analysis.records(result)
+        output.write_text(opts.csv, output.csv_text(rows, columns), "--csv")
+        click.echo(f"wrote {opts.csv}", err=True)
+    if opts.out:
+        for p in analysis.draw(result, opts.out, **(draw_kw or {})):
+            click.echo(f"wrote {p}", err=True)
+    if opts.as_json:
+        click.echo(output.json_text(analysis.document(result)), nl=False)
+    else:
+        click.echo(analysis.table(result))
+    return result

@@ -1,0 +1,149 @@
+"""Where the numbers and figures of a command go: checked paths, atomic files, JSON, text tables.
+
+Every output path is checked before any work is done (a bad --out must not cost a pass over
+the data), and every file is written to a temporary name beside it and renamed into place,
+so a failure never leaves a partial file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import secrets
+from pathlib import Path
+
+import numpy as np
+
+from dynamics.errors import DynError, UsageError
+
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+def check_writable(path, flag: str) -> Path:
+    """The path, or a one-line UsageError when a file cannot be created there."""
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{flag} {p}: is a directory")
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"{flag} {p}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {p}: cannot write in {parent} (permission denied)")
+    return p
+
+
+def check_figure(path, flag: str = "--out") -> Path:
+    """A figure path: .png, .pdf or .svg by its extension (.png added when there is none)."""
+    p = Path(path)
+    if p.suffix == "":
+        p = p.with_suffix(".png")
+    if p.suffix.lower() not in FIGURE_SUFFIXES:
+        raise UsageError(f"{flag} {p}: a figure is .png, .pdf or .svg, not {p.suffix}")
+    return check_writable(p, flag)
+
+
+def figure_paths(out: Path, names: list[str]) -> list[Path]:
+    """One figure per run: `out` itself for one run, else out's name with each run's name added."""
+    if len(names) == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}-{n}{out.suffix}") for n in names]
+
+
+def write_text(path, text: str, flag: str) -> Path:
+    """Write atomically: a temporary file beside `path`, renamed over it."""
+    p = Path(path)
+    tmp = p.parent / f".{p.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "x", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, p)
+    except OSError as e:
+        _unlink(tmp)
+        raise DynError(f"{flag} {p}: cannot write: {e.strerror or e}") from None
+    except BaseException:
+        _unlink(tmp)
+        raise
+    return p
+
+
+def draw(fn, path, flag: str = "--out"):
+    """Call a drawing function (which saves atomically), turning its errors into one line."""
+    try:
+        return fn(path)
+    except OSError as e:
+        raise DynError(f"{flag} {path}: cannot write: {e.strerror or e}") from None
+    except ValueError as e:
+        raise DynError(f"{flag} {path}: cannot draw: {e}") from None
+
+
+def _unlink(p: Path) -> None:
+    try:
+        os.unlink(p)
+    except FileNotFoundError:
+        pass
+
+
+def csv_text(rows: list[dict], columns: list[str]) -> str:
+    """CSV with a header; NaN and None as empty cells, floats at full precision."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        w.writerow(["" if _missing(r.get(c)) else _plain(r.get(c)) for c in columns])
+    return buf.getvalue()
+
+
+def json_text(doc) -> str:
+    """JSON of plain values; numpy scalars and arrays become numbers and lists, NaN null."""
+    return json.dumps(_jsonable(doc), indent=2, allow_nan=False) + "\n"
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return [_jsonable(v) for v in x.tolist()]
+    if isinstance(x, Path):
+        return str(x)
+    x = _plain(x)
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _plain(x):
+    return x.item() if isinstance(x, np.generic) else x
+
+
+def _missing(x) -> bool:
+    return x is None or (isinstance(x, (float, np.floating)) and math.isnan(x))
+
+
+def text_table(columns: list[str], rows: list[list]) -> str:
+    """Aligned plain-text columns; columns of numbers right-aligned; NaN and None as "—"."""
+    cells = [[str(c) for c in columns]] + [["—" if _missing(v) else str(_plain(v)) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    right = [all(_number(r[i]) or r[i] == "—" for r in cells[1:]) for i in range(len(columns))]
+    return "\n".join("  ".join(v.rjust(w) if rj else v.ljust(w) for v, w, rj in zip(r, widths, right)).rstrip()
+                     for r in cells)
+
+
+def fmt(x, digits: int = 4) -> str:
+    """A number as a table shows it; NaN and None as "—"."""
+    return "—" if _missing(x) else f"{float(x):.{digits}f}"
+
+
+def _number(s: str) -> bool:
+    try:
+        float(s.rstrip("%"))
+        return True
+    except ValueError:
+        return False

@@ -1,0 +1,176 @@
+"""A network's packed correctness rows in chunks of epochs, read straight from the file, ahead of use.
+
+Why not only h5py: h5py holds the GIL while it reads, so a read cannot overlap the bit
+counting, and every read into a fresh array costs page faults on top of the copy. Here the
+HDF5 chunks' file addresses come from HDF5 itself (H5Dchunk_iter), then os.preadv copies
+their bytes into a few reused buffers, in a thread that reads the next chunk while the
+caller counts the current one (preadv and numpy both release the GIL).
+
+Used only where this is exact: chunks spanning whole rows, stored without filters, every
+chunk of the window allocated, and the first chunk identical to h5py's read of it.
+Anything else (compressed or column-split chunks, an odd file) goes through the reader,
+Run.iter_correct_packed, with the same results.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+
+import numpy as np
+
+from dynamics.errors import RunFileError
+
+READ_BYTES = 4 << 20  # per chunk handed out: a few in flight stay in the CPU's last-level cache
+AHEAD = 2             # chunks read ahead of the one being counted
+
+
+def chunks(run, split: str, net: str, lo: int, hi: int, read_bytes: int = READ_BYTES,
+           ahead: bool = True):
+    """Rows lo..hi-1 of `net`'s packed correctness on `split`, uint8 (t, ceil(N/8)) chunks in
+    epoch order. A chunk is only valid until the next one is asked for (buffers are reused)."""
+    ds = run.f[f"splits/{split}/{net}/correct"]
+    run.correct_packed(split, net, slice(lo, min(lo + 1, hi)))  # validates shape, refreshes
+    plan = _chunk_plan(run, ds, lo, hi)
+    if plan is None:
+        rows = max(1, read_bytes // max(ds.shape[1], 1))
+        yield from run.iter_correct_packed(split, net, slice(lo, hi), chunk_rows=rows)
+        return
+    yield from _raw(run, ds, plan, lo, hi, read_bytes, ahead)
+
+
+def _chunk_plan(run, ds, lo: int, hi: int):
+    """{first row of an HDF5 chunk: file address} covering rows lo..hi-1, or None."""
+    width = ds.shape[1]
+    if (hi <= lo or ds.chunks is None or ds.chunks[1] != width or ds.dtype != np.uint8
+            or run.f.driver != "sec2" or run.f.userblock_size != 0
+            or ds.id.get_create_plist().get_nfilters() != 0):
+        return None
+    crows = ds.chunks[0]
+    plan = {}
+    try:
+        def take(info):
+            r0 = info.chunk_offset[0]
+            if info.filter_mask == 0 and info.size == crows * width and r0 + crows > lo and r0 < hi:
+                plan[r0] = info.byte_offset
+        ds.id.chunk_iter(take)
+    except Exception:  # an HDF5 without chunk_iter, or anything unexpected: use h5py
+        return None
+    first = lo - lo % crows
+    if any(r0 not in plan for r0 in range(first, hi, crows)):
+        return None
+    plan["crows"], plan["width"] = crows, width
+    # Trust the addresses only if they give what HDF5 gives.
+    probe = np.empty((min(hi, first + crows) - lo, width), np.uint8)
+    try:
+        with open(run.path, "rb", buffering=0) as fh:
+            _read(fh.fileno(), plan, lo, probe)
+    except (OSError, RunFileError):
+        return None
+    return plan if np.array_equal(probe, ds[lo:lo + len(probe)]) else None
+
+
+def _read(fd: int, plan: dict, a: int, out: np.ndarray) -> None:
+    """Rows a..a+len(out)-1 into out, one preadv per HDF5 chunk touched."""
+    crows, width = plan["crows"], plan["width"]
+    r, b = a, a + len(out)
+    while r < b:
+        r0 = r - r % crows
+        end = min(b, r0 + crows)
+        dest = memoryview(out[r - a:end - a]).cast("B")
+        got = os.preadv(fd, [dest], plan[r0] + (r - r0) * width)
+        if got != len(dest):
+            raise RunFileError(f"short read: {got} of {len(dest)} bytes at row {r}")
+        r = end
+
+
+def _raw(run, ds, plan, lo, hi, read_bytes, ahead):
+    width, crows = plan["width"], plan["crows"]
+    step = max(crows, read_bytes // width // crows * crows)  # whole HDF5 chunks per read
+    bounds = []
+    a = lo
+    while a < hi:
+        b = min(hi, (a - a % crows) + step)  # the first read may start mid-chunk
+        bounds.append((a, b))
+        a = b
+    fd = os.open(run.path, os.O_RDONLY)
+    try:
+        if not ahead or len(bounds) == 1:
+            buf = np.empty((step, width), np.uint8)
+            for a, b in bounds:
+                _read(fd, plan, a, buf[:b - a])
+                yield buf[:b - a]
+        else:
+            yield from _ahead(fd, plan, bounds, step, width)
+    except RunFileError as e:
+        raise RunFileError(f"{run.path}: reading {ds.name}: {e}") from None
+    finally:
+        os.close(fd)
+
+
+def _ahead(fd, plan, bounds, step, width):
+    free, full = queue.Queue(), queue.Queue()
+    for _ in range(AHEAD + 1):
+        free.put(np.empty((step, width), np.uint8))
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for a, b in bounds:
+                buf = free.get()
+                if stop.is_set():
+                    return
+                _read(fd, plan, a, buf[:b - a])
+                full.put((buf, b - a))
+        except BaseException as e:  # handed to the consumer, raised there
+            full.put(e)
+
+    t = threading.Thread(target=produce, name="dyn-read-ahead", daemon=True)
+    t.start()
+    try:
+        for _ in bounds:
+            item = full.get()
+            if isinstance(item, BaseException):
+                raise item
+            buf, n = item
+            yield buf[:n]
+            free.put(buf)
+    finally:
+        stop.set()
+        free.put(np.empty((0, width), np.uint8))  # wakes a producer waiting for a buffer
+        t.join()
+
+
+def feed(run, split: str, nets, lo: int, hi: int, make) -> dict:
+    """{net: [results]}: one streaming pass per network over rows lo..hi-1, networks in
+    parallel threads; make(net) -> the accumulators to feed (each with add() and result())."""
+    from analyze.source import map_parallel
+
+    def one(net):
+        accs = make(net)
+        for c in chunks(run, split, net, lo, hi):
+            for acc in accs:
+                acc.add(c)
+        return [acc.result() for acc in accs]
+
+    nets = list(nets)
+    return dict(zip(nets, map_parallel(one, nets)))
+
+
+def aligned(iterators):
+    """Zip chunk iterators of the same rows whose chunk lengths may differ: tuples of
+    equal-length chunks. Each iterator is advanced only once its chunk is used up, so the
+    views handed out stay valid until the next tuple is asked for."""
+    its = [iter(i) for i in iterators]
+    pending = [np.zeros((0, 0), np.uint8) for _ in its]
+    while True:
+        for i, it in enumerate(its):
+            if not len(pending[i]):
+                nxt = next(it, None)
+                if nxt is None:
+                    return
+                pending[i] = nxt
+        m = min(len(p) for p in pending)
+        yield tuple(p[:m] for p in pending)
+        pending = [p[m:] for p in pending]
