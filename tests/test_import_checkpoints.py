@@ -327,22 +327,24 @@ def test_weight_difference_of_an_import_matches_the_definition(tmp_path, run):
     assert list(wd.epochs) == [1, 2, 3] and (wd.relative > 0).all()
 
 
-def test_cli_dry_run_and_write(tmp_path, run):
+def test_cli_dry_run_and_write(tmp_path, run, capsys):
+    from test_import_bad_inputs import dyn
+
     for e in run:
         torch.save({"epoch": e.epoch - 1, "version": 2, "state_dict": e.sgd, "state_dict_ema": e.ema},
                    tmp_path / f"checkpoint-{e.epoch - 1}.pth.tar")
-    r = run_dyn("import", "checkpoints", tmp_path, "--dry-run")
-    assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
+    code, out, err = dyn(capsys, "import", "checkpoints", tmp_path, "--dry-run")
+    assert code == 0, err
+    lines = out.splitlines()
     assert sum("timm; sgd: state_dict (9 tensors), ema: state_dict_ema (9 tensors); epoch" in ln for ln in lines) == 3
     assert any(ln.startswith("run: 3 epochs (1..3") for ln in lines)
     assert not list(tmp_path.glob("*.h5"))
-    r = run_dyn("import", "checkpoints", tmp_path, "--out", tmp_path / "run.h5", "--decay", DECAY)
-    assert r.returncode == 0, r.stderr
-    assert f"epochs 1..3 (3 records) of sgd, ema-{DECAY}" in r.stdout
+    code, out, err = dyn(capsys, "import", "checkpoints", tmp_path, "--out", tmp_path / "run.h5", "--decay", DECAY)
+    assert code == 0, err
+    assert f"epochs 1..3 (3 records) of sgd, ema-{DECAY}" in out
     check_run(tmp_path / "run.h5", run, {"sgd": [e.sgd for e in run], f"ema-{DECAY}": [e.ema for e in run]})
-    r = run_dyn("inspect", tmp_path / "run.h5", "--json")
-    assert json.loads(r.stdout)["weights"]["records"] == 3
+    code, out, err = dyn(capsys, "inspect", tmp_path / "run.h5", "--json")
+    assert json.loads(out)["weights"]["records"] == 3
 
 
 def test_describe_names_each_file(tmp_path, run):

@@ -137,12 +137,21 @@ def test_csv_and_parquet_long_form(tmp_path):
 
 # --------------------------------------------------------------------------- bad input
 def refused(tmp_path, *args, match):
-    r = run_dyn("import", "predictions", *args, "--out", tmp_path / "run.h5", block=("torch",))
-    assert r.returncode != 0 and r.stderr.count("\n") == 1 and r.stderr.startswith("dyn: error: ")
-    assert match in r.stderr, r.stderr
+    """In this process (test_import_security.py runs one in a fresh interpreter)."""
+    import contextlib
+    import io
+
+    from dynamics.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as e:
+        main(["import", "predictions", *map(str, args), "--out", str(tmp_path / "run.h5")])
+    err = err.getvalue()
+    assert e.value.code != 0 and err.count("\n") == 1 and err.startswith("dyn: error: ")
+    assert match in err, err
     assert not (tmp_path / "run.h5").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
-    return r
+    return e.value.code
 
 
 def test_predictions_of_different_lengths(tmp_path):
@@ -169,8 +178,8 @@ def test_paper_folder_with_a_missing_or_odd_file(tmp_path):
 
 def test_integer_predictions_without_labels_and_other_mistakes(tmp_path):
     np.save(tmp_path / "p.npy", np.zeros((3, N), np.int64))
-    r = refused(tmp_path, "--net", f"sgd={tmp_path / 'p.npy'}", match="pass the true labels with --labels")
-    assert r.returncode == 2
+    code = refused(tmp_path, "--net", f"sgd={tmp_path / 'p.npy'}", match="pass the true labels with --labels")
+    assert code == 2
     np.save(tmp_path / "f.npy", np.zeros((3, N), np.float32))
     refused(tmp_path, "--net", f"sgd={tmp_path / 'f.npy'}", match="holds float32 values")
     empty = tmp_path / "empty"
