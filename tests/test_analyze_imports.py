@@ -11,13 +11,15 @@ PURE = ["accuracy", "agreement", "bits", "flips", "histogram", "misclassificatio
         "stability", "tables", "weight_diff", "window"]
 PLOT = ["plot", "plot.style", "plot.save", "plot.stability", "plot.misclassification",
         "plot.barcode", "plot.weight_diff", "plot.accuracy", "plot.agreement"]
+CLI = ["cli", "source", "stream", "output", "options", "commands", "commands.stability", "commands.histogram",
+       "commands.flips", "commands.weight_diff", "commands.accuracy", "commands.agreement"]
 
 
 def test_every_module_is_listed():
     root = Path(analyze.__file__).parent
     found = {".".join(p.relative_to(root).with_suffix("").parts) for p in root.rglob("*.py")}
     found = {m.removesuffix(".__init__") for m in found} - {"__init__"}
-    assert found - {"bench"} == set(PURE) | set(PLOT)
+    assert found - {"bench"} == set(PURE) | set(PLOT) | set(CLI)
 
 
 def test_importing_analyses_and_plot_modules_loads_neither_torch_nor_matplotlib():
@@ -25,6 +27,16 @@ def test_importing_analyses_and_plot_modules_loads_neither_torch_nor_matplotlib(
     code = (f"import sys, {mods}\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'matplotlib'))\n"
             "print(bad)\n"
+            "assert not bad, bad\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_command_modules_load_neither_torch_nor_matplotlib_nor_pandas():
+    # pandas only for `dyn table` and --lr, inside those functions: it costs ~0.5 s of start-up
+    mods = ", ".join(f"analyze.{m}" for m in CLI)
+    code = (f"import sys, {mods}\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'matplotlib', 'pandas'))\n"
             "assert not bad, bad\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr

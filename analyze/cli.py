@@ -1,0 +1,38 @@
+"""`dyn analyze ...` and `dyn table`: the click layer over analyze.commands.
+
+Importing this module loads click, numpy and h5py (through the commands' modules) and
+nothing heavier: matplotlib is imported only when a figure is drawn, pandas only by
+`dyn table` and `--lr`, torch never.
+"""
+
+from __future__ import annotations
+
+import click
+
+from analyze.commands.accuracy import accuracy_cmd
+from analyze.commands.agreement import agreement
+from analyze.commands.flips import flips
+from analyze.commands.histogram import histogram
+from analyze.commands.stability import stability
+from analyze.commands.weight_diff import weight_diff
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def analyze():
+    """Analyses of runs: stability, misclassification, flips, weight differences, accuracy.
+
+    \b
+    Every command takes one or more run files and:
+      --net NAMES          networks (default: sgd and every EMA network)
+      --split val|test     evaluation split (default val)
+      --from-epoch/--to-epoch E   the epoch window
+      --out FILE           a figure (.png, .pdf, .svg)
+      --csv FILE / --json  the numbers
+    Without --json it prints a short table.
+    """
+
+
+for command in (stability, histogram, flips, weight_diff, accuracy_cmd, agreement):
+    analyze.add_command(command)
+
+__all__ = ["analyze"]

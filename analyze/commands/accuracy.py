@@ -1,0 +1,150 @@
+"""`dyn analyze accuracy`: accuracy over epochs of every network; runs that differ only in
+seed as mean and band (Figures 1a-e), and with --lr each schedule's learning rate (Figure 1f)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import click
+import numpy as np
+
+from analyze import output, source, stream
+from analyze.accuracy import BANDS, Band, seed_band
+from analyze.accuracy import accuracy as fraction_right
+from analyze.networks import label
+from analyze.options import common, execute
+from analyze.runs import CONFIG_KEYS, group_seeds
+from dynamics.errors import DynError, RunFileError
+
+
+@dataclass
+class Group:
+    label: str                # what tells the group from the others, e.g. the schedule
+    config: dict
+    paths: list
+    nets: dict                # {network: Band}
+    lr: tuple | None          # (epochs, lr) of the group's first run
+
+
+@dataclass
+class Result:
+    split: str
+    band: str                 # "minmax" or "std"
+    groups: list
+
+
+class _Accuracy:
+    """Fraction right at each row, chunk by chunk (analyze.accuracy.accuracy)."""
+
+    def __init__(self, n):
+        self.n, self.parts = n, []
+
+    def add(self, chunk):
+        self.parts.append(fraction_right(chunk, self.n))
+
+    def result(self):
+        return np.concatenate(self.parts) if self.parts else np.zeros(0)
+
+
+def compute(runs, opts, band: str = "minmax", lr: bool = False) -> Result:
+    records = []
+    for run in runs:
+        source.need_correctness(run, opts.split, "accuracy")
+        nets = source.networks(run, opts.nets)
+        win = source.window(run, opts.split, opts.first, opts.last, what="accuracy")
+        n = run.split_size(opts.split)
+        res = stream.feed(run, opts.split, nets, win.lo, win.hi, lambda net: [_Accuracy(n)])
+        cfg = {k: run.config.get(k, "?") for k in CONFIG_KEYS}
+        records.append({**cfg, "seed": run.config.get("seed", str(run.path)), "path": str(run.path),
+                        "curves": {net: (win.epochs, r[0]) for net, r in res.items()},
+                        "lr_curve": _lr(run) if lr else None})
+    try:
+        groups = group_seeds(records)
+    except ValueError as e:
+        raise DynError(f"cannot average over seeds: {e}") from None
+    varying = [k for i, k in enumerate(CONFIG_KEYS) if len({g[i] for g in groups}) > 1]
+    out = []
+    for cfg, recs in groups.items():
+        nets = list(dict.fromkeys(n for r in recs for n in r["curves"]))
+        try:
+            bands = {n: seed_band([r["curves"][n] for r in recs if n in r["curves"]], band) for n in nets}
+        except ValueError as e:
+            raise DynError(f"{', '.join(r['path'] for r in recs)}: {e}") from None
+        config = dict(zip(CONFIG_KEYS, cfg))
+        name = source.config_label(config, varying) or str(config["schedule"] if config["schedule"] != "?" else "")
+        out.append(Group(name, config, [r["path"] for r in recs], bands, recs[0]["lr_curve"]))
+    return Result(opts.split, band, out)
+
+
+def _lr(run):
+    if "lr" not in run.metric_columns:
+        raise RunFileError(f"{run.path}: its metrics have no 'lr' column; --lr needs it")
+    m = run.metrics()
+    ok = m["lr"].notna()
+    return m["epoch"][ok].to_numpy(), m["lr"][ok].to_numpy()
+
+
+def _last(b: Band) -> dict:
+    best = int(np.nanargmax(b.mean))
+    return {"runs": b.n_runs, "last_epoch": int(b.epochs[-1]), "last_mean": float(b.mean[-1]),
+            "last_lo": float(b.lo[-1]), "last_hi": float(b.hi[-1]), "best_mean": float(b.mean[best]),
+            "best_epoch": int(b.epochs[best])}
+
+
+def table(result: Result) -> str:
+    rows = []
+    for g in result.groups:
+        for n, b in g.nets.items():
+            s = _last(b)
+            rows.append([g.label or "-", label(n), s["runs"], s["last_epoch"], output.fmt(s["last_mean"]),
+                         output.fmt(s["last_lo"]), output.fmt(s["last_hi"]), output.fmt(s["best_mean"]),
+                         s["best_epoch"]])
+    head = ["runs of", "network", "runs", "last epoch", "accuracy", "band lo", "band hi", "best", "at epoch"]
+    return (f"{result.split} accuracy, mean over seeds (band: {result.band})\n" + output.text_table(head, rows))
+
+
+def records(result: Result):
+    cols = ["group", "network", "epoch", "mean", "lo", "hi", "runs"]
+    rows = [{"group": g.label, "network": n, "epoch": int(e), "mean": m, "lo": lo, "hi": hi, "runs": b.n_runs}
+            for g in result.groups for n, b in g.nets.items()
+            for e, m, lo, hi in zip(b.epochs, b.mean, b.lo, b.hi)]
+    return cols, rows
+
+
+def document(result: Result) -> dict:
+    return {"analysis": "accuracy", "split": result.split, "groups": [{
+        "label": g.label, "config": g.config, "runs": g.paths,
+        "networks": {n: {"epochs": b.epochs, "mean": b.mean, "lo": b.lo, "hi": b.hi, "runs": b.n_runs,
+                         "band": b.kind, **_last(b)} for n, b in g.nets.items()},
+        "lr": None if g.lr is None else {"epochs": g.lr[0], "lr": g.lr[1]}} for g in result.groups]}
+
+
+def draw(result: Result, out) -> list:
+    from analyze.plot.accuracy import accuracy_figure
+
+    panels = {g.label or f"runs {i + 1}": g.nets for i, g in enumerate(result.groups)}
+    lrs = {g.label or f"runs {i + 1}": g.lr for i, g in enumerate(result.groups) if g.lr is not None}
+    ylabel = {"val": "Validation accuracy", "test": "Test accuracy"}.get(result.split, f"{result.split} accuracy")
+    return [output.draw(lambda p: accuracy_figure(p, panels, lr=lrs or None, ylabel=ylabel), out)]
+
+
+@click.command("accuracy")
+@common
+@click.option("--band", type=click.Choice(BANDS), default="minmax", show_default=True,
+              help="Band over seeds: min..max, or mean +- sample std.")
+@click.option("--lr", "with_lr", is_flag=True, help="Add a panel with each schedule's lr over epochs "
+                                                    "(from the runs' metrics).")
+def accuracy_cmd(band, with_lr, **kw):
+    """Accuracy over epochs for every network (Figures 1a-f).
+
+    Counted from the per-sample correctness bits. Runs that differ only in seed (same model,
+    dataset, schedule and lr) are drawn as their mean with a band, one panel per group.
+
+    \b
+    Examples:
+      dyn analyze accuracy runs/table1/*.h5 --out fig1.pdf --lr
+      dyn analyze accuracy runs/x.h5 --split test --csv acc.csv
+    """
+    execute(sys.modules[__name__], kw, band=band, lr=with_lr)
+

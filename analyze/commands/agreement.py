@@ -1,0 +1,132 @@
+"""`dyn analyze agreement`: where two networks' correctness (and predicted labels) differ, per
+epoch and per sample (the "mismatch" plots of the authors' code)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import click
+import numpy as np
+
+from analyze import output, source, stream
+from analyze.agreement import Agreement, AgreementAccumulator
+from analyze.networks import label
+from analyze.options import common, execute
+
+LABEL_BYTES = 16 << 20  # predicted labels read per step, per network
+
+
+@dataclass
+class RunResult:
+    info: source.RunInfo
+    split: str
+    window: source.Window
+    pair: tuple
+    bins: int
+    result: Agreement
+
+
+def compute(runs, opts, bins: int = 20, pair=None) -> list[RunResult]:
+    out = []
+    for run, info in zip(runs, source.describe(runs)):
+        source.need_correctness(run, opts.split, "agreement")
+        a, b = pair(run) if callable(pair) else source.pair(run, opts.nets)
+        win = source.window(run, opts.split, opts.first, opts.last, what="agreement")
+        out.append(RunResult(info, opts.split, win, (a, b), bins, _agreement(run, opts.split, a, b, win)))
+    return out
+
+
+def _agreement(run, split, a, b, win) -> Agreement:
+    n = run.split_size(split)
+    acc = AgreementAccumulator(n, win.epochs)
+    labels = run.has(split, a, "predicted") and run.has(split, b, "predicted")
+    step = max(1, LABEL_BYTES // max(1, 4 * n))
+    row = win.lo
+    for ca, cb in stream.aligned([stream.chunks(run, split, net, win.lo, win.hi) for net in (a, b)]):
+        for s in range(0, len(ca), step):  # predicted labels take 16x the bits' memory: smaller steps
+            t = min(len(ca), s + step)
+            rows = slice(row + s, row + t)
+            la, lb = (run.predicted(split, a, rows), run.predicted(split, b, rows)) if labels else (None, None)
+            acc.add(ca[s:t], cb[s:t], la, lb)
+        row += len(ca)
+    return acc.result()
+
+
+def summary(g: Agreement) -> dict:
+    lab = g.label_mismatch
+    return {"mean_correct_mismatch": float(g.epoch_mismatch.mean()),
+            "last_correct_mismatch": float(g.epoch_mismatch[-1]),
+            "mean_label_mismatch": None if lab is None else float(lab.mean()),
+            "last_label_mismatch": None if lab is None else float(lab[-1]),
+            "never_differ": float(np.mean(g.mismatch == 0)),
+            "always_differ": float(np.mean(g.mismatch == len(g.epochs)))}
+
+
+def table(results) -> str:
+    many = len(results) > 1
+    rows = []
+    for r in results:
+        s = summary(r.result)
+        rows.append(([r.info.label] if many else []) + [
+            f"{label(r.pair[0])} vs {label(r.pair[1])}", output.fmt(s["mean_correct_mismatch"]),
+            output.fmt(s["last_correct_mismatch"]), output.fmt(s["mean_label_mismatch"]),
+            output.fmt(s["last_label_mismatch"]), output.fmt(s["never_differ"]), output.fmt(s["always_differ"])])
+    head = (["run"] if many else []) + ["networks", "correctness differs: mean", "last",
+                                        "label differs: mean", "last", "samples never differ", "always differ"]
+    r0 = results[0]
+    where = f"{r0.info.path}: split {r0.split}, epochs {r0.window.span}" if not many else f"split {r0.split}"
+    note = ("" if all(r.result.label_differs is not None for r in results)
+            else "\n(— : no predicted labels recorded)")
+    return f"agreement ({where}); fractions of samples\n" + output.text_table(head, rows) + note
+
+
+def records(results):
+    cols = ["run", "network_a", "network_b", "epoch", "correct_differs", "label_differs"]
+    rows = []
+    for r in results:
+        g = r.result
+        lab = g.label_mismatch if g.label_mismatch is not None else np.full(len(g.epochs), np.nan)
+        rows += [{"run": r.info.path, "network_a": r.pair[0], "network_b": r.pair[1], "epoch": int(e),
+                  "correct_differs": c, "label_differs": x} for e, c, x in zip(g.epochs, g.epoch_mismatch, lab)]
+    return cols, rows
+
+
+def document(results) -> dict:
+    docs = []
+    for r in results:
+        g = r.result
+        edges, counts = g.histogram(r.bins)
+        docs.append({"path": r.info.path, "label": r.info.label, "split": r.split, "networks": list(r.pair),
+                     "epochs": g.epochs, "correct_differs": g.epoch_mismatch, "label_differs": g.label_mismatch,
+                     "sample_mismatch_histogram": {"bin_edges": edges, "counts": counts}, **summary(g)})
+    return {"analysis": "agreement", "runs": docs}
+
+
+def draw(results, out) -> list:
+    from analyze.plot.agreement import agreement_figure
+
+    paths = output.figure_paths(out, [r.info.name for r in results])
+    return [output.draw(lambda p: agreement_figure(
+        p, r.result.epochs, r.result.epoch_mismatch, r.result.label_mismatch, r.result.histogram(r.bins),
+        names=r.pair, title=f"{r.info.title}: mismatch" if r.info.title else None), path)
+        for r, path in zip(results, paths)]
+
+
+@click.command()
+@common
+@click.option("--bins", type=click.IntRange(1, 1000), default=20, show_default=True,
+              help="Bins of the per-sample histogram.")
+def agreement(bins, **kw):
+    """Mismatch of two networks: where their correctness and predicted labels differ.
+
+    Per epoch, the fraction of samples whose correctness differs between the two networks
+    (and, when predictions are recorded, whose predicted labels differ); per sample, the
+    fraction of epochs in which correctness differs, as a histogram. --net names the two
+    networks; without it, sgd and the run's only EMA network.
+
+    \b
+    Examples:
+      dyn analyze agreement runs/x.h5 --net sgd,ema-0.9995 --out mismatch.png
+    """
+    execute(sys.modules[__name__], kw, bins=bins)

@@ -1,0 +1,171 @@
+"""`dyn analyze flips`: correctness flips per sample, the least stable samples and their
+barcodes (Figures 4 and 7)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import click
+import numpy as np
+
+from analyze import output, source, stream
+from analyze.flips import RANK_BY, Flips, FlipsAccumulator, barcode, top_flips
+from analyze.networks import label
+from analyze.options import common, execute
+from dynamics.errors import UsageError
+
+MAX_BARCODES = 100  # more rows than a page holds
+
+
+@dataclass
+class RunResult:
+    info: source.RunInfo
+    split: str
+    window: source.Window
+    rank_by: str
+    nets: dict            # {network: Flips}
+    top: np.ndarray       # (k,) sample indices, least stable first
+    dataset_index: np.ndarray
+    labels: np.ndarray
+    barcodes: dict        # {network: (k, T) bool}
+    images: np.ndarray | None
+
+
+def compute(runs, opts, top: int = 10, rank_by: str = "sum") -> list[RunResult]:
+    out = []
+    for run, info in zip(runs, source.describe(runs)):
+        source.need_correctness(run, opts.split, "flips")
+        nets = source.networks(run, opts.nets)
+        key = _key_networks(run, nets, rank_by)
+        win = source.window(run, opts.split, opts.first, opts.last, need=2, what="flips")
+        n = run.split_size(opts.split)
+        res = stream.feed(run, opts.split, nets, win.lo, win.hi, lambda net: [FlipsAccumulator(n, win.epochs)])
+        flips = {net: r[0] for net, r in res.items()}
+        # Summing flips over the ranked networks orders samples as the sum of their per-sample
+        # stabilities does (1 - flips / transitions each): the authors' "stability" ranking.
+        chosen = top_flips(sum(flips[k].flips for k in key), k=top)
+        ds = {net: _Rows(run, opts.split, net, win) for net in nets}
+        out.append(RunResult(info, opts.split, win, rank_by, flips, chosen,
+                             _pick(run, opts.split, "index", chosen), _pick(run, opts.split, "labels", chosen),
+                             {net: barcode(ds[net], chosen, n) for net in nets}, _images(run, opts.split, chosen)))
+    return out
+
+
+def _key_networks(run, nets, rank_by) -> list:
+    """The networks whose flips are summed to rank samples."""
+    emas = [n for n in nets if n in source.ema_networks(run)]
+    if rank_by == "sgd" and "sgd" not in nets:
+        raise UsageError(f"--rank-by sgd: no sgd network among {', '.join(nets)} in {run.path}")
+    if rank_by == "ema" and not emas:
+        raise UsageError(f"--rank-by ema: no EMA network among {', '.join(nets)} in {run.path}")
+    return {"sgd": ["sgd"], "ema": emas}.get(rank_by, nets)
+
+
+class _Rows:
+    """The window's rows of a network's packed correctness, read by column (byte) only."""
+
+    def __init__(self, run, split, net, win):
+        self.ds = run.f[f"splits/{split}/{net}/correct"]
+        self.lo, self.hi = win.lo, win.hi
+        self.shape = (win.hi - win.lo, self.ds.shape[1])
+
+    def __getitem__(self, key):
+        _, cols = key
+        return self.ds[self.lo:self.hi, np.asarray(cols)]
+
+
+def _pick(run, split, name, idx) -> np.ndarray:
+    order = np.argsort(idx)  # h5py reads increasing indices
+    got = np.empty(len(idx), np.int64)
+    got[order] = run.f[f"splits/{split}/{name}"][np.sort(idx)] if len(idx) else []
+    return got
+
+
+def _images(run, split, idx):
+    g = run.f[f"splits/{split}"]
+    if "images" not in g or not len(idx):
+        return None
+    order = np.argsort(idx)
+    imgs = g["images"][np.sort(idx)]
+    out = np.empty_like(imgs)
+    out[order] = imgs
+    return out
+
+
+def summary(f: Flips) -> dict:
+    return {"transitions": f.transitions, "mean_flips": float(f.flips.mean()),
+            "never_flipped": float(np.mean(f.flips == 0)), "max_flips": int(f.flips.max())}
+
+
+def table(results) -> str:
+    parts = []
+    for r in results:
+        nets = list(r.nets)
+        rows = [[i + 1, int(s), int(d), int(y)] + [int(r.nets[n].flips[s]) for n in nets]
+                for i, (s, d, y) in enumerate(zip(r.top, r.dataset_index, r.labels))]
+        t = next(iter(r.nets.values())).transitions
+        parts.append(f"flips per sample ({r.info.label if len(results) > 1 else r.info.path}: split {r.split}, "
+                     f"epochs {r.window.span}, {t} transitions), top {len(r.top)} by {r.rank_by}\n"
+                     + output.text_table(["rank", "sample", "dataset index", "label"]
+                                         + [f"flips {label(n)}" for n in nets], rows))
+        sums = [[label(n), output.fmt(s["mean_flips"], 2), output.fmt(s["never_flipped"]), s["max_flips"]]
+                for n, s in ((n, summary(f)) for n, f in r.nets.items())]
+        parts.append(output.text_table(["network", "mean flips", "never flipped", "most flips"], sums))
+    return "\n\n".join(parts)
+
+
+def records(results):
+    nets = list(dict.fromkeys(n for r in results for n in r.nets))
+    cols = ["run", "rank", "sample", "dataset_index", "label"] + [f"flips_{n}" for n in nets]
+    rows = []
+    for r in results:
+        for i, (s, d, y) in enumerate(zip(r.top, r.dataset_index, r.labels)):
+            rows.append({"run": r.info.path, "rank": i + 1, "sample": int(s), "dataset_index": int(d),
+                         "label": int(y), **{f"flips_{n}": int(f.flips[s]) for n, f in r.nets.items()}})
+    return cols, rows
+
+
+def document(results) -> dict:
+    return {"analysis": "flips", "runs": [{
+        "path": r.info.path, "label": r.info.label, "split": r.split, "rank_by": r.rank_by,
+        "window": [int(r.window.epochs[0]), int(r.window.epochs[-1])], "epochs": r.window.epochs,
+        "networks": {n: summary(f) for n, f in r.nets.items()},
+        "top": [{"rank": i + 1, "sample": int(s), "dataset_index": int(d), "label": int(y),
+                 "flips": {n: int(f.flips[s]) for n, f in r.nets.items()},
+                 "barcodes": {n: "".join("1" if b else "0" for b in r.barcodes[n][i]) for n in r.nets}}
+                for i, (s, d, y) in enumerate(zip(r.top, r.dataset_index, r.labels))]} for r in results]}
+
+
+def draw(results, out) -> list:
+    from analyze.plot.barcode import barcode_figure
+
+    paths = output.figure_paths(out, [r.info.name for r in results])
+    return [output.draw(lambda p: barcode_figure(p, r.barcodes, r.window.epochs, r.top, images=r.images,
+                                                 title=r.info.title), path)
+            for r, path in zip(results, paths) if len(r.top)]
+
+
+@click.command()
+@common
+@click.option("--top", type=click.IntRange(0), default=10, show_default=True, metavar="K",
+              help="How many of the least stable samples to list and draw.")
+@click.option("--rank-by", type=click.Choice(RANK_BY), default="sum", show_default=True,
+              help="Rank by SGD's flips, the EMA networks', or all chosen networks' (sum; stability "
+                   "orders the same way, as the authors' code does).")
+def flips(top, rank_by, **kw):
+    """Correctness flips per sample and barcodes of the least stable samples (Figures 4, 7).
+
+    A flip is a change of a sample's correctness between consecutive recorded epochs of the
+    window. The top K samples are drawn as barcodes, one row per network and one cell per
+    epoch, with the samples' images beside them when the run stores them. --csv lists sample
+    index, dataset index, label and flip counts.
+
+    \b
+    Examples:
+      dyn analyze flips runs/x.h5 --net sgd,ema-0.9995 --out fig4.png
+      dyn analyze flips runs/x.h5 --top 50 --rank-by ema --csv flips.csv
+    """
+    if kw.get("out") and top > MAX_BARCODES:
+        raise UsageError(f"--top {top}: too many barcodes to draw (at most {MAX_BARCODES}); use --csv for the numbers")
+    execute(sys.modules[__name__], kw, top=top, rank_by=rank_by)

@@ -1,0 +1,108 @@
+"""`dyn analyze stability`: per epoch, the fraction of samples whose correctness did not change
+(Figures 2 and 6), with each network's accuracy."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import click
+import numpy as np
+
+from analyze import output, source, stream
+from analyze.networks import label
+from analyze.options import common, execute
+from analyze.stability import Stability, StabilityAccumulator
+
+
+@dataclass
+class RunResult:
+    info: source.RunInfo
+    split: str
+    window: source.Window
+    nets: dict  # {network: Stability}
+
+
+def compute(runs, opts) -> list[RunResult]:
+    out = []
+    for run, info in zip(runs, source.describe(runs)):
+        source.need_correctness(run, opts.split, "stability")
+        nets = source.networks(run, opts.nets)
+        win = source.window(run, opts.split, opts.first, opts.last, need=2, what="stability")
+        n = run.split_size(opts.split)
+        res = stream.feed(run, opts.split, nets, win.lo, win.hi,
+                          lambda net: [StabilityAccumulator(n, win.epochs)])
+        out.append(RunResult(info, opts.split, win, {net: r[0] for net, r in res.items()}))
+    return out
+
+
+def summary(s: Stability) -> dict:
+    """The figures that matter: mean, lowest (and when) and last stability; last accuracy."""
+    i = int(np.argmin(s.stability))
+    return {"mean_stability": float(s.stability.mean()), "min_stability": float(s.stability[i]),
+            "min_epoch": int(s.stability_epochs[i]), "last_stability": float(s.stability[-1]),
+            "last_accuracy": float(s.accuracy[-1])}
+
+
+def table(results) -> str:
+    many = len(results) > 1
+    rows = []
+    for r in results:
+        for net, s in r.nets.items():
+            m = summary(s)
+            rows.append(([r.info.label] if many else []) + [
+                label(net), output.fmt(m["mean_stability"]), output.fmt(m["min_stability"]), m["min_epoch"],
+                output.fmt(m["last_stability"]), output.fmt(m["last_accuracy"])])
+    head = (["run"] if many else []) + ["network", "mean stability", "lowest", "at epoch", "last",
+                                        "last accuracy"]
+    spans = "; ".join(f"{r.info.label}: epochs {r.window.span}" for r in results) if many else \
+        f"{results[0].info.path}: split {results[0].split}, epochs {results[0].window.span}"
+    return f"stability ({spans})\n" + output.text_table(head, rows)
+
+
+def records(results):
+    cols = ["run", "network", "epoch", "stability", "accuracy"]
+    rows = []
+    for r in results:
+        for net, s in r.nets.items():
+            stab = np.concatenate([[np.nan], s.stability])  # none at the window's first epoch
+            rows += [{"run": r.info.path, "network": net, "epoch": int(e), "stability": st, "accuracy": a}
+                     for e, st, a in zip(s.epochs, stab, s.accuracy)]
+    return cols, rows
+
+
+def document(results) -> dict:
+    return {"analysis": "stability", "runs": [{
+        "path": r.info.path, "label": r.info.label, "split": r.split,
+        "window": [int(r.window.epochs[0]), int(r.window.epochs[-1])],
+        "networks": {net: {"samples": s.n, "epochs": s.epochs, "accuracy": s.accuracy,
+                           "stability_epochs": s.stability_epochs, "stability": s.stability,
+                           **summary(s)} for net, s in r.nets.items()}} for r in results]}
+
+
+def draw(results, out) -> list:
+    from analyze.plot.stability import stability_figure
+
+    paths = output.figure_paths(out, [r.info.name for r in results])
+    return [output.draw(lambda p: stability_figure(
+        p, {net: (s.stability_epochs, s.stability) for net, s in r.nets.items()},
+        {net: (s.epochs, s.accuracy) for net, s in r.nets.items()}, title=r.info.title), path)
+        for r, path in zip(results, paths)]
+
+
+@click.command()
+@common
+def stability(**kw):
+    """Prediction stability over epochs (Figures 2 and 6).
+
+    For each epoch t after the first of the window: the fraction of samples whose
+    correctness at t equals that at the previous recorded epoch, per network, with each
+    network's accuracy. Prints mean, lowest and last stability and the last accuracy.
+
+    \b
+    Examples:
+      dyn analyze stability runs/x.h5
+      dyn analyze stability runs/x.h5 --net sgd,ema-0.9995 --out fig2.pdf
+      dyn analyze stability runs/*.h5 --from-epoch 90 --csv stability.csv
+    """
+    execute(sys.modules[__name__], kw)
