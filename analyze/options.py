@@ -38,9 +38,9 @@ def window_options(fn):
 
 def output_options(fn):
     fn = click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON on stdout.")(fn)
-    fn = click.option("--csv", "csv_path", type=click.Path(dir_okay=False), metavar="FILE",
+    fn = click.option("--csv", "csv_path", type=click.Path(), metavar="FILE",
                       help="Write the numbers to a CSV file.")(fn)
-    return click.option("--out", type=click.Path(dir_okay=False), metavar="FILE",
+    return click.option("--out", type=click.Path(), metavar="FILE",
                         help="Draw the figure: .png, .pdf or .svg by the extension (several runs: "
                              "one file per run, the run's name added).")(fn)
 
