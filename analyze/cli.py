@@ -13,7 +13,9 @@ from analyze.commands.accuracy import accuracy_cmd
 from analyze.commands.agreement import agreement
 from analyze.commands.flips import flips
 from analyze.commands.histogram import histogram
+from analyze.commands.report import report
 from analyze.commands.stability import stability
+from analyze.commands.table import table
 from analyze.commands.weight_diff import weight_diff
 
 
@@ -32,7 +34,7 @@ def analyze():
     """
 
 
-for command in (stability, histogram, flips, weight_diff, accuracy_cmd, agreement):
+for command in (stability, histogram, flips, weight_diff, accuracy_cmd, agreement, report):
     analyze.add_command(command)
 
-__all__ = ["analyze"]
+__all__ = ["analyze", "table"]

@@ -12,7 +12,8 @@ PURE = ["accuracy", "agreement", "bits", "flips", "histogram", "misclassificatio
 PLOT = ["plot", "plot.style", "plot.save", "plot.stability", "plot.misclassification",
         "plot.barcode", "plot.weight_diff", "plot.accuracy", "plot.agreement"]
 CLI = ["cli", "source", "stream", "output", "options", "commands", "commands.stability", "commands.histogram",
-       "commands.flips", "commands.weight_diff", "commands.accuracy", "commands.agreement"]
+       "commands.flips", "commands.weight_diff", "commands.accuracy", "commands.agreement", "commands.table",
+       "commands.report"]
 
 
 def test_every_module_is_listed():
