@@ -224,6 +224,10 @@ def _kv(key, value) -> str:
 # ------------------------------------------------------------------------------ parallel
 
 def workers() -> int:
+    """Threads for per-network passes: $DYN_WORKERS if set, else the CPUs this process may use."""
+    env = os.environ.get("DYN_WORKERS", "")
+    if env.strip().isdigit() and int(env) > 0:
+        return int(env)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux

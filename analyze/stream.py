@@ -24,12 +24,15 @@ from dynamics.errors import RunFileError
 
 READ_BYTES = 4 << 20  # per chunk handed out: a few in flight stay in the CPU's last-level cache
 AHEAD = 2             # chunks read ahead of the one being counted
+READ_AHEAD = True     # default of chunks(ahead=...); benchmarks switch it off to compare
 
 
-def chunks(run, split: str, net: str, lo: int, hi: int, read_bytes: int = READ_BYTES,
-           ahead: bool = True):
+def chunks(run, split: str, net: str, lo: int, hi: int, read_bytes: int | None = None,
+           ahead: bool | None = None):
     """Rows lo..hi-1 of `net`'s packed correctness on `split`, uint8 (t, ceil(N/8)) chunks in
     epoch order. A chunk is only valid until the next one is asked for (buffers are reused)."""
+    read_bytes = READ_BYTES if read_bytes is None else read_bytes
+    ahead = READ_AHEAD if ahead is None else ahead
     ds = run.f[f"splits/{split}/{net}/correct"]
     run.correct_packed(split, net, slice(lo, min(lo + 1, hi)))  # validates shape, refreshes
     plan = _chunk_plan(run, ds, lo, hi)
@@ -174,3 +177,29 @@ def aligned(iterators):
         m = min(len(p) for p in pending)
         yield tuple(p[:m] for p in pending)
         pending = [p[m:] for p in pending]
+
+
+def columns(run, split: str, net: str, lo: int, hi: int, cols) -> np.ndarray:
+    """uint8 (hi-lo, len(cols)): the given byte columns of rows lo..hi-1 (cols sorted, unique).
+
+    For barcodes: a few bytes per row. HDF5 reads whole chunks to pick bytes out of them, as
+    much as reading every bit; here each wanted byte is one small pread at its address.
+    """
+    cols = np.asarray(cols, dtype=np.int64)
+    ds = run.f[f"splits/{split}/{net}/correct"]
+    run.correct_packed(split, net, slice(lo, min(lo + 1, hi)))  # validates shape, refreshes
+    plan = _chunk_plan(run, ds, lo, hi)
+    if plan is None or not len(cols):
+        return ds[lo:hi, cols] if len(cols) and hi > lo else np.zeros((max(hi - lo, 0), len(cols)), np.uint8)
+    crows, width = plan["crows"], plan["width"]
+    rows = np.arange(lo, hi)
+    starts = np.array([plan[r0] for r0 in (rows - rows % crows).tolist()], np.int64) + (rows % crows) * width
+    offsets = (starts[:, None] + cols[None, :]).ravel().tolist()
+    fd = os.open(run.path, os.O_RDONLY)
+    try:
+        got = b"".join([os.pread(fd, 1, o) for o in offsets])
+    finally:
+        os.close(fd)
+    if len(got) != len(offsets):
+        raise RunFileError(f"{run.path}: reading {ds.name}: short read")
+    return np.frombuffer(got, np.uint8).reshape(hi - lo, len(cols)).copy()

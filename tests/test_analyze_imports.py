@@ -20,7 +20,7 @@ def test_every_module_is_listed():
     root = Path(analyze.__file__).parent
     found = {".".join(p.relative_to(root).with_suffix("").parts) for p in root.rglob("*.py")}
     found = {m.removesuffix(".__init__") for m in found} - {"__init__"}
-    assert found - {"bench"} == set(PURE) | set(PLOT) | set(CLI)
+    assert found == set(PURE) | set(PLOT) | set(CLI)
 
 
 def test_importing_analyses_and_plot_modules_loads_neither_torch_nor_matplotlib():

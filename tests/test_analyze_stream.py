@@ -47,6 +47,7 @@ def test_compressed_dataset_falls_back_to_h5py(tmp_path):
     with open_run(path) as run:
         assert stream._chunk_plan(run, run.f["splits/test/sgd/correct"], 0, 40) is None
         assert np.array_equal(collect(stream.chunks(run, "test", "sgd", 3, 40, read_bytes=50)), want[3:])
+        assert np.array_equal(stream.columns(run, "test", "sgd", 3, 40, [1, 9]), want[3:, [1, 9]])
         # aligned() pairs the fallback's chunks with the raw path's, of other lengths
         pairs = [(a.copy(), b.copy()) for a, b in stream.aligned(
             [stream.chunks(run, "test", "sgd", 0, 40, read_bytes=50),
@@ -98,3 +99,13 @@ def test_feed_runs_each_network_once_in_parallel(run_file):
         for net in run.networks:
             want = int(np.unpackbits(run.correct_packed("val", net, slice(5, 290)), axis=1).sum())
             assert got[net] == [want, want]
+
+
+@pytest.mark.parametrize("lo,hi", [(0, 300), (255, 258), (7, 8)])
+def test_byte_columns_equal_the_reader(run_file, lo, hi):
+    cols = np.array([0, 5, 64, 125])  # 125: the last byte, with padding bits
+    with open_run(run_file) as run:
+        got = stream.columns(run, "val", "sgd", lo, hi, cols)
+        assert got.shape == (hi - lo, 4) and got.dtype == np.uint8
+        assert np.array_equal(got, run.correct_packed("val", "sgd", slice(lo, hi))[:, cols])
+        assert stream.columns(run, "val", "sgd", lo, hi, []).shape == (hi - lo, 0)

@@ -45,10 +45,10 @@ def compute(runs, opts, top: int = 10, rank_by: str = "sum") -> list[RunResult]:
         # Summing flips over the ranked networks orders samples as the sum of their per-sample
         # stabilities does (1 - flips / transitions each): the authors' "stability" ranking.
         chosen = top_flips(sum(flips[k].flips for k in key), k=top)
-        ds = {net: _Rows(run, opts.split, net, win) for net in nets}
+        codes = source.map_parallel(lambda net: barcode(_Rows(run, opts.split, net, win), chosen, n), nets)
         out.append(RunResult(info, opts.split, win, rank_by, flips, chosen,
                              _pick(run, opts.split, "index", chosen), _pick(run, opts.split, "labels", chosen),
-                             {net: barcode(ds[net], chosen, n) for net in nets}, _images(run, opts.split, chosen)))
+                             dict(zip(nets, codes)), _images(run, opts.split, chosen)))
     return out
 
 
@@ -63,16 +63,15 @@ def _key_networks(run, nets, rank_by) -> list:
 
 
 class _Rows:
-    """The window's rows of a network's packed correctness, read by column (byte) only."""
+    """The window's rows of a network's packed correctness, read by column (byte) only,
+    as analyze.flips.barcode asks for them."""
 
     def __init__(self, run, split, net, win):
-        self.ds = run.f[f"splits/{split}/{net}/correct"]
-        self.lo, self.hi = win.lo, win.hi
-        self.shape = (win.hi - win.lo, self.ds.shape[1])
+        self.args = (run, split, net, win.lo, win.hi)
+        self.shape = (win.hi - win.lo, run.f[f"splits/{split}/{net}/correct"].shape[1])
 
     def __getitem__(self, key):
-        _, cols = key
-        return self.ds[self.lo:self.hi, np.asarray(cols)]
+        return stream.columns(*self.args, key[1])
 
 
 def _pick(run, split, name, idx) -> np.ndarray:

@@ -1,0 +1,283 @@
+"""Speed and memory of `dyn analyze` stability, histogram and flips against reading their bits.
+
+    python benchmarks/analyze_bench.py                 # 1,000,000 samples x 1,000 epochs x 6 networks
+    python benchmarks/analyze_bench.py --quick         # 100,000 x 200 x 6, a smoke run
+    python benchmarks/analyze_bench.py --file big.h5 --keep   # reuse the run file between runs
+
+It writes a run whose correctness bits (about 750 MB at full size) follow a random walk (each
+epoch a sample flips with probability 1/8; the cost of the bit operations does not depend on
+the bits), then, with the page cache warm, times:
+
+  floor     only reading those bits from the file: through dyn's reader (Run.iter_correct_packed,
+            fresh arrays), through h5py into one reused buffer, and with the raw chunk reads
+            the analyses use (analyze.stream, no read-ahead, one thread). The floor is the
+            fastest of them. A cold read (after posix_fadvise DONTNEED) is shown for scale.
+  compute   the analysis alone on bits already in memory, one thread: what the bits cost
+  analysis  the command's own computation (analyze.commands.<name>.compute, i.e. everything
+            `dyn analyze <name> RUN` does but start-up and printing), three ways: as shipped
+            (networks in parallel threads, read-ahead), one thread with read-ahead, one thread
+            without. Histogram reads only its window (the second half): its floor is scaled.
+
+and the peak resident memory (ru_maxrss) of each analysis run alone in a fresh process. Times
+are the best of --repeat; the CPU load average is printed, since other processes skew them.
+Target: analysis within 1.5x of the floor, peak memory under 500 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ANALYSES = ("stability", "histogram", "flips")
+DECAYS = (0.9, 0.99, 0.999, 0.9995, 0.9997)
+
+
+def make_run(path: Path, n: int, epochs: int, networks: int, seed: int = 0) -> None:
+    from dynamics.layout import Layout, Network, Split
+    from dynamics.writer import RunWriter
+
+    nets = [Network.sgd()] + [Network.ema(d) for d in DECAYS[:networks - 1]]
+    split = Split(labels=np.zeros(n, np.int64), num_classes=10, predicted=False, loss=False)
+    rng = np.random.default_rng(seed)
+    nb = (n + 7) // 8
+    rows = {net.name: rng.integers(0, 256, nb, dtype=np.uint8) for net in nets}
+    with RunWriter.create(path, Layout(networks=nets, splits={"val": split}), {"model": "bench"},
+                          overwrite=True, durable=False) as w:
+        for e in range(epochs):
+            for name in rows:  # flip 1 bit in 8: the AND of three random bytes
+                flip = rng.integers(0, 256, (3, nb), dtype=np.uint8)
+                rows[name] = rows[name] ^ (flip[0] & flip[1] & flip[2])
+            w.append(e, evals={"val": {name: {"packed": r} for name, r in rows.items()}})
+        w.finish()
+
+
+def best(repeat: int, fn) -> float:
+    out = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        out = min(out, time.perf_counter() - t)
+    return out
+
+
+# ------------------------------------------------------------------------------- floors
+
+def read_reader(run):
+    for net in run.networks:
+        for _ in run.iter_correct_packed("val", net):
+            pass
+
+
+def read_h5py(run):
+    rows = run.rows("split/val")
+    width = run.f[f"splits/val/{run.networks[0]}/correct"].shape[1]
+    step = max(1, (32 << 20) // width)
+    buf = np.empty((step, width), np.uint8)
+    for net in run.networks:
+        ds = run.f[f"splits/val/{net}/correct"]
+        for a in range(0, rows, step):
+            b = min(rows, a + step)
+            ds.read_direct(buf, np.s_[a:b], np.s_[0:b - a])
+
+
+def read_raw(run, lo=0, hi=None):
+    from analyze import stream
+
+    hi = run.rows("split/val") if hi is None else hi
+    for net in run.networks:
+        for _ in stream.chunks(run, "val", net, lo, hi, ahead=False):
+            pass
+
+
+def drop_cache(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+        return True
+    except (AttributeError, OSError):
+        return False
+
+
+# ----------------------------------------------------------------------------- analyses
+
+def opts():
+    from analyze.options import Common
+
+    return Common(runs=(), nets=None, split="val", first=None, last=None, out=None, csv=None, as_json=False)
+
+
+def analysis(run, name: str):
+    import importlib
+
+    return importlib.import_module(f"analyze.commands.{name}").compute([run], opts())
+
+
+def accumulators(name: str, n: int, epochs):
+    from analyze.flips import FlipsAccumulator
+    from analyze.misclassification import MisclassificationAccumulator
+    from analyze.stability import StabilityAccumulator
+
+    if name == "stability":
+        return StabilityAccumulator(n, epochs)
+    if name == "flips":
+        return FlipsAccumulator(n, epochs)
+    return MisclassificationAccumulator(n, epochs, (int(epochs[0]), int(epochs[-1])))
+
+
+def compute_only(name: str, bits: np.ndarray, epochs, networks: int, chunk_rows: int):
+    """The accumulator fed from memory (one network's bits, once per network): no reading."""
+    for _ in range(networks):
+        acc = accumulators(name, bits.shape[1] * 8, epochs)
+        for a in range(0, len(bits), chunk_rows):
+            acc.add(bits[a:a + chunk_rows])
+        acc.result()
+
+
+def window_rows(run, name):
+    from analyze import source
+    from analyze.window import second_half
+
+    w = source.window(run, "val", default=second_half if name == "histogram" else None)
+    return w.lo, w.hi
+
+
+def child(path: str, name: str) -> None:
+    """Run one analysis in this (fresh) process and print its peak resident memory."""
+    from dynamics.reader import open_run
+
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open_run(path) as run:
+        analysis(run, name)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"{peak * 1024} {base * 1024} {_hwm()}")
+
+
+def _hwm() -> int:
+    """VmHWM: the peak RSS of this process image alone (Linux), in bytes; 0 elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM"))
+    except (OSError, StopIteration):
+        return 0
+
+
+def peak_memory(path: Path, name: str) -> tuple[float, float, float]:
+    """(ru_maxrss, ru_maxrss before the analysis, VmHWM) of a fresh process, MB. Linux carries
+    the parent's peak into a child's ru_maxrss over exec: call this while the parent is small."""
+    r = subprocess.run([sys.executable, __file__, "--child", name, str(path)], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    if r.returncode:
+        raise SystemExit(f"child {name} failed: {r.stderr}")
+    peak, base, hwm = map(int, r.stdout.split())
+    return peak / 1e6, base / 1e6, hwm / 1e6
+
+
+# --------------------------------------------------------------------------------- main
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--samples", type=int, default=1_000_000)
+    ap.add_argument("--epochs", type=int, default=1000)
+    ap.add_argument("--networks", type=int, default=6, choices=range(1, 7))
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--file", type=Path, help="run file to use (made if missing)")
+    ap.add_argument("--keep", action="store_true", help="keep the run file")
+    ap.add_argument("--quick", action="store_true", help="100,000 samples x 200 epochs")
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.child:
+        return child(a.child[1], a.child[0])
+    if a.quick:
+        a.samples, a.epochs, a.repeat = 100_000, 200, 2
+    tmp = None
+    path = a.file
+    if path is None:
+        tmp = tempfile.TemporaryDirectory(prefix="analyze_bench.", dir=os.environ.get("TMPDIR"))
+        path = Path(tmp.name) / "bench.h5"
+    try:
+        run_bench(a, path)
+    finally:
+        if tmp is not None and not a.keep:
+            tmp.cleanup()
+        elif tmp is not None:
+            print(f"kept {path}")
+
+
+def run_bench(a, path: Path):
+    from analyze import source, stream
+    from dynamics.reader import open_run
+
+    if not path.exists():
+        t = time.perf_counter()
+        make_run(path, a.samples, a.epochs, a.networks)
+        print(f"wrote {path} in {time.perf_counter() - t:.1f} s")
+    memory = {name: peak_memory(path, name) for name in ANALYSES}  # first, while this process is small
+    with open_run(path) as run:
+        n, epochs, nets = run.split_size("val"), run.epochs("val"), run.networks
+        bits = len(nets) * len(epochs) * ((n + 7) // 8)
+        print(f"analyze_bench: {n:,} samples x {len(epochs):,} epochs x {len(nets)} networks = "
+              f"{bits / 1e6:,.0f} MB of bits ({path.stat().st_size / 1e6:,.0f} MB file); "
+              f"{source.workers()} CPUs, load average {os.getloadavg()[0]:.2f}; best of {a.repeat}")
+        read_raw(run)  # warm the page cache
+        floors = {"reader (Run.iter_correct_packed)": best(a.repeat, lambda: read_reader(run)),
+                  "h5py read_direct, reused buffer": best(a.repeat, lambda: read_h5py(run)),
+                  "raw chunk reads (analyze.stream)": best(a.repeat, lambda: read_raw(run))}
+        floor = min(floors.values())
+        print("floor: reading the bits, page cache warm")
+        for k, v in floors.items():
+            print(f"  {k:38s} {v:7.3f} s  {bits / v / 1e9:5.2f} GB/s")
+        if drop_cache(path):
+            t = time.perf_counter()
+            read_raw(run)
+            cold = time.perf_counter() - t
+            print(f"  {'cold read (after fadvise DONTNEED)':38s} {cold:7.3f} s  {bits / cold / 1e9:5.2f} GB/s"
+                  "  (not the floor; the cache is warm again now)")
+        print(f"  floor = {floor:.3f} s\n")
+
+        sample = run.correct_packed("val", nets[0])  # one network's bits, for compute-only
+        chunk_rows = max(1, stream.READ_BYTES // sample.shape[1])
+        head = f"{'analysis':10s} {'bits read':>9s} {'floor':>7s} {'compute':>8s} {'shipped':>8s} " \
+               f"{'1 thread':>8s} {'no ahead':>8s} {'ratio':>6s} {'CPU s':>6s} {'peak MB':>8s}"
+        print(head)
+        results = {}
+        for name in ANALYSES:
+            lo, hi = window_rows(run, name)
+            share = (hi - lo) / len(epochs)
+            part = sample[lo:hi]
+            comp = best(a.repeat, lambda: compute_only(name, part, epochs[lo:hi], len(nets), chunk_rows))
+            c0 = time.process_time()
+            shipped = best(a.repeat, lambda: analysis(run, name))
+            cpu = (time.process_time() - c0) / a.repeat
+            os.environ["DYN_WORKERS"] = "1"
+            try:
+                one = best(a.repeat, lambda: analysis(run, name))
+                stream.READ_AHEAD = False
+                plain = best(a.repeat, lambda: analysis(run, name))
+            finally:
+                stream.READ_AHEAD = True
+                del os.environ["DYN_WORKERS"]
+            peak, base, hwm = memory[name]
+            f = floor * share
+            results[name] = shipped / f
+            print(f"{name:10s} {share * bits / 1e6:7.0f}MB {f:7.3f} {comp:8.3f} {shipped:8.3f} {one:8.3f} "
+                  f"{plain:8.3f} {shipped / f:5.2f}x {cpu:6.2f} {peak:8.0f}")
+        print(f"\n(seconds; ratio = shipped / floor, target <= 1.5x. peak = ru_maxrss of the analysis alone in a "
+              f"fresh process (VmHWM: " + ", ".join(f"{k} {v[2]:.0f}" for k, v in memory.items())
+              + f"), of which {base:.0f} MB before it starts; target < 500 MB)")
+        print("ratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in results.items())
+              + f"; load average now {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
