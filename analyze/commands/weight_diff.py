@@ -41,7 +41,10 @@ def compute(runs, opts, include_buffers: bool = False) -> list[RunResult]:
         for e in epochs:
             sgd = _weights(run, "sgd", e, include_buffers)
             for n in emas:
-                acc[n].append((int(e),) + relative_difference(sgd, _weights(run, n, e, include_buffers)))
+                try:
+                    acc[n].append((int(e),) + relative_difference(sgd, _weights(run, n, e, include_buffers)))
+                except ValueError as err:  # vectors of different lengths: a damaged or odd import
+                    raise RunFileError(f"{run.path}: {n} at epoch {e}: {err}") from None
         out.append(RunResult(info, include_buffers, {n: _collect(v) for n, v in acc.items()}))
     return out
 
