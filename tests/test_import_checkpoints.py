@@ -232,6 +232,7 @@ def test_safetensors_pairs_from_both_writers(tmp_path, run):
                                    out=tmp_path / "run.h5")
     cfg = check_run(out, run, {"sgd": [e.sgd for e in run], f"ema-{DECAY}": [e.ema for e in run]}, ordered=False)
     assert cfg["import"]["records"][0]["ema"]["format"] == "safetensors"
+    assert cfg["import"]["epochs_from"] == ["metadata 'epoch'"] and cfg["import"]["decay_from"].startswith("metadata")
 
 
 def test_safetensors_bfloat16_is_exact(tmp_path, run):

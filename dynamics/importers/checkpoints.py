@@ -93,7 +93,9 @@ def _from_metadata(det: Detection, meta: dict) -> None:
         if key in meta and getattr(det, attr) is None:
             try:
                 value = cast(float(meta[key])) if cast is int else cast(meta[key])
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # "nan" and "inf" fail int(); checked below
+                continue
+            if not np.isfinite(value):
                 continue
             setattr(det, attr, value)
             setattr(det, f"{attr}_from", f"metadata {key!r}")
