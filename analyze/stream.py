@@ -1,10 +1,11 @@
-"""A network's packed correctness rows in chunks of epochs, read straight from the file, ahead of use.
+"""A network's packed correctness rows in chunks of epochs, read straight from the file.
 
 Why not only h5py: h5py holds the GIL while it reads, so a read cannot overlap the bit
-counting, and every read into a fresh array costs page faults on top of the copy. Here the
-HDF5 chunks' file addresses come from HDF5 itself (H5Dchunk_iter), then os.preadv copies
-their bytes into a few reused buffers, in a thread that reads the next chunk while the
-caller counts the current one (preadv and numpy both release the GIL).
+counting of another thread, and every read into a fresh array costs page faults on top of
+the copy. Here the HDF5 chunks' file addresses come from HDF5 itself (H5Dchunk_iter), then
+os.preadv copies their bytes into a few reused buffers; preadv and numpy both release the
+GIL, so networks are counted in parallel threads, and a thread can read the next chunk while
+the current one is counted (feed() decides when that pays).
 
 Used only where this is exact: chunks spanning whole rows, stored without filters, every
 chunk of the window allocated, and the first chunk identical to h5py's read of it.
@@ -22,9 +23,9 @@ import numpy as np
 
 from dynamics.errors import RunFileError
 
-READ_BYTES = 4 << 20  # per chunk handed out: a few in flight stay in the CPU's last-level cache
+READ_BYTES = 1 << 20  # per chunk handed out: it and the counting temporaries stay in L2 or L3 (measured)
 AHEAD = 2             # chunks read ahead of the one being counted
-READ_AHEAD = True     # default of chunks(ahead=...); benchmarks switch it off to compare
+READ_AHEAD = None     # None: as feed() decides; True/False: always/never (benchmarks compare)
 
 
 def chunks(run, split: str, net: str, lo: int, hi: int, read_bytes: int | None = None,
@@ -32,7 +33,7 @@ def chunks(run, split: str, net: str, lo: int, hi: int, read_bytes: int | None =
     """Rows lo..hi-1 of `net`'s packed correctness on `split`, uint8 (t, ceil(N/8)) chunks in
     epoch order. A chunk is only valid until the next one is asked for (buffers are reused)."""
     read_bytes = READ_BYTES if read_bytes is None else read_bytes
-    ahead = READ_AHEAD if ahead is None else ahead
+    ahead = READ_AHEAD is not False if ahead is None else ahead
     ds = run.f[f"splits/{split}/{net}/correct"]
     run.correct_packed(split, net, slice(lo, min(lo + 1, hi)))  # validates shape, refreshes
     plan = _chunk_plan(run, ds, lo, hi)
@@ -147,17 +148,24 @@ def _ahead(fd, plan, bounds, step, width):
 
 def feed(run, split: str, nets, lo: int, hi: int, make) -> dict:
     """{net: [results]}: one streaming pass per network over rows lo..hi-1, networks in
-    parallel threads; make(net) -> the accumulators to feed (each with add() and result())."""
-    from analyze.source import map_parallel
+    parallel threads; make(net) -> the accumulators to feed (each with add() and result()).
+
+    Reading ahead only pays where a CPU would otherwise idle: with at least as many networks
+    as threads, every CPU already reads or counts, and the hand-offs to a reader thread cost
+    more than they save (measured: benchmarks/analyze_bench.py, "1 ahead" vs "1 plain").
+    """
+    from analyze.source import map_parallel, workers
+
+    nets = list(nets)
+    ahead = len(nets) < workers() if READ_AHEAD is None else READ_AHEAD
 
     def one(net):
         accs = make(net)
-        for c in chunks(run, split, net, lo, hi):
+        for c in chunks(run, split, net, lo, hi, ahead=ahead):
             for acc in accs:
                 acc.add(c)
         return [acc.result() for acc in accs]
 
-    nets = list(nets)
     return dict(zip(nets, map_parallel(one, nets)))
 
 

@@ -15,8 +15,9 @@ the bits), then, with the page cache warm, times:
   compute   the analysis alone on bits already in memory, one thread: what the bits cost
   analysis  the command's own computation (analyze.commands.<name>.compute, i.e. everything
             `dyn analyze <name> RUN` does but start-up and printing), three ways: as shipped
-            (networks in parallel threads, read-ahead), one thread with read-ahead, one thread
-            without. Histogram reads only its window (the second half): its floor is scaled.
+            (networks in parallel threads, one per CPU; reading ahead only when there are fewer
+            networks than CPUs), one thread reading ahead, one thread without. Histogram reads
+            only its window (the second half): its floor is scaled.
 
 and the peak resident memory (ru_maxrss) of each analysis run alone in a fresh process. Times
 are the best of --repeat; the CPU load average is printed, since other processes skew them.
@@ -60,11 +61,19 @@ def make_run(path: Path, n: int, epochs: int, networks: int, seed: int = 0) -> N
 
 
 def best(repeat: int, fn) -> float:
-    out = float("inf")
+    """Best wall time of `repeat` calls."""
+    return timed(repeat, fn)[0]
+
+
+def timed(repeat: int, fn) -> tuple[float, float]:
+    """(best wall time, CPU time of all this process' threads in that call) of `repeat` calls.
+    CPU time is what the work costs whatever else the machine runs; wall time is what one waits."""
+    out = (float("inf"), float("inf"))
     for _ in range(repeat):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
-        out = min(out, time.perf_counter() - t)
+        wall, cpu = time.perf_counter() - t, time.process_time() - c
+        out = min(out, (wall, cpu))
     return out
 
 
@@ -230,52 +239,53 @@ def run_bench(a, path: Path):
               f"{bits / 1e6:,.0f} MB of bits ({path.stat().st_size / 1e6:,.0f} MB file); "
               f"{source.workers()} CPUs, load average {os.getloadavg()[0]:.2f}; best of {a.repeat}")
         read_raw(run)  # warm the page cache
-        floors = {"reader (Run.iter_correct_packed)": best(a.repeat, lambda: read_reader(run)),
-                  "h5py read_direct, reused buffer": best(a.repeat, lambda: read_h5py(run)),
-                  "raw chunk reads (analyze.stream)": best(a.repeat, lambda: read_raw(run))}
-        floor = min(floors.values())
-        print("floor: reading the bits, page cache warm")
-        for k, v in floors.items():
-            print(f"  {k:38s} {v:7.3f} s  {bits / v / 1e9:5.2f} GB/s")
+        floors = {"reader (Run.iter_correct_packed)": timed(a.repeat, lambda: read_reader(run)),
+                  "h5py read_direct, reused buffer": timed(a.repeat, lambda: read_h5py(run)),
+                  "raw chunk reads (analyze.stream)": timed(a.repeat, lambda: read_raw(run))}
+        floor, floor_cpu = min(floors.values())
+        print("floor: reading the bits, page cache warm        wall      CPU")
+        for k, (v, c) in floors.items():
+            print(f"  {k:38s} {v:7.3f} s {c:7.3f} s  {bits / v / 1e9:5.2f} GB/s")
         if drop_cache(path):
             t = time.perf_counter()
             read_raw(run)
             cold = time.perf_counter() - t
-            print(f"  {'cold read (after fadvise DONTNEED)':38s} {cold:7.3f} s  {bits / cold / 1e9:5.2f} GB/s"
-                  "  (not the floor; the cache is warm again now)")
-        print(f"  floor = {floor:.3f} s\n")
+            print(f"  {'cold read (after fadvise DONTNEED)':38s} {cold:7.3f} s {'':9s}  {bits / cold / 1e9:5.2f} GB/s"
+                  "  (not the floor)")
+        print(f"  floor = {floor:.3f} s wall, {floor_cpu:.3f} s CPU\n")
 
         sample = run.correct_packed("val", nets[0])  # one network's bits, for compute-only
         chunk_rows = max(1, stream.READ_BYTES // sample.shape[1])
-        head = f"{'analysis':10s} {'bits read':>9s} {'floor':>7s} {'compute':>8s} {'shipped':>8s} " \
-               f"{'1 thread':>8s} {'no ahead':>8s} {'ratio':>6s} {'CPU s':>6s} {'peak MB':>8s}"
-        print(head)
+        print(f"{'':20s} {'floor':>15s} {'compute':>8s} {'shipped':>15s} {'1 ahead':>8s} {'1 plain':>8s} "
+              f"{'shipped/floor':>15s} {'peak':>6s}")
+        print(f"{'analysis':10s} {'bits':>9s} {'wall':>7s} {'CPU':>7s} {'CPU':>8s} {'wall':>7s} {'CPU':>7s} "
+              f"{'wall':>8s} {'wall':>8s} {'wall':>7s} {'CPU':>7s} {'MB':>6s}")
         results = {}
         for name in ANALYSES:
             lo, hi = window_rows(run, name)
             share = (hi - lo) / len(epochs)
             part = sample[lo:hi]
-            comp = best(a.repeat, lambda: compute_only(name, part, epochs[lo:hi], len(nets), chunk_rows))
-            c0 = time.process_time()
-            shipped = best(a.repeat, lambda: analysis(run, name))
-            cpu = (time.process_time() - c0) / a.repeat
+            comp = timed(a.repeat, lambda: compute_only(name, part, epochs[lo:hi], len(nets), chunk_rows))[1]
+            shipped, cpu = timed(a.repeat, lambda: analysis(run, name))
             os.environ["DYN_WORKERS"] = "1"
             try:
+                stream.READ_AHEAD = True
                 one = best(a.repeat, lambda: analysis(run, name))
                 stream.READ_AHEAD = False
                 plain = best(a.repeat, lambda: analysis(run, name))
             finally:
-                stream.READ_AHEAD = True
+                stream.READ_AHEAD = None
                 del os.environ["DYN_WORKERS"]
             peak, base, hwm = memory[name]
-            f = floor * share
-            results[name] = shipped / f
-            print(f"{name:10s} {share * bits / 1e6:7.0f}MB {f:7.3f} {comp:8.3f} {shipped:8.3f} {one:8.3f} "
-                  f"{plain:8.3f} {shipped / f:5.2f}x {cpu:6.2f} {peak:8.0f}")
-        print(f"\n(seconds; ratio = shipped / floor, target <= 1.5x. peak = ru_maxrss of the analysis alone in a "
-              f"fresh process (VmHWM: " + ", ".join(f"{k} {v[2]:.0f}" for k, v in memory.items())
-              + f"), of which {base:.0f} MB before it starts; target < 500 MB)")
-        print("ratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in results.items())
+            f, fc = floor * share, floor_cpu * share
+            results[name] = (shipped / f, cpu / fc)
+            print(f"{name:10s} {share * bits / 1e6:7.0f}MB {f:7.3f} {fc:7.3f} {comp:8.3f} {shipped:7.3f} {cpu:7.3f} "
+                  f"{one:8.3f} {plain:8.3f} {shipped / f:6.2f}x {cpu / fc:6.2f}x {peak:6.0f}")
+        print(f"\n(seconds. shipped/floor: target <= 1.5x in wall time; CPU time shows what the work costs "
+              f"whatever else runs. compute: the analysis alone on bits in memory. peak: ru_maxrss of the "
+              f"analysis alone in a fresh process (VmHWM " + ", ".join(f"{k} {v[2]:.0f}" for k, v in memory.items())
+              + f"), {base:.0f} MB of it before the analysis starts; target < 500 MB)")
+        print("ratios (wall, CPU): " + ", ".join(f"{k} {w:.2f}x, {c:.2f}x" for k, (w, c) in results.items())
               + f"; load average now {os.getloadavg()[0]:.2f}")
 
 
