@@ -8,6 +8,7 @@ how to install torch instead of failing with a traceback.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import click
@@ -20,7 +21,9 @@ from .config import DATASETS, MODELS, PAPER_DECAYS, TrainConfig, parse_floats, p
 from .schedules import SCHEDULES
 
 # option name -> TrainConfig field, where they differ
-_FIELDS = {"decay": "decays"}
+_FIELDS = {"decay": "decays", "compile_": "compile"}
+# options that say how to run, not what: not part of TrainConfig
+RUN_CONTROL = ("out", "resume", "overwrite", "progress", "nproc")
 
 
 @click.command(context_settings={"show_default": True})
@@ -61,9 +64,15 @@ _FIELDS = {"decay": "decays"}
 @click.option("--amp", type=click.Choice(["none", "bf16"]), default="none", help="Autocast precision (CUDA).")
 @click.option("--channels-last", is_flag=True, help="channels_last memory format (faster convolutions on CUDA).")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the training forward pass.")
+@click.option("--nproc", type=int, default=None,
+              help="Train this run on N processes (one per GPU; gloo on CPU) with DistributedDataParallel: "
+                   "starts torchrun --standalone --nproc-per-node N. The global batch stays --batch-size.")
+@click.option("--sync-bn", is_flag=True,
+              help="With several processes: BatchNorm statistics over the whole global batch (SyncBatchNorm, "
+                   "CUDA only). Off: each process normalises by its shard; rank 0's running statistics are kept.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar. [default: on a terminal]")
 @click.pass_context
-def train(ctx, decay, milestones, out, resume, overwrite, compile_, progress, **opts):
+def train(ctx, out, resume, overwrite, progress, nproc, **opts):
     """Train SGD with its EMA networks and record every epoch to one HDF5 run file.
 
     Each epoch (and epoch 0, the initial weights) the SGD network and one EMA network per
@@ -82,34 +91,107 @@ def train(ctx, decay, milestones, out, resume, overwrite, compile_, progress, **
       dyn train --dataset digits --schedule constant --lr 0.05 --epochs 60 --decay 0.9,0.99
     Continue a killed or stopped run:
       dyn train --resume --out runs/x.h5
+    One run on 4 GPUs (DDP), or the same with torchrun itself:
+      dyn train --nproc 4 --model resnet50 --epochs 200 --schedule cosine --warmup-iters 5000
+      torchrun --nproc-per-node 4 -m dynamics.cli train --model resnet50 ...
 
     Exit codes: 0 done, 2 bad flags or data, 3 diverged (NaN/inf loss), 130 Ctrl-C, 143 SIGTERM
     (both leave a resumable file).
     """
-    decays = tuple(d for text in decay for d in parse_floats(text, "--decay")) or PAPER_DECAYS
-    cfg = TrainConfig(decays=decays, milestones=parse_ints(milestones, "--milestones"), compile=compile_,
-                      **opts).validate()
+    cfg = config_from_params(ctx.params)
     given = {_FIELDS.get(k, k): getattr(cfg, _FIELDS.get(k, k)) for k in ctx.params
              if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE and hasattr(cfg, _FIELDS.get(k, k))}
+    if nproc is not None:
+        ctx.exit(launch(nproc, command_line(ctx, drop=("nproc",)), cfg, out, resume=resume,
+                        overwrite=overwrite, given=given))
     ctx.exit(run_train(cfg, out, resume=resume, overwrite=overwrite, progress=progress, given=given))
 
 
-def run_train(cfg: TrainConfig, out: Path | None, *, resume: bool, overwrite: bool, progress=None,
-              given: dict | None = None) -> int:
-    """Check the output, then train. Everything that can be refused is refused before any work."""
+def config_from_params(params: dict) -> TrainConfig:
+    """The TrainConfig that `dyn train`'s parsed options (click's ctx.params) describe."""
+    opts = {k: v for k, v in params.items() if k not in RUN_CONTROL}
+    decays = tuple(d for text in opts.pop("decay") for d in parse_floats(text, "--decay")) or PAPER_DECAYS
+    milestones = parse_ints(opts.pop("milestones"), "--milestones")
+    return TrainConfig(decays=decays, milestones=milestones, compile=opts.pop("compile_"), **opts).validate()
+
+
+def command_line(ctx: click.Context, drop=()) -> list[str]:
+    """The options given on the command line, as arguments that parse back to the same values."""
+    args = []
+    for p in ctx.command.params:
+        if p.name in drop or ctx.get_parameter_source(p.name) != ParameterSource.COMMANDLINE:
+            continue
+        value = ctx.params[p.name]
+        if getattr(p, "is_flag", False):
+            if p.secondary_opts:
+                args.append(p.opts[0] if value else p.secondary_opts[0])
+            elif value:
+                args.append(p.opts[0])
+        elif getattr(p, "multiple", False):
+            for v in value:
+                args += [p.opts[0], str(v)]
+        else:
+            args += [p.opts[0], str(value)]
+    return args
+
+
+def _import_loop():
     try:
-        from .loop import Trainer, check_resume, default_out
+        from . import loop
     except ModuleNotFoundError as e:
         if (e.name or "").split(".")[0] in ("torch", "torchvision"):
             raise DynError(f"dyn train {TORCH_HINT}", exit_code=2) from None
         raise
+    return loop
+
+
+def run_train(cfg: TrainConfig, out: Path | None, *, resume: bool, overwrite: bool, progress=None,
+              given: dict | None = None) -> int:
+    """Check the output, then train. Everything that can be refused is refused before any work.
+
+    Under torchrun every rank runs this: each makes the same checks, then they start their
+    process group and wait for each other before rank 0 creates or reopens the file."""
+    loop = _import_loop()
+    from .distributed import Dist
+
+    dist = Dist.from_env()
+    if dist is None:
+        prepared = prepare(cfg, out, resume=resume, overwrite=overwrite, given=given, world=1)
+        if prepared is None:
+            return 0
+        cfg, out, resuming = prepared
+        return loop.Trainer(cfg, out, resume=resuming, overwrite=overwrite, progress=progress).run()
+    try:
+        prepared = prepare(cfg, out, resume=resume, overwrite=overwrite, given=given, world=dist.world)
+        if prepared is None:
+            return 0
+        cfg, out, resuming = prepared
+        device = dist.device(cfg.device)
+        check_sync_bn(cfg, device)
+        dist.start(device)
+        try:
+            dist.barrier()  # every rank has checked the output before rank 0 touches it
+            trainer = loop.Trainer(cfg, out, resume=resuming, overwrite=overwrite, progress=progress, dist=dist)
+            return trainer.run()
+        finally:
+            dist.close()
+    except DynError as e:
+        if dist.is_main or e.exit_code not in (2, 3):
+            raise
+        sys.exit(e.exit_code)  # bad input or divergence: every rank has it, rank 0 says it once
+
+
+def prepare(cfg: TrainConfig, out: Path | None, *, resume: bool, overwrite: bool, given: dict | None,
+            world: int) -> tuple[TrainConfig, Path, bool] | None:
+    """(config, output, whether to resume it) after every check; None if nothing is left to do."""
+    loop = _import_loop()
     if resume and overwrite:
         raise UsageError("--resume and --overwrite: choose one")
-    out = Path(out) if out is not None else default_out(cfg)
+    out = Path(out) if out is not None else loop.default_out(cfg)
     if out.is_dir():
         raise UsageError(f"--out: {out} is a directory")
     if not out.parent.exists() and _can_create(out.parent):
-        out.parent.mkdir(parents=True)
+        out.parent.mkdir(parents=True, exist_ok=True)  # ranks of one job may race here
     from dynamics.writer import check_writable
 
     try:
@@ -117,16 +199,54 @@ def run_train(cfg: TrainConfig, out: Path | None, *, resume: bool, overwrite: bo
     except DynError as e:
         raise UsageError(f"--out: {e}") from None
     if resume and out.exists():
-        cfg = _resume_config(cfg, out, given or {}, check_resume)
+        cfg = _resume_config(cfg, out, given or {}, loop.check_resume, world)
         if cfg is None:
-            return 0
-    elif out.exists() and not overwrite:
+            return None
+        return cfg, out, True
+    if out.exists() and not overwrite:
         raise UsageError(f"--out: {out} already exists; continue it with --resume or replace it with --overwrite")
-    trainer = Trainer(cfg, out, resume=resume and out.exists(), overwrite=overwrite, progress=progress)
-    return trainer.run()
+    return cfg, out, False
 
 
-def _resume_config(cfg, out, given, check_resume):
+def check_sync_bn(cfg: TrainConfig, device) -> None:
+    if cfg.sync_bn and device.type != "cuda":
+        raise UsageError("--sync-bn: SyncBatchNorm runs on CUDA only (PyTorch has none for CPU); drop it here")
+
+
+def launch(nproc: int, args: list[str], cfg: TrainConfig, out: Path | None, *, resume: bool, overwrite: bool,
+           given: dict) -> int:
+    """`dyn train --nproc N`: check everything here, then become torchrun running `dyn train` N times."""
+    from .ranks import torchrun_env
+
+    if torchrun_env() is not None:
+        raise UsageError("--nproc: this process already runs under torchrun, which set the number of processes")
+    if nproc < 1:
+        raise UsageError(f"--nproc: must be >= 1, got {nproc}")
+    loop = _import_loop()
+    import torch
+
+    device = loop.resolve_device(cfg.device)
+    if device.type == "cuda":
+        if cfg.device.startswith("cuda:") and nproc > 1:
+            raise UsageError(f"--device {cfg.device}: with --nproc each process takes its own GPU; give --device cuda")
+        if nproc > torch.cuda.device_count():
+            raise UsageError(f"--nproc: {nproc} processes, but {torch.cuda.device_count()} GPUs are visible")
+    check_sync_bn(cfg, device)
+    if cfg.batch_size < nproc:
+        raise UsageError(f"--batch-size: {cfg.batch_size} is smaller than --nproc {nproc}: a process would get no samples")
+    if prepare(cfg, out, resume=resume, overwrite=overwrite, given=given, world=nproc) is None:
+        return 0
+    env = dict(os.environ)
+    if device.type == "cpu" and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))  # torchrun would set 1
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            "-m", "dynamics.cli", "train", *args]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, argv, env)
+
+
+def _resume_config(cfg, out, given, check_resume, world=1):
     """The stored config with the given flags checked against it; None if nothing is left to do."""
     from dynamics import open_run
 
@@ -144,6 +264,10 @@ def _resume_config(cfg, out, given, check_resume):
     if not resumable:
         raise UsageError(f"--resume: {out} holds no resume state (not written by dyn train?)")
     check_resume(given, stored, out)
+    trained_on = int((stored.get("environment") or {}).get("world_size", 1))
+    if trained_on != world:
+        raise UsageError(f"--nproc: {out} was trained by {trained_on} process(es), this is {world}; resume it "
+                         f"with the same number (--nproc {trained_on}) to continue it exactly")
     keep = {k: v for k, v in given.items() if k in ("device", "data_dir", "eval_batch_size", "compile")}
     return TrainConfig.from_dict({**stored, **keep}).validate()
 

@@ -18,7 +18,7 @@ DATASETS = ("cifar10", "digits", "synthetic")
 # Flags that change what a run computes: `--resume` refuses them if they differ from the file's.
 RUN_KEYS = ("schedule", "decays", "lr", "epochs", "batch_size", "momentum", "weight_decay", "warmup_iters",
             "milestones", "gamma", "seed", "model", "dataset", "val_size", "checkpoint_every", "ema_warmup",
-            "amp", "channels_last")
+            "amp", "channels_last", "sync_bn")
 
 
 @dataclass
@@ -45,6 +45,7 @@ class TrainConfig:
     ema_warmup: bool = False
     amp: str = "none"  # none | bf16
     channels_last: bool = False
+    sync_bn: bool = False  # SyncBatchNorm across the processes of a torchrun job
     compile: bool = False
     eval_batch_size: int = 1000
     extra: dict = field(default_factory=dict)

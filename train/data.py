@@ -28,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .ranks import shard as shard_slice
+
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
@@ -81,9 +83,13 @@ class TrainBatches:
     resumed, not redrawn, by the next call to epoch(); keep one epoch iterator alive at a time.
     """
 
-    def __init__(self, images, labels, *, batch_size, mean, std, pad, flip=True, seed=0):
+    def __init__(self, images, labels, *, batch_size, mean, std, pad, flip=True, seed=0, shard=(0, 1)):
         self.images, self.labels = images, labels
         self.batch_size, self.pad, self.flip = batch_size, pad, flip
+        # (rank, world): hand out only this rank's contiguous part of each batch. Every rank
+        # draws the same randomness, so the parts of all ranks make up the one-process batch.
+        self.rank, self.world = shard
+        self.global_size = 0  # samples of the whole batch last handed out, over all ranks
         self.mean, self.std = _channel_tensor(mean, images.device), _channel_tensor(std, images.device)
         self.generator = torch.Generator(device=images.device).manual_seed(seed)
         self._epoch_start = None  # generator state when the unfinished epoch began
@@ -117,6 +123,10 @@ class TrainBatches:
         for b in range(self._position, len(self)):
             idx = perm[b * B:(b + 1) * B]
             sl = slice(b * B, (b + 1) * B)
+            self.global_size = len(idx)
+            if self.world > 1:
+                part = shard_slice(len(idx), self.rank, self.world)
+                idx, sl = idx[part], slice(sl.start + part.start, sl.start + part.stop)
             x = normalize(crop_flip(self.images[idx], self.pad, offsets[sl], flips[sl]), self.mean, self.std)
             # counted before the yield: a checkpoint taken while batch b trains skips it on resume,
             # and the epoch is over as soon as its last batch is handed out
@@ -183,10 +193,10 @@ class DeviceData:
     def val_images_nhwc(self):
         return self.images_nhwc("val")
 
-    def train_batches(self, batch_size, seed, *, augment=True):
+    def train_batches(self, batch_size, seed, *, augment=True, shard=(0, 1)):
         images, labels = self.train_images, self.train_labels
         return TrainBatches(images, labels, batch_size=batch_size, mean=self.mean, std=self.std,
-                            pad=self.pad if augment else 0, flip=augment, seed=seed)
+                            pad=self.pad if augment else 0, flip=augment, seed=seed, shard=shard)
 
     def eval_batches(self, split, batch_size=1000):
         images, labels = self.split(split)

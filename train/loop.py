@@ -5,11 +5,18 @@ set, the lr schedule stepped every iteration, every EMA network updated after ev
 Recorder committing each epoch. What a resume needs beyond the recorder's model and EMA state
 (optimizer momentum, scheduler clock, data order, RNG states) goes into the same commit, so a
 run killed at any moment continues from its last complete epoch exactly as if never stopped.
+
+Under torchrun (train/distributed.py) the same loop runs on every rank: each trains on its shard
+of every global batch through DistributedDataParallel, with the loss scaled so that the
+all-reduced gradient is the mean over the global batch, as in one process; the EMA networks,
+built on the raw module, stay identical on every rank; rank 0 writes. Stopping and divergence
+are decided together, so no rank is left waiting in a collective.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import inspect
 import os
 import platform
 import signal
@@ -20,16 +27,27 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from dynamics import __version__
 from dynamics.errors import DynError, UsageError
 
 from .config import RUN_KEYS, TrainConfig
 from .data import DataNotFound, load_dataset, normalize
+from .distributed import Dist
 from .models import build_model
-from .progress import Progress
+from .progress import NullProgress, Progress
+from .ranks import check_shards, loss_scale
 from .recorder import Recorder
 from .schedules import build_scheduler
+
+
+# Buffers are kept equal by our own broadcast after each step (see distributed.py), not by DDP
+# at the next forward; torch renamed the switch (the new one still syncs once, at wrapping).
+_NO_FORWARD_BUFFER_SYNC = ({"forward_sync_buffers": False}
+                           if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters
+                           else {"broadcast_buffers": False})
+AGREE_EVERY = 32  # steps between the ranks' checks for a stop signal under torchrun
 
 
 class Stop(Exception):
@@ -47,7 +65,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def environment(device: torch.device) -> dict:
+def environment(device: torch.device, world_size: int = 1) -> dict:
     import h5py
     import numpy
     import torchvision
@@ -56,7 +74,7 @@ def environment(device: torch.device) -> dict:
            "numpy": numpy.__version__, "h5py": h5py.__version__, "dyn": __version__, "host": socket.gethostname(),
            "device": str(device), "threads": torch.get_num_threads(),
            "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-           "argv": sys.argv[1:], "world_size": 1}
+           "argv": sys.argv[1:], "world_size": world_size}
     if device.type == "cuda":
         env["device_name"] = torch.cuda.get_device_name(device)
     else:
@@ -68,30 +86,50 @@ class Trainer:
     """Builds everything a run needs from its config; `run()` trains and records it."""
 
     def __init__(self, cfg: TrainConfig, out: Path, *, resume: bool = False, overwrite: bool = False,
-                 progress: bool | None = None):
-        self.cfg, self.out = cfg, Path(out)
-        self.device = resolve_device(cfg.device)
+                 progress: bool | None = None, dist: Dist | None = None):
+        """dist: this rank of a torchrun job, its process group started (None: one process)."""
+        self.cfg, self.out, self.dist = cfg, Path(out), dist
+        self.device = dist.device(cfg.device) if dist else resolve_device(cfg.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+        main = dist is None or dist.is_main
+        if not main:  # rank 0 first: it may unpack the CIFAR-10 archive the others then read
+            dist.barrier()
         try:
             self.data = load_dataset(cfg.dataset, cfg.data_dir, cfg.val_size, self.device)
         except DataNotFound as e:
             raise DynError(f"--data-dir: {e}", exit_code=2) from None
         except ValueError as e:  # e.g. a val size that leaves no training samples
             raise UsageError(f"--val-size: {e}") from None
+        if dist and main:
+            dist.barrier()
         n_train = len(self.data.train_labels)
         if cfg.batch_size > n_train:
             raise UsageError(f"--batch-size: {cfg.batch_size} is larger than the training set ({n_train:,} samples)")
+        if dist:
+            check_shards(n_train, cfg.batch_size, dist.world)
 
         torch.manual_seed(cfg.seed)
         channels = self.data.image_shape[0]
-        self.model = build_model(cfg.model, self.data.num_classes, in_channels=channels).to(self.device)
+        self.model = build_model(cfg.model, self.data.num_classes, in_channels=channels)
+        if cfg.sync_bn:  # before the optimizer and the EMA take the module's tensors
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.model = self.model.to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.forward = self.model
+        if dist:
+            self.forward = DDP(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                **_NO_FORWARD_BUFFER_SYNC)
+        if cfg.compile:
+            self.forward = torch.compile(self.forward)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay, nesterov=False)
-        self.batches = self.data.train_batches(cfg.batch_size, seed=cfg.seed)
+        shard = (dist.rank, dist.world) if dist else (0, 1)
+        self.batches = self.data.train_batches(cfg.batch_size, seed=cfg.seed, shard=shard)
+        self.float_buffers = ([b for b in self.model.buffers() if b.is_floating_point()]
+                              if dist and dist.world > 1 and not cfg.sync_bn else [])
         self.iters_per_epoch = len(self.batches)
         self.scheduler = build_scheduler(
             self.optimizer, cfg.schedule, iters_per_epoch=self.iters_per_epoch,
@@ -101,19 +139,20 @@ class Trainer:
         mean = torch.tensor(self.data.mean, device=self.device)
         std = torch.tensor(self.data.std, device=self.device)
         self.transform = lambda x: self._layout(normalize(x, mean, std))
-        self.progress = Progress(cfg.epochs, self.iters_per_epoch, cfg.batch_size, enabled=progress)
+        self.progress = (Progress(cfg.epochs, self.iters_per_epoch, cfg.batch_size, enabled=progress) if main
+                         else NullProgress())
 
         splits = {"val": (self.data.val_images, self.data.val_labels),
                   "test": (self.data.test_images, self.data.test_labels)}
         common = dict(final_splits={"train": (self.data.train_images, self.data.train_labels)},
                       transform=self.transform, optimizer=self.optimizer, state_fn=self.state,
                       checkpoint_every=cfg.checkpoint_every, eval_batch_size=cfg.eval_batch_size,
-                      ema_warmup=cfg.ema_warmup, autocast=self.autocast)
+                      ema_warmup=cfg.ema_warmup, autocast=self.autocast, dist=dist)
         if resume:
             self.rec, self.start, saved = Recorder.resume(self.out, self.model, cfg.decays, splits, **common)
             self.load_state(saved)
         else:
-            config = {**cfg.to_dict(), "environment": environment(self.device),
+            config = {**cfg.to_dict(), "environment": environment(self.device, dist.world if dist else 1),
                       "iters_per_epoch": self.iters_per_epoch, "train_size": n_train}
             # store the val images only where they are small (CIFAR-10's 5k: 15 MB)
             images = {"val": self.data.images_nhwc("val")} if len(self.data.val_labels) <= 50_000 else {}
@@ -153,6 +192,7 @@ class Trainer:
 
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         check_every = 1 if self.device.type == "cpu" else 32  # a finite-loss check syncs the GPU
+        dist = self.dist
         try:
             for epoch in range(self.start + 1, self.cfg.epochs + 1):
                 self.progress.start_epoch(epoch)
@@ -162,10 +202,20 @@ class Trainer:
                         logits = self.forward(self._layout(x))
                         loss = F.cross_entropy(logits.float(), y)
                     self.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                    self._backward(loss, len(y))
                     self.optimizer.step()
                     self.scheduler.step()
+                    if self.float_buffers:
+                        dist.broadcast_buffers(self.float_buffers)
                     self.rec.step(loss, logits, y)
+                    if dist is not None:
+                        # no early break on a bad loss (ranks would part ways): the summed
+                        # train loss at end_epoch marks divergence on all ranks at once
+                        if self.progress.due():
+                            self.progress.update(step, loss.item())
+                        if step % AGREE_EVERY == 0:
+                            self._agree_stop(stop)
+                        continue
                     if step % check_every == 0 or self.progress.due():
                         value = loss.item()
                         if value != value or value in (float("inf"), float("-inf")):
@@ -177,9 +227,13 @@ class Trainer:
                 row = self.rec.end_epoch(epoch, metrics={"lr": self.optimizer.param_groups[0]["lr"]},
                                          weights=True if epoch == self.cfg.epochs else None)
                 self.progress.end_epoch(epoch, row, self.rec.networks, list(self.rec.splits))
-                if stop:
+                if dist is not None:
+                    self._agree_stop(stop)
+                elif stop:
                     raise Stop(stop["signum"])
             self.rec.finish()
+            if dist is not None:
+                self._check_replicas()
             self.progress.message(f"done: {self.out}")
             return 0
         except Stop as s:
@@ -187,14 +241,47 @@ class Trainer:
             self.rec.stop()
             name = signal.Signals(s.signum).name
             self.progress.message(f"{name}: stopped; {self.out} keeps epochs 0..{last}. "
-                                  f"Continue with: dyn train --resume --out {self.out}")
+                                  f"Continue with: {self._resume_command()}")
             return 128 + s.signum
+        except RuntimeError as e:
+            self.rec.close()
+            if dist is None:
+                raise
+            # typically a peer that died (torchrun then ends the job): one line, not a traceback
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            raise DynError(f"rank {dist.rank}: {type(e).__name__}: {first}; {self.out} keeps epochs "
+                           f"0..{self.rec.last_epoch}. Continue with: {self._resume_command()}") from None
         except BaseException:
             self.rec.close()
             raise
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
+
+    def _backward(self, loss, n: int) -> None:
+        if self.dist is not None:
+            scale = loss_scale(n, self.dist.world, self.batches.global_size)
+            if scale != 1.0:
+                loss = loss * scale
+        loss.backward()
+
+    def _agree_stop(self, stop: dict) -> None:
+        """Stop on every rank at the same step if a signal reached any of them."""
+        signum = self.dist.max(stop.get("signum", 0))
+        if signum:
+            raise Stop(signum)
+
+    def _check_replicas(self) -> None:
+        """Every rank must end with the weights rank 0 recorded: compare digests of them all."""
+        digests = self.dist.gather_objects(self.rec.weights_digest())
+        if len(set(digests)) != 1:
+            raise DynError(f"the {self.dist.world} processes ended with different weights "
+                           f"(sha256 {', '.join(d[:12] for d in digests)}); {self.out} holds rank 0's")
+        self.progress.message(f"{self.dist.world} processes hold identical weights: sha256 {digests[0]}")
+
+    def _resume_command(self) -> str:
+        nproc = f" --nproc {self.dist.world}" if self.dist is not None else ""
+        return f"dyn train --resume{nproc} --out {self.out}"
 
 
 def check_resume(cfg_given: dict, stored: dict, out: Path) -> None:

@@ -65,3 +65,22 @@ class Progress:
 
     def message(self, text: str) -> None:
         click.echo(("\r\033[K" if self.tty else "") + text, file=self.stream)
+
+
+class NullProgress:
+    """Says nothing: ranks other than 0 of a torchrun job, which rank 0 speaks for."""
+
+    def due(self) -> bool:
+        return False
+
+    def start_epoch(self, epoch: int) -> None:
+        pass
+
+    def update(self, step: int, loss: float) -> None:
+        pass
+
+    def end_epoch(self, epoch: int, row: dict, networks: list[str], splits: list[str]) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass

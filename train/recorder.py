@@ -19,13 +19,20 @@ back into training, so one run tracks any number of decays.
 Resume: give `state_fn` (returns a dict of what else your loop needs: optimizer, scheduler,
 RNG states, ...). Its result is saved with every epoch, and `Recorder.resume` gives it back
 after restoring the model and the EMA networks as they were at the last complete epoch.
+
+Under torchrun give `dist=Dist.from_env()` (train/distributed.py, its process group started) on
+every rank: each rank evaluates its shard of every split and the results are gathered, the
+running train metrics are summed over ranks, and only rank 0 opens and writes the run file.
+Every rank must make the same calls in the same order (they are collective).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import time
+from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
@@ -37,14 +44,18 @@ from dynamics.writer import Eval, RunWriter
 
 from .ema import EMA, flatten_state
 from .evaluate import evaluate
+from .ranks import shard
 
 TRAIN_METRICS = ["iteration", "lr", "train_loss", "train_acc", "seconds"]
 
 
 class Recorder:
-    def __init__(self, writer: RunWriter, model: torch.nn.Module, ema: EMA, splits, final_splits, *,
-                 transform, optimizer, state_fn, checkpoint_every, eval_batch_size, autocast=None):
-        self.writer, self.model, self.ema = writer, model, ema
+    def __init__(self, writer: RunWriter | None, model: torch.nn.Module, ema: EMA, splits, final_splits, *,
+                 transform, optimizer, state_fn, checkpoint_every, eval_batch_size, autocast=None, dist=None):
+        self.writer, self.model, self.ema = writer, model, ema  # writer None on ranks other than 0
+        self.dist = dist
+        self.path = writer.path if writer is not None else None  # set by create/resume on other ranks
+        self._last_epoch = writer.last_epoch("metrics") if writer is not None else None
         self.splits, self.final_splits = dict(splits), dict(final_splits)
         self.transform, self.optimizer, self.state_fn = transform, optimizer, state_fn
         self.checkpoint_every, self.eval_batch_size = checkpoint_every, eval_batch_size
@@ -63,7 +74,7 @@ class Recorder:
                config: Mapping | None = None, metrics: tuple[str, ...] = (), optimizer=None,
                state_fn: Callable[[], dict] | None = None, checkpoint_every: int = 1,
                eval_batch_size: int = 1000, overwrite: bool = False, record_initial: bool = True,
-               ema_warmup: bool = False, autocast=None) -> "Recorder":
+               ema_warmup: bool = False, autocast=None, dist=None) -> "Recorder":
         """Create the run file and, unless `record_initial` is False, record epoch 0.
 
         splits / final_splits: name -> (inputs, labels) tensors on the model's device; inputs go
@@ -82,10 +93,11 @@ class Recorder:
                                 for k in ("loss", "acc")] + [m for m in metrics if m not in TRAIN_METRICS]
         params = [Param(r.name, r.shape, r.kind, r.dtype) for r in ema.table]
         layout = Layout(networks=nets, splits=layout_splits, params=params, metrics=cols, resume=True)
-        writer = RunWriter.create(path, layout, config, overwrite=overwrite)
+        writer = RunWriter.create(path, layout, config, overwrite=overwrite) if _writes(dist) else None
         rec = cls(writer, model, ema, splits, final_splits, transform=transform, optimizer=optimizer,
                   state_fn=state_fn, checkpoint_every=checkpoint_every, eval_batch_size=eval_batch_size,
-                  autocast=autocast)
+                  autocast=autocast, dist=dist)
+        rec.path = Path(path)
         if record_initial:
             try:
                 rec.end_epoch(0)
@@ -97,34 +109,46 @@ class Recorder:
     @classmethod
     def resume(cls, path, model, decays, splits, *, final_splits=(), transform=None, optimizer=None,
                state_fn=None, checkpoint_every: int = 1, eval_batch_size: int = 1000, ema_warmup=False,
-               autocast=None) -> tuple["Recorder", int, dict]:
+               autocast=None, dist=None) -> tuple["Recorder", int, dict]:
         """Reopen a run: restores `model` and the EMA networks as at the last complete epoch.
 
         Returns (recorder, last complete epoch, the dict `state_fn` returned then).
         """
-        writer = RunWriter.resume(path)
+        writer = None
+        if not _writes(dist):  # the other ranks read the state before rank 0 opens (repairs) the file
+            from dynamics import open_run
+
+            with open_run(path) as run:
+                saved, networks = run.resume_state(), run.networks
+            dist.barrier()
+        else:
+            if dist is not None:
+                dist.barrier()
+            writer = RunWriter.resume(path)
+            saved, networks = writer.resume_state(), writer.networks
         try:
-            saved = writer.resume_state()
             if saved is None:
                 raise RunFileError(f"{path}: holds no resume state (was it written by a Recorder?)")
             epoch, blob = saved
-            if writer.last_epoch("metrics") != epoch:
+            if writer is not None and writer.last_epoch("metrics") != epoch:
                 raise RunFileError(f"{path}: resume state is for epoch {epoch}, records end at "
                                    f"{writer.last_epoch('metrics')}")
             state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
             ema = EMA(model, decays, warmup=ema_warmup)
             expected = ["sgd", *ema.names]
-            if writer.networks != expected:
-                raise RunFileError(f"{path}: networks {writer.networks}, this run would record {expected}")
+            if networks != expected:
+                raise RunFileError(f"{path}: networks {networks}, this run would record {expected}")
             model.load_state_dict(state["model"])
             ema.load_state_dict(state["ema"])
         except BaseException:
-            writer.close()
+            if writer is not None:
+                writer.close()
             raise
         rec = cls(writer, model, ema, splits, final_splits, transform=transform, optimizer=optimizer,
                   state_fn=state_fn, checkpoint_every=checkpoint_every, eval_batch_size=eval_batch_size,
-                  autocast=autocast)
+                  autocast=autocast, dist=dist)
         rec.iteration = int(state["iteration"])
+        rec.path, rec._last_epoch = Path(path), epoch
         return rec, epoch, state.get("user") or {}
 
     # ------------------------------------------------------------ training
@@ -163,13 +187,15 @@ class Recorder:
         row = {"iteration": self.iteration, "seconds": t_eval - self._t0}
         if self.optimizer is not None:
             row["lr"] = self.optimizer.param_groups[0]["lr"]
-        if self._seen:
-            row["train_loss"] = float(self._loss_sum) / self._seen
-            if self._correct is not None:
-                row["train_acc"] = float(self._correct) / self._seen
+        loss_sum, correct, seen = self._running()
+        if seen:
+            row["train_loss"] = loss_sum / seen
+            if correct is not None:
+                row["train_acc"] = correct / seen
             if not math.isfinite(row["train_loss"]):
-                self.writer.finish("diverged", diverged_epoch=epoch)
-                raise Diverged(f"{self.writer.path}: the training loss became {row['train_loss']} in "
+                if self.writer is not None:
+                    self.writer.finish("diverged", diverged_epoch=epoch)
+                raise Diverged(f"{self.path}: the training loss became {row['train_loss']} in "
                                f"epoch {epoch}; the run is marked diverged and keeps epochs 0..{epoch - 1}")
         evals = self._evaluate(self.splits)
         for s, per_net in evals.items():
@@ -179,22 +205,52 @@ class Recorder:
         row.update(metrics or {})
         if weights is None:
             weights = epoch % self.checkpoint_every == 0
-        self.writer.append(
-            epoch, metrics=row,
-            evals={s: {n: Eval(correct=ev.correct, predicted=ev.predicted, loss=ev.loss) for n, ev in d.items()}
-                   for s, d in evals.items()},
-            weights=self._weights() if weights else None,
-            resume=self._resume_blob())
+        if self.writer is not None:
+            self.writer.append(
+                epoch, metrics=row,
+                evals={s: {n: Eval(correct=ev.correct, predicted=ev.predicted, loss=ev.loss) for n, ev in d.items()}
+                       for s, d in evals.items()},
+                weights=self._weights() if weights else None,
+                resume=self._resume_blob())
+        self._last_epoch = epoch
         self._reset_running()
         self.eval_seconds = time.perf_counter() - t_eval
         self._t0 = time.perf_counter()
         return row
 
+    def _running(self) -> tuple[float, float | None, int]:
+        """(loss sum, correct count or None, samples) of the epoch so far, over all ranks."""
+        loss_sum = float(self._loss_sum) if self._loss_sum is not None else 0.0
+        correct = float(self._correct) if self._correct is not None else None
+        if self.dist is None:
+            return loss_sum, correct, self._seen
+        total = self.dist.sum(torch.tensor([loss_sum, correct or 0.0, self._seen], dtype=torch.float64))
+        loss_sum, correct_sum, seen = total.tolist()
+        return loss_sum, (correct_sum if correct is not None else None), int(seen)
+
     def _evaluate(self, splits) -> dict:
         states = self.states()
-        return {s: evaluate(self.model, states, x, y, batch_size=self.eval_batch_size,
-                            transform=self.transform, autocast=self.autocast)
-                for s, (x, y) in splits.items()}
+        out = {}
+        for s, (x, y) in splits.items():
+            if self.dist is None:
+                out[s] = evaluate(self.model, states, x, y, batch_size=self.eval_batch_size,
+                                  transform=self.transform, autocast=self.autocast)
+            else:  # this rank's contiguous shard, then everyone's results in sample order
+                part = shard(len(y), self.dist.rank, self.dist.world)
+                mine = evaluate(self.model, states, x[part], y[part], batch_size=self.eval_batch_size,
+                                transform=self.transform, autocast=self.autocast)
+                out[s] = self.dist.gather_evals(mine, len(y))
+        return out
+
+    def weights_digest(self) -> str:
+        """sha256 of every network's flattened weights as the run file stores them (float32
+        params, float64 buffers, network by network): equal digests, equal networks."""
+        h = hashlib.sha256()
+        for name, (p, b) in self._weights().items():
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(p).tobytes())
+            h.update(np.ascontiguousarray(b).tobytes())
+        return h.hexdigest()
 
     def _weights(self) -> dict:
         out = {}
@@ -214,7 +270,7 @@ class Recorder:
     # ------------------------------------------------------------- the end
     @property
     def last_epoch(self) -> int | None:
-        return self.writer.last_epoch("metrics")
+        return self._last_epoch
 
     def finish(self, weights: bool = True) -> None:
         """Evaluate the final splits (e.g. train), record the last weights if they are not yet,
@@ -222,9 +278,12 @@ class Recorder:
         epoch = self.last_epoch
         if self.final_splits and epoch is not None:
             evals = self._evaluate(self.final_splits)
-            self.writer.append(epoch, evals={
-                s: {n: Eval(correct=ev.correct, predicted=ev.predicted, loss=ev.loss) for n, ev in d.items()}
-                for s, d in evals.items()})
+            if self.writer is not None:
+                self.writer.append(epoch, evals={
+                    s: {n: Eval(correct=ev.correct, predicted=ev.predicted, loss=ev.loss) for n, ev in d.items()}
+                    for s, d in evals.items()})
+        if self.writer is None:
+            return
         if weights and epoch is not None and self.writer.last_epoch("weights") != epoch:
             # the last epoch's weights are worth having whatever checkpoint_every says; appended
             # as their own record (the metrics row of that epoch is already committed)
@@ -234,17 +293,24 @@ class Recorder:
 
     def stop(self) -> None:
         """Stop cleanly (e.g. on Ctrl-C): the run stays resumable from its last complete epoch."""
-        self.writer.finish("stopped")
+        if self.writer is not None:
+            self.writer.finish("stopped")
         self.close()
 
     def close(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _writes(dist) -> bool:
+    """Whether this process writes the run file: always, or rank 0 of a torchrun job."""
+    return dist is None or dist.is_main
 
 
 __all__ = ["Recorder"]
