@@ -246,6 +246,7 @@ def run_bench(a, path: Path):
         print("floor: reading the bits, page cache warm        wall      CPU")
         for k, (v, c) in floors.items():
             print(f"  {k:38s} {v:7.3f} s {c:7.3f} s  {bits / v / 1e9:5.2f} GB/s")
+        cold = None
         if drop_cache(path):
             t = time.perf_counter()
             read_raw(run)
@@ -281,6 +282,11 @@ def run_bench(a, path: Path):
             results[name] = (shipped / f, cpu / fc)
             print(f"{name:10s} {share * bits / 1e6:7.0f}MB {f:7.3f} {fc:7.3f} {comp:8.3f} {shipped:7.3f} {cpu:7.3f} "
                   f"{one:8.3f} {plain:8.3f} {shipped / f:6.2f}x {cpu / fc:6.2f}x {peak:6.0f}")
+        if cold is not None and drop_cache(path):
+            t = time.perf_counter()
+            analysis(run, "stability")
+            cold_s = time.perf_counter() - t
+            print(f"stability, cold (after fadvise DONTNEED) {cold_s:7.3f} s wall, {cold_s / cold:.2f}x the cold read")
         print(f"\n(seconds. shipped/floor: target <= 1.5x in wall time; CPU time shows what the work costs "
               f"whatever else runs. compute: the analysis alone on bits in memory. peak: ru_maxrss of the "
               f"analysis alone in a fresh process (VmHWM " + ", ".join(f"{k} {v[2]:.0f}" for k, v in memory.items())
