@@ -131,6 +131,7 @@ def test_print_needs_no_torch(tmp_path):
     (["--gpus", "0", "--dataset", "digits"], "--gpus: GPU 0 does not exist"),
     (["--gpus", "0,0", "--dataset", "digits"], "--gpus: GPU 0 is given twice"),
     (["--gpus", "0", "--print"], "--gpus: not with --print"),
+    (["--gpus", "0", "--device", "cuda:1", "--dataset", "digits"], "--gpus: contradicts --device cuda:1"),
     (["--nproc", "0", "--dataset", "digits"], "--nproc: must be >= 1"),
     (["--dataset", "cifar10", "--data-dir", "nowhere"], "--data-dir: CIFAR-10 not found"),
 ])

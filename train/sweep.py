@@ -430,8 +430,8 @@ def sweep(ctx, preset, out_dir, gpus, print_, **params):
         return
     slots = [{}]
     if gpus is not None:
-        if params["device"] == "cpu":
-            raise UsageError("--gpus: contradicts --device cpu")
+        if params["device"] not in ("auto", "cuda"):
+            raise UsageError(f"--gpus: contradicts --device {params['device']}: each run sees only its own GPUs")
         slots = gpu_slots(gpus, nproc)
     _check_can_train(configs)
     if out_dir.exists() and not out_dir.is_dir():
