@@ -251,3 +251,12 @@ def test_slurm_example_trains_its_line_of_the_sweep(capsys, tmp_path, task, npro
     r = subprocess.run(["bash", str(ROOT / "examples" / "slurm_array.sh")], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "fewer runs" in r.stderr
+
+
+def test_readme_sweeps_are_valid(capsys):
+    text = (ROOT / "README.md").read_text()
+    lines = [line.split("#")[0].split() for line in text.splitlines() if line.startswith("dyn sweep --preset")]
+    assert [words[3] for words in lines] == ["table1", "table2", "table3"]
+    for words in lines:
+        code, out, err = dyn(capsys, *words[1:], "--print")
+        assert code == 0 and len(out.splitlines()) == {"table1": 15, "table2": 6, "table3": 3}[words[3]], err
