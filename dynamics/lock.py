@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from .errors import WriterBusy
+from .errors import DynError, WriterBusy
 
 
 def lock_path(run_path: str | os.PathLike) -> Path:
@@ -31,7 +31,10 @@ class WriterLock:
     def acquire(self, patience: float = 0.5) -> "WriterLock":
         deadline = time.monotonic() + patience
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise DynError(f"{self.run_path}: cannot create its lock file {self.path} ({e.strerror})") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,7 @@ class RunWriter:
         """Create a new run file holding `layout` (refuses an existing file unless `overwrite`)."""
         path = Path(path)
         check_writable(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         lock = WriterLock(path).acquire()
         try:
             if path.exists() and not overwrite:
@@ -443,12 +445,23 @@ def _vector(x, ds: h5py.Dataset, what: str) -> np.ndarray:
 
 # ------------------------------------------------------------------------ helpers
 def check_writable(path: Path) -> None:
-    """Refuse, before any work, an output whose folder is missing or not writable."""
-    parent = path.absolute().parent
-    if not parent.is_dir():
-        raise DynError(f"{path}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise DynError(f"{path}: folder {parent} is not writable")
+    """Refuse, before any work, an output that cannot be created; create nothing.
+
+    The nearest existing folder on the way to `path` must take a new file: tried for real with
+    a probe file (permission bits say nothing to root, nor about read-only mounts or /proc).
+    Missing folders below it are left for the writer to make.
+    """
+    folder = path.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise DynError(f"{path}: {folder} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".dyn-probe-")
+    except OSError as e:
+        raise DynError(f"{path}: folder {folder} is not writable ({e.strerror})") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _swmr_supported(path: Path) -> bool:

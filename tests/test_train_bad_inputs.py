@@ -70,9 +70,6 @@ def snapshot(folder):
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 AS_ROOT = pytest.mark.skipif(ROOT_USER, reason="root writes into a read-only folder; the /proc and "
                                                "file-as-parent cases test unwritable --out instead")
-# Known bug, train/cli.py + dynamics/writer.py: as root, os.access says /proc is writable, so the
-# lock file's (or the folder's) creation fails later, with a traceback and exit 1.
-PROC_BUG = pytest.mark.xfail(ROOT_USER, strict=True, raises=AssertionError, reason="bug: --out under /proc as root gives a traceback")
 
 def case(name, args, code, fragment, *marks):
     return pytest.param(name, args, code, fragment, id=name, marks=marks)
@@ -107,8 +104,8 @@ CASES = [
     case("out-is-a-directory", ["--out", "{work}/adir"], 2, ("--out", "is a directory")),
     case("out-parent-is-a-file", ["--out", "{work}/afile/x.h5"], 2, "--out:"),
     case("out-read-only-folder", ["--out", "{work}/locked/x.h5"], 2, "is not writable", AS_ROOT),
-    case("out-under-proc", ["--out", "/proc/x.h5"], 2, "--out:", PROC_BUG),
-    case("out-missing-under-proc", ["--out", "/proc/dyn-missing/x.h5"], 2, "--out:", PROC_BUG),
+    case("out-under-proc", ["--out", "/proc/x.h5"], 2, "--out:"),
+    case("out-missing-under-proc", ["--out", "/proc/dyn-missing/x.h5"], 2, "--out:"),
     case("cifar10-missing", ["--dataset", "cifar10", "--data-dir", "{work}/empty"], 2,
          "CIFAR-10 not found in {work}/empty: put cifar-10-python.tar.gz"),
 ]
@@ -131,8 +128,6 @@ def test_bad_input_is_refused_in_one_line_and_writes_nothing(work, name, args, c
     assert snapshot(work) == before
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="bug: train/cli.py run_train creates --out's folder (or runs/ for the "
-                                       "default --out) before the checks that need the data and the device")
 def test_a_refused_run_creates_no_folder(tmp_path):
     r = run_dyn("train", *TINY, "--batch-size", "5000", "--out", tmp_path / "new" / "x.h5", cwd=tmp_path)
     assert r.returncode == 2, r.stderr

@@ -190,8 +190,6 @@ def prepare(cfg: TrainConfig, out: Path | None, *, resume: bool, overwrite: bool
     out = Path(out) if out is not None else loop.default_out(cfg)
     if out.is_dir():
         raise UsageError(f"--out: {out} is a directory")
-    if not out.parent.exists() and _can_create(out.parent):
-        out.parent.mkdir(parents=True, exist_ok=True)  # ranks of one job may race here
     from dynamics.writer import check_writable
 
     try:
@@ -270,10 +268,3 @@ def _resume_config(cfg, out, given, check_resume, world=1):
                          f"with the same number (--nproc {trained_on}) to continue it exactly")
     keep = {k: v for k, v in given.items() if k in ("device", "data_dir", "eval_batch_size", "compile")}
     return TrainConfig.from_dict({**stored, **keep}).validate()
-
-
-def _can_create(folder: Path) -> bool:
-    parent = folder.absolute()
-    while not parent.exists():
-        parent = parent.parent
-    return os.access(parent, os.W_OK | os.X_OK)
