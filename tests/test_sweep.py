@@ -1,6 +1,7 @@
 """dyn sweep: grids and presets, --print for job arrays, bad input, and a sweep killed and rerun."""
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -260,3 +261,20 @@ def test_readme_sweeps_are_valid(capsys):
     for words in lines:
         code, out, err = dyn(capsys, *words[1:], "--print")
         assert code == 0 and len(out.splitlines()) == {"table1": 15, "table2": 6, "table3": 3}[words[3]], err
+
+
+def test_scale_out_doc_commands_are_valid(capsys):
+    """Every dyn sweep line of docs/scale-out.md expands; every flag of its dyn train lines exists."""
+    text = (ROOT / "docs" / "scale-out.md").read_text()
+    blocks = "\n".join(re.findall(r"```bash\n(.*?)\n```", text, re.S)).replace("\\\n", " ")
+    lines = [line.split("#")[0].split() for line in blocks.splitlines()]
+    sweeps = [w for w in lines if w[:2] == ["dyn", "sweep"] and "--gpus" not in w]
+    assert len(sweeps) >= 4
+    for words in sweeps:
+        code, out, err = dyn(capsys, *words[1:], *([] if "--print" in words else ["--print"]))
+        assert code == 0 and out, err
+    trains = [w for w in lines if w[:2] == ["dyn", "train"] or "dynamics.cli" in w]
+    help_text = train.get_help(train.make_context("train", []))
+    assert len(trains) >= 2
+    for words in trains:
+        assert all(flag in help_text for flag in words if flag.startswith("--") and "nproc-per-node" not in flag)
