@@ -4,6 +4,15 @@ The networks share the module (`model`) and differ only in their state: the live
 the module itself, each EMA network is a state_dict run through torch.func.functional_call
 (views into the EMA storage, no copies). Batches are prepared once and fed to every network,
 results stay on the device until the split is done: one host transfer per split.
+
+Two ways to run the networks on a batch, equal in results:
+  loop     one forward pass per network;
+  stacked  all networks at once: their states stacked along a new first dimension and
+           torch.func.vmap over functional_call, so every layer is one (grouped) kernel for
+           all of them. On a GPU, where a ResNet-20 at eval batch size is bound by kernel
+           launches, that divides the launches by the number of networks; on a CPU, where
+           arithmetic dominates, it is slower (grouped convolutions), so `auto` stacks on CUDA
+           only. benchmarks/record_bench.py measures both.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call
+from torch.func import functional_call, vmap
 
 
 @dataclass
@@ -45,29 +54,36 @@ def batches(inputs: torch.Tensor, labels: torch.Tensor, batch_size: int,
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, states: Mapping[str, Mapping[str, torch.Tensor] | None],
              inputs: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 1000,
-             transform: Callable | None = None, autocast: torch.autocast | None = None) -> dict[str, SplitEval]:
+             transform: Callable | None = None, autocast: torch.autocast | None = None,
+             stacked: bool | None = None) -> dict[str, SplitEval]:
     """Evaluate every network in `states` (name -> state_dict, or None for `model`'s own state).
 
     The module is put in eval mode (BatchNorm uses each network's own running statistics) and
-    restored to its previous mode afterwards.
+    restored to its previous mode afterwards. stacked: run all networks in one vmapped pass
+    (None: on CUDA only; see the module docstring).
     """
+    if stacked is None:
+        stacked = inputs.device.type == "cuda" and len(states) > 1
     was_training = model.training
     model.eval()
     out = {name: ([], [], []) for name in states}
+    forward = _stacked_forward(model, states) if stacked else None
     try:
         for x, y in batches(inputs, labels, batch_size, transform):
-            for name, state in states.items():
-                if autocast is not None:
-                    with autocast:
-                        logits = model(x) if state is None else functional_call(model, dict(state), (x,))
+            with autocast if autocast is not None else _nothing():
+                if stacked:
+                    all_logits = forward(x)  # (networks, batch, classes)
+                    per_net = zip(states, all_logits)
                 else:
-                    logits = model(x) if state is None else functional_call(model, dict(state), (x,))
-                logits = logits.float()
-                pred = logits.argmax(dim=1)
-                c, p, l = out[name]
-                c.append(pred == y)
-                p.append(pred)
-                l.append(F.cross_entropy(logits, y, reduction="none"))
+                    per_net = ((name, model(x) if state is None else functional_call(model, dict(state), (x,)))
+                               for name, state in states.items())
+                for name, logits in per_net:
+                    logits = logits.float()
+                    pred = logits.argmax(dim=1)
+                    c, p, l = out[name]
+                    c.append(pred == y)
+                    p.append(pred)
+                    l.append(F.cross_entropy(logits, y, reduction="none"))
     finally:
         model.train(was_training)
     result = {}
@@ -78,3 +94,25 @@ def evaluate(model: torch.nn.Module, states: Mapping[str, Mapping[str, torch.Ten
         else:
             result[name] = SplitEval(np.zeros(0, bool), np.zeros(0, np.int64), np.zeros(0, np.float32))
     return result
+
+
+def _stacked_forward(model: torch.nn.Module, states: Mapping[str, Mapping[str, torch.Tensor] | None]):
+    """x -> logits of every network, (networks, batch, classes), in one vmapped pass."""
+    own = model.state_dict()
+    dicts = [own if st is None else st for st in states.values()]
+    # one copy of every network's state per split: small next to the activations
+    stacked = {k: torch.stack([d[k] for d in dicts]) for k in own}
+
+    def one(state, x):
+        return functional_call(model, state, (x,))
+
+    batched = vmap(one, in_dims=(0, None))
+    return lambda x: batched(stacked, x)
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False

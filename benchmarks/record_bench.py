@@ -1,0 +1,160 @@
+"""Recording cost per epoch: evaluating SGD + K EMA networks on val and test, and writing them.
+
+Every network is evaluated on every sample of both splits (5,000 + 10,000 CIFAR-shaped images by
+default), three ways, same model and device:
+  plain    the usual way: for each network, load_state_dict into an eval model, batches of
+           1,000, predictions copied to the host per batch
+  loop     dyn's evaluate(stacked=False): one pass per network over batches prepared once,
+           EMA networks as views (functional_call), one host transfer per split
+  stacked  dyn's evaluate(stacked=True): all networks in one vmapped pass per batch
+and the write of one epoch's records (bits, predictions, losses, weights, resume state) to a
+run file. Both are reported as fractions of a training epoch (352 steps of batch 128 for the
+45k CIFAR-10 split, timed over a few steps and scaled).
+Targets (issue): on a GPU, recording overhead for K = 5 at most 60% of the plain way's; on a CPU,
+no slower than plain; writing under 5% of an epoch.
+
+    python benchmarks/record_bench.py [--quick] [--device cpu|cuda] [--decays 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dynamics.layout import Layout, Network, Param, Split
+from dynamics.writer import Eval, RunWriter
+from train.data import load_dataset, normalize
+from train.ema import EMA, flatten_state
+from train.evaluate import evaluate
+from train.models import build_model
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, repeat=1):
+    best = float("inf")
+    for _ in range(repeat):
+        sync(device)
+        t = time.perf_counter()
+        out = fn()
+        sync(device)
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def plain(model_fn, states, splits, transform, device):
+    """One network after another, the way most training scripts evaluate a copy."""
+    net = model_fn().to(device).eval()
+    out = {}
+    with torch.no_grad():
+        for name, state in states.items():
+            net.load_state_dict(state)
+            for s, (x, y) in splits.items():
+                preds = []
+                for i in range(0, len(y), 1000):
+                    logits = net(transform(x[i:i + 1000]))
+                    preds.append(logits.argmax(1).cpu())
+                    F.cross_entropy(logits, y[i:i + 1000], reduction="none").cpu()
+                out[name, s] = torch.cat(preds)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny splits, for CI")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--decays", type=int, default=5, help="number of EMA networks K")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    size = 3000 if args.quick else 50000  # full: the paper's 5k val and 10k test images
+    data = load_dataset("synthetic", device=device, size=size, val_size=size // 10)
+    splits = {"val": (data.val_images, data.val_labels), "test": (data.test_images, data.test_labels)}
+    mean, std = torch.tensor(data.mean, device=device), torch.tensor(data.std, device=device)
+    transform = lambda x: normalize(x, mean, std)  # noqa: E731
+    model = build_model("resnet20", 10).to(device)
+    decays = [0.9, 0.99, 0.999, 0.9995, 0.9997, 0.9998, 0.9999, 0.99995][: args.decays]
+    ema = EMA(model, decays)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    batches = data.train_batches(128, seed=0)
+    steps = 3 if args.quick else 10
+
+    def train_steps():
+        it = batches.epoch()
+        for _ in range(steps):
+            x, y = next(it)
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            ema.update()
+
+    train_steps()  # warm-up, and makes the networks differ
+    t_steps, _ = timed(train_steps, device)
+    epoch_time = t_steps / steps * 352  # the paper's 45k/128 iterations
+    states_views = {"sgd": None, **{n: ema.state_dict_for(k) for k, n in enumerate(ema.names)}}
+    states_copies = {"sgd": model.state_dict(), **{n: ema.state_dict_for(k) for k, n in enumerate(ema.names)}}
+    n_eval = sum(len(y) for _, y in splits.values())
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    print(f"record_bench: ResNet-20, SGD + {len(decays)} EMA networks, {n_eval:,} eval images per network, "
+          f"{device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"training epoch (352 steps of 128, from {steps} timed steps): {epoch_time:.2f} s")
+
+    repeat = 1 if device.type == "cpu" else 3
+    t_plain, ref = timed(lambda: plain(lambda: build_model("resnet20", 10), states_copies, splits, transform, device),
+                         device, repeat)
+    results = {"plain": t_plain}
+    for label, stacked in (("loop", False), ("stacked", True)):
+        t, out = timed(lambda: {s: evaluate(model, states_views, x, y, transform=transform, stacked=stacked)
+                                for s, (x, y) in splits.items()}, device, repeat)
+        results[label] = t
+        for (net, s), pred in ref.items():  # the same predictions as the plain way
+            assert np.array_equal(out[s][net].predicted, pred.numpy()), (label, net, s)
+    evals = {s: evaluate(model, states_views, x, y, transform=transform) for s, (x, y) in splits.items()}
+
+    with tempfile.TemporaryDirectory() as d:
+        table = [Param(r.name, r.shape, r.kind, r.dtype) for r in ema.table]
+        nets = [Network.sgd()] + [Network.ema(dc) for dc in decays]
+        layout = Layout(nets, {s: Split(labels=y.cpu().numpy(), num_classes=10) for s, (_, y) in splits.items()},
+                        params=table, metrics=["lr"], resume=True)
+        with RunWriter.create(Path(d) / "bench.h5", layout) as w:
+            def record(epoch):
+                p, b = flatten_state(model, ema.table)
+                weights = {"sgd": (p.cpu().numpy(), b.cpu().numpy())}
+                for k, n in enumerate(ema.names):
+                    weights[n] = (ema.flat_params(k).cpu().numpy(), ema.flat_buffers(k).cpu().numpy())
+                buf = io.BytesIO()
+                torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict()}, buf)
+                w.append(epoch, metrics={"lr": 0.1}, weights=weights, resume=buf.getvalue(),
+                         evals={s: {n: Eval(correct=e.correct, predicted=e.predicted, loss=e.loss)
+                                    for n, e in per.items()} for s, per in evals.items()})
+            record(0)
+            writes = [timed(lambda e=e: record(e), device)[0] for e in range(1, 4)]
+            t_write = min(writes)
+
+    print(f"{'evaluation':<10} {'seconds':>8} {'/ epoch':>8} {'/ plain':>8}")
+    for label, t in results.items():
+        print(f"{label:<10} {t:>8.3f} {t / epoch_time:>7.1%} {t / t_plain:>7.2f}x")
+    best = min(("loop", "stacked"), key=results.get)
+    auto = "stacked" if device.type == "cuda" else "loop"
+    overhead, plain_overhead = results[auto] + t_write, t_plain + t_write
+    print(f"write of one epoch (fsync'd): {t_write:.3f} s = {t_write / epoch_time:.1%} of an epoch "
+          f"(target < 5%: {'met' if t_write / epoch_time < 0.05 else 'NOT met'})")
+    print(f"recording overhead, dyn's default here ({auto}) + write: {overhead / epoch_time:.1%} of an epoch; "
+          f"plain + write: {plain_overhead / epoch_time:.1%}; ratio {overhead / plain_overhead:.2f} "
+          f"(target: {'<= 0.60 on a GPU' if device.type == 'cuda' else '<= 1.00 on a CPU'}); fastest here: {best}")
+
+
+if __name__ == "__main__":
+    main()
