@@ -32,9 +32,9 @@ def test_every_network_as_if_evaluated_alone(networks, stacked):
     states = {"sgd": None, **{n: ema.state_dict_for(k) for k, n in enumerate(ema.names)}}
     got = evaluate(model, states, x, y, batch_size=128, stacked=stacked)
     assert model.training  # the module's mode is restored
-    for k, name in enumerate(["sgd", *ema.names]):
+    for name, state in [("sgd", model.state_dict())] + [(n, ema.state_dict_for(k)) for k, n in enumerate(ema.names)]:
         alone = build_model("resnet20", 10, in_channels=1)
-        alone.load_state_dict(model.state_dict() if name == "sgd" else ema.state_dict_for(k))
+        alone.load_state_dict(state)
         alone.eval()
         with torch.no_grad():
             logits = alone(x)
