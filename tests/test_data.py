@@ -276,3 +276,20 @@ def test_the_epoch_ends_when_its_last_batch_is_handed_out():
     assert batches.state_dict()["position"] == 0
     ys = [y for _, y in batches.epoch()]  # a new epoch, not the empty rest of the old one
     assert [len(y) for y in ys] == [4, 4, 2]
+
+
+def test_digits_read_without_sklearn_equal_load_digits():
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from train.data import _digits
+
+    images, labels = _digits()
+    d = load_digits()
+    np.testing.assert_array_equal(images, d.images)
+    np.testing.assert_array_equal(labels, d.target)
+    code = "import sys; from train.data import load_dataset; load_dataset('digits'); print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"  # its import costs seconds of every `dyn train --dataset digits`

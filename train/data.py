@@ -235,6 +235,28 @@ def _cifar10_files(data_dir):
     return train.data, np.asarray(train.targets), test.data, np.asarray(test.targets)
 
 
+def _digits():
+    """scikit-learn's bundled 8x8 digits: (1797, 8, 8) values 0..16 and their labels.
+
+    Read from the CSV that scikit-learn ships, without importing scikit-learn (2-3 s of start-up
+    for every `dyn train --dataset digits`); load_digits() reads the same file.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None:
+        raise DataNotFound("the digits data set comes with scikit-learn, which is not installed: "
+                           "pip install scikit-learn (or 'dyn[train]')")
+    path = os.path.join(spec.submodule_search_locations[0], "datasets", "data", "digits.csv.gz")
+    if os.path.isfile(path):
+        table = np.loadtxt(path, delimiter=",")
+        return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits  # the file moved: take the slow, sure way
+
+    d = load_digits()
+    return d.images, d.target
+
+
 def _nchw(images_nhwc, device):
     return torch.from_numpy(np.ascontiguousarray(images_nhwc)).permute(0, 3, 1, 2).contiguous().to(device)
 
@@ -258,15 +280,13 @@ def load_dataset(name, data_dir=None, val_size=None, device="cpu", split_seed=12
         pool = (train_x, train_y, tr), (train_x, train_y, va), (test_x, test_y, te)
         classes, mean, std, pad = 10, CIFAR10_MEAN, CIFAR10_STD, 4
     elif name == "digits":
-        from sklearn.datasets import load_digits  # bundled with scikit-learn: no download
-
-        digits = load_digits()
-        images = np.rint(digits.images * (255 / 16)).astype(np.uint8)[..., None]  # NHWC, 1 channel
+        digit_images, digit_labels = _digits()
+        images = np.rint(digit_images * (255 / 16)).astype(np.uint8)[..., None]  # NHWC, 1 channel
         n, test_size = len(images), 360
         val_size = 360 if val_size is None else val_size
         _check_sizes(n, val_size, test_size)
         tr, va, te = split_indices(n, [n - val_size - test_size, val_size, test_size], split_seed)
-        pool = [(images, digits.target, ix) for ix in (tr, va, te)]
+        pool = [(images, digit_labels, ix) for ix in (tr, va, te)]
         stats = images[tr].astype(np.float64) / 255
         classes, mean, std, pad = 10, (float(stats.mean()),), (float(stats.std()),), 1
     elif name == "synthetic":
