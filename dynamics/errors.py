@@ -40,3 +40,11 @@ class Diverged(DynError):
     """Training hit a non-finite loss; the run file records where."""
 
     exit_code = 3
+
+
+def short_error(e: BaseException | None) -> str:
+    """The first line of an exception's message (HDF5's run over many), at most 200 characters."""
+    if e is None:
+        return "unknown error"
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:200]

@@ -11,8 +11,14 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import time
+from pathlib import Path
 
 import h5py
+
+from .errors import RunFileError, short_error
+from .lock import writer_alive
+from .superblock import read_superblock
 
 SWMR_READ_ATTEMPTS = 10  # a live writer's torn read clears within a few tries
 
@@ -52,3 +58,37 @@ def open_read(path: str | os.PathLike, swmr: bool, cache_bytes: int = 4 << 20) -
         setter(fapl.id, SWMR_READ_ATTEMPTS)
     fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY | h5py.h5f.ACC_SWMR_READ, fapl=fapl)
     return h5py.File(fid)
+
+
+def open_run_file(path: Path) -> h5py.File:
+    """Open a run file read-only, in SWMR mode where a writer has it; one-line errors."""
+    if not path.exists():
+        raise RunFileError(f"{path}: no such file")
+    if path.is_dir():
+        raise RunFileError(f"{path}: is a directory, not a run file")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as e:
+        raise RunFileError(f"{path}: cannot be read ({e.strerror})") from None
+    if head != b"\x89HDF\r\n\x1a\n" and not h5py.is_hdf5(path):
+        raise RunFileError(f"{path}: not an HDF5 file")
+    sb = read_superblock(path)
+    live = writer_alive(path)
+    if sb is not None and not live and path.stat().st_size < sb.offset + sb.eof:
+        raise RunFileError(f"{path}: truncated: {path.stat().st_size:,} bytes of the "
+                           f"{sb.offset + sb.eof:,} its header records")
+    # SWMR read only where a writer has the file (live, or killed and not yet repaired): it is
+    # what lets us follow a live run, and HDF5 refuses a plain read of such a file.
+    swmr = live or (sb is not None and sb.flags != 0)
+    last = None
+    for attempt in range(5):  # a writer resuming repairs the superblock: retry briefly
+        for mode in (swmr, not swmr):
+            try:
+                return open_read(path, swmr=mode)
+            except OSError as e:
+                last = e
+        if not writer_alive(path):
+            break
+        time.sleep(0.1)
+    raise RunFileError(f"{path}: cannot be opened as HDF5, truncated or damaged ({short_error(last)})")

@@ -11,18 +11,16 @@ from __future__ import annotations
 import functools
 import json
 import os
-import time
 from pathlib import Path
 from typing import Iterator
 
 import h5py
 import numpy as np
 
-from .errors import RunFileError
-from .hdf5 import open_read
+from .errors import RunFileError, short_error
+from .hdf5 import open_run_file
 from .format import FORMAT_NAME, FORMAT_VERSION, STATES, packed_width, split_stream
 from .lock import writer_alive
-from .superblock import read_superblock
 
 READ_BYTES = 32 << 20  # bytes per read when streaming correctness bits
 
@@ -43,7 +41,7 @@ def _guard(what: str):
             except RunFileError:
                 raise
             except (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError) as e:
-                raise RunFileError(f"{self.path}: {what}: {_short(e)}") from None
+                raise RunFileError(f"{self.path}: {what}: {short_error(e)}") from None
 
         return wrapper
 
@@ -55,7 +53,7 @@ class Run:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.f = _open(self.path)
+        self.f = open_run_file(self.path)
         try:
             self._validate()
         except RunFileError:
@@ -63,7 +61,7 @@ class Run:
             raise
         except Exception as e:  # any other surprise in a damaged file
             self.f.close()
-            raise RunFileError(f"{self.path}: damaged run file: {_short(e)}") from None
+            raise RunFileError(f"{self.path}: damaged run file: {short_error(e)}") from None
 
     # ------------------------------------------------------------ structure
     def _validate(self) -> None:
@@ -337,7 +335,7 @@ class Run:
                 t[field]  # noqa: B018 (a missing field raises here, not later)
             return t
         except (KeyError, ValueError, TypeError, OSError) as e:
-            raise RunFileError(f"{self.path}: damaged parameter table: {_short(e)}") from None
+            raise RunFileError(f"{self.path}: damaged parameter table: {short_error(e)}") from None
 
     @functools.cached_property
     def param_table(self):
@@ -355,7 +353,7 @@ class Run:
                 "size": t["size"].astype(np.int64),
             })
         except (ValueError, TypeError, UnicodeDecodeError) as e:
-            raise RunFileError(f"{self.path}: damaged parameter table: {_short(e)}") from None
+            raise RunFileError(f"{self.path}: damaged parameter table: {short_error(e)}") from None
 
     def _weight_row(self, epoch: int) -> int:
         ep = self.weight_epochs()
@@ -431,49 +429,9 @@ class Run:
         return f"<dyn run {self.path} {self.state}, networks {self.networks}, splits {self.splits}>"
 
 
-def _open(path: Path) -> h5py.File:
-    if not path.exists():
-        raise RunFileError(f"{path}: no such file")
-    if path.is_dir():
-        raise RunFileError(f"{path}: is a directory, not a run file")
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-    except OSError as e:
-        raise RunFileError(f"{path}: cannot be read ({e.strerror})") from None
-    if head != b"\x89HDF\r\n\x1a\n" and not h5py.is_hdf5(path):
-        raise RunFileError(f"{path}: not an HDF5 file")
-    sb = read_superblock(path)
-    live = writer_alive(path)
-    if sb is not None and not live and path.stat().st_size < sb.offset + sb.eof:
-        raise RunFileError(f"{path}: truncated: {path.stat().st_size:,} bytes of the "
-                           f"{sb.offset + sb.eof:,} its header records")
-    # SWMR read only where a writer has the file (live, or killed and not yet repaired): it is
-    # what lets us follow a live run, and HDF5 refuses a plain read of such a file.
-    swmr = live or (sb is not None and sb.flags != 0)
-    last = None
-    for attempt in range(5):  # a writer resuming repairs the superblock: retry briefly
-        for mode in (swmr, not swmr):
-            try:
-                return open_read(path, swmr=mode)
-            except OSError as e:
-                last = e
-        if not writer_alive(path):
-            break
-        time.sleep(0.1)
-    raise RunFileError(f"{path}: cannot be opened as HDF5, truncated or damaged ({_short(last)})")
-
-
 def _text(v) -> str | None:
     if isinstance(v, bytes):
         return v.decode("utf-8", "replace")
     if isinstance(v, np.ndarray) and v.shape == ():
         return _text(v.item())
     return v if v is None or isinstance(v, str) else str(v)
-
-
-def _short(e: BaseException | None) -> str:
-    if e is None:
-        return "unknown error"
-    text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:200]

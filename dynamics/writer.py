@@ -21,11 +21,8 @@ lets readers follow the live file.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
-import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -33,24 +30,20 @@ from typing import Mapping
 import h5py
 import numpy as np
 
-from . import __version__
-from .errors import DiskFull, DynError, RunFileError
-from .format import (
-    FORMAT_NAME, FORMAT_VERSION, STATE_CODES, packed_width, predicted_dtype, row_chunks,
-    split_stream, status_fields, weight_chunk,
-)
+from .build import RESUME_SLOTS, build
+from .errors import DiskFull, DynError, RunFileError, short_error
+from .format import FORMAT_NAME, FORMAT_VERSION, STATE_CODES, packed_width, split_stream
+from .fs import check_writable, fsync, megabytes, room, swmr_supported
 from .layout import Layout
 from .lock import WriterLock
 from .superblock import repair
 
-RESUME_SLOTS = ("resume/slot0", "resume/slot1")
 # Room kept free beyond what an append's datasets can allocate: HDF5 metadata (chunk indexes,
 # object headers, free-space aggregators) grows too.
 SLACK_BYTES = 1 << 20
 # Writers whose file a failed write has left in a state where HDF5 must not touch it again:
 # closing it flushes, and a flush after a failed write can crash libhdf5 (seen: a segfault).
 BROKEN: set = set()
-_NO_SWMR_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "fuse.sshfs", "virtiofs"}
 
 
 @dataclass
@@ -74,13 +67,13 @@ class RunWriter:
         self.path = path
         self._lock = lock
         self.durable = durable
-        self.swmr = _swmr_supported(path) if swmr is None else swmr
+        self.swmr = swmr_supported(path) if swmr is None else swmr
         try:
             repair(path)  # a killed writer leaves the write flags set; we hold the lock
             self.f = h5py.File(path, "r+", libver="latest", locking=False)
         except OSError as e:
             lock.release()
-            raise RunFileError(f"{path}: cannot be opened for writing ({_short(e)})") from None
+            raise RunFileError(f"{path}: cannot be opened for writing ({short_error(e)})") from None
         try:
             self._load()
         except Exception:
@@ -107,7 +100,7 @@ class RunWriter:
             tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
             try:
                 with h5py.File(tmp, "w", libver="latest", locking=False) as f:
-                    _build(f, layout, dict(config or {}))
+                    build(f, layout, dict(config or {}))
                 os.replace(tmp, path)
             finally:
                 if tmp.exists():
@@ -275,19 +268,19 @@ class RunWriter:
         if blob is not None:
             ds = self.f[RESUME_SLOTS[slot]]
             need += max(0, len(blob) - ds.shape[0]) + ds.chunks[0] * ds.dtype.itemsize
-        room, where = _room(self.path)
-        if need > room:
+        free, where = room(self.path)
+        if need > free:
             last = self._last.get("metrics")
             kept = f"epochs up to {last}" if last is not None else "no epochs yet"
             self.finish("stopped")  # an in-place write of /status: allocates nothing
             raise DiskFull(f"{self.path}: not enough room to record epoch {epoch}: it needs about "
-                           f"{_mb(need)} and {where} leaves {_mb(max(room, 0))}; the run keeps {kept} and "
+                           f"{megabytes(need)} and {where} leaves {megabytes(max(free, 0))}; the run keeps {kept} and "
                            f"is resumable once there is room")
 
     def _break(self, error: BaseException, epoch: int) -> None:
         BROKEN.add(self)
         last = self._last.get("metrics")
-        raise DynError(f"{self.path}: writing epoch {epoch} failed ({_short(error)}); the file holds epochs "
+        raise DynError(f"{self.path}: writing epoch {epoch} failed ({short_error(error)}); the file holds epochs "
                        f"up to {last} as committed, but HDF5 may have left it damaged") from None
 
     def _check_epoch(self, stream: str, epoch: int) -> None:
@@ -299,7 +292,7 @@ class RunWriter:
         self.f["status"][...] = np.array([self.status[k] for k in self.fields], dtype=np.int64)
         self.f.flush()
         if self.durable:
-            _fsync(self.path)
+            fsync(self.path)
 
     def finish(self, state: str = "complete", diverged_epoch: int | None = None) -> None:
         """Mark the run complete, diverged (at `diverged_epoch`) or stopped (resumable)."""
@@ -320,92 +313,7 @@ class RunWriter:
         self.close()
 
 
-# ---------------------------------------------------------------------- building
-def _build(f: h5py.File, layout: Layout, config: dict) -> None:
-    f.attrs["format"] = FORMAT_NAME
-    f.attrs["format_version"] = FORMAT_VERSION
-    f.attrs["dyn_version"] = __version__
-    f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    f.attrs["config"] = json.dumps(config, default=str)
-
-    splits = list(layout.splits)
-    fields = status_fields(splits)
-    init = {"state": 0, "diverged_epoch": -1, "resume_slot": 0, "resume_epoch": -1, "resume_size": 0}
-    st = f.create_dataset("status", data=np.array([init.get(k, 0) for k in fields], dtype=np.int64))
-    st.attrs["fields"] = json.dumps(fields)
-
-    cols = ["epoch"] + layout.metrics
-    m = f.create_dataset("metrics", shape=(0, len(cols)), maxshape=(None, len(cols)), dtype="f8",
-                         chunks=row_chunks(len(cols), 8))
-    m.attrs["columns"] = json.dumps(cols)
-
-    nets = f.create_group("networks", track_order=True)
-    for net in layout.networks:
-        g = nets.create_group(net.name)
-        g.attrs["kind"] = net.kind
-        g.attrs["decay"] = np.nan if net.decay is None else float(net.decay)
-    if layout.params is not None:
-        _build_weights(f, layout)
-
-    sg = f.create_group("splits", track_order=True)
-    for name, split in layout.splits.items():
-        g = sg.create_group(name)
-        n = split.size
-        g.attrs["size"] = n
-        g.attrs["num_classes"] = int(split.num_classes or 0)
-        g.create_dataset("labels", data=split.labels)
-        g.create_dataset("index", data=split.index)
-        if split.images is not None:
-            g.create_dataset("images", data=split.images, chunks=True)
-        _rows(g, "epoch", 0, "i8")
-        for net in layout.networks:
-            ng = g.create_group(net.name)
-            _rows(ng, "correct", packed_width(n), "u1")
-            if split.predicted:
-                _rows(ng, "predicted", n, predicted_dtype(split.num_classes))
-            if split.loss:
-                _rows(ng, "loss", n, "f2")
-
-    if layout.resume:
-        for slot in RESUME_SLOTS:
-            f.create_dataset(slot, shape=(0,), maxshape=(None,), dtype="u1", chunks=(1 << 16,))
-
-
-def _build_weights(f: h5py.File, layout: Layout) -> None:
-    params = layout.params
-    offsets = {"param": 0, "buffer": 0}
-    rows = []
-    for p in params:
-        if p.kind not in offsets:
-            raise ValueError(f"parameter {p.name!r}: kind must be 'param' or 'buffer', not {p.kind!r}")
-        rows.append((p.name.encode(), json.dumps(list(p.shape)).encode(), p.kind.encode(),
-                     p.dtype.encode(), offsets[p.kind], p.size))
-        offsets[p.kind] += p.size
-    width = max([len(r[0]) for r in rows] + [1])
-    swidth = max([len(r[1]) for r in rows] + [2])
-    dt = np.dtype([("name", f"S{width}"), ("shape", f"S{swidth}"), ("kind", "S6"), ("dtype", "S16"),
-                   ("offset", "<i8"), ("size", "<i8")])
-    f.create_dataset("weights/table", data=np.array(rows, dtype=dt))
-    f.create_dataset("weights/epoch", shape=(0,), maxshape=(None,), dtype="i8", chunks=(1024,))
-    for net in layout.networks:
-        g = f[f"networks/{net.name}"]
-        P, B = layout.n_params, layout.n_buffers
-        g.create_dataset("params", shape=(0, P), maxshape=(None, P), dtype="f4",
-                         chunks=(1, weight_chunk(P)))
-        if B:
-            g.create_dataset("buffers", shape=(0, B), maxshape=(None, B), dtype="f8",
-                             chunks=(1, weight_chunk(B)))
-
-
-def _rows(g: h5py.Group, name: str, width: int, dtype: str) -> None:
-    """An (epochs, width) dataset that grows one row per epoch ((epochs,) when width is 0)."""
-    if width == 0:
-        g.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1024,))
-        return
-    g.create_dataset(name, shape=(0, width), maxshape=(None, width), dtype=dtype,
-                     chunks=row_chunks(width, np.dtype(dtype).itemsize))
-
-
+# ------------------------------------------------------------------- appending
 def _eval_rows(g: h5py.Group, rec, n: int, where: str) -> list:
     if isinstance(rec, Mapping):
         rec = Eval(**rec)
@@ -443,51 +351,6 @@ def _vector(x, ds: h5py.Dataset, what: str) -> np.ndarray:
     return x
 
 
-# ------------------------------------------------------------------------ helpers
-def check_writable(path: Path) -> None:
-    """Refuse, before any work, an output that cannot be created; create nothing.
-
-    The nearest existing folder on the way to `path` must take a new file: tried for real with
-    a probe file (permission bits say nothing to root, nor about read-only mounts or /proc).
-    Missing folders below it are left for the writer to make.
-    """
-    folder = path.absolute().parent
-    while not folder.exists():
-        folder = folder.parent
-    if not folder.is_dir():
-        raise DynError(f"{path}: {folder} is not a folder")
-    try:
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".dyn-probe-")
-    except OSError as e:
-        raise DynError(f"{path}: folder {folder} is not writable ({e.strerror})") from None
-    os.close(fd)
-    os.unlink(probe)
-
-
-def _swmr_supported(path: Path) -> bool:
-    fs = _fs_type(path.absolute().parent)
-    if fs in _NO_SWMR_FS:
-        warnings.warn(f"{path}: on a {fs} file system, where HDF5's SWMR mode is unsafe; "
-                      "writing without it (no live analysis while it runs)", stacklevel=3)
-        return False
-    return True
-
-
-def _fs_type(folder: Path) -> str:
-    try:
-        mounts = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
-        return ""
-    best, fs = "", ""
-    real = os.path.realpath(folder)
-    for line in mounts:
-        parts = line.split()
-        if len(parts) > 2 and (real == parts[1] or real.startswith(parts[1].rstrip("/") + "/")):
-            if len(parts[1]) > len(best):
-                best, fs = parts[1], parts[2]
-    return fs
-
-
 def _new_chunk_bytes(ds: h5py.Dataset) -> int:
     """Bytes of the chunks that appending one row to `ds` allocates."""
     rows = ds.chunks[0]
@@ -497,36 +360,3 @@ def _new_chunk_bytes(ds: h5py.Dataset) -> int:
     per_chunk = int(np.prod(ds.chunks)) * ds.dtype.itemsize
     across = -(-int(np.prod(ds.shape[1:], dtype=np.int64)) // int(np.prod(ds.chunks[1:], dtype=np.int64)))
     return per_chunk * max(across, 1)
-
-
-def _room(path: Path) -> tuple[int, str]:
-    """Bytes the file may still grow by, and what limits it."""
-    st = os.statvfs(path.absolute().parent)
-    room, where = st.f_bavail * st.f_frsize, f"the disk of {path.absolute().parent}"
-    try:
-        import resource
-
-        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-        if soft != resource.RLIM_INFINITY and soft - path.stat().st_size < room:
-            room, where = soft - path.stat().st_size, "the file size limit (ulimit -f)"
-    except (ImportError, OSError, ValueError):
-        pass
-    return room, where
-
-
-def _mb(n: int) -> str:
-    return f"{n / 2**20:.1f} MB"
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _short(e: BaseException) -> str:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return text[:200]
-

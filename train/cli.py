@@ -190,7 +190,7 @@ def prepare(cfg: TrainConfig, out: Path | None, *, resume: bool, overwrite: bool
     out = Path(out) if out is not None else loop.default_out(cfg)
     if out.is_dir():
         raise UsageError(f"--out: {out} is a directory")
-    from dynamics.writer import check_writable
+    from dynamics.fs import check_writable
 
     try:
         check_writable(out)

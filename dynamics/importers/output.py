@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import DynError, UsageError
 from ..lock import writer_alive
-from ..writer import check_writable
+from ..fs import check_writable
 
 
 def check_target(out, overwrite: bool) -> Path:
