@@ -18,7 +18,9 @@ your loop needs beyond the weights: the optimizer's momentum and the shuffling g
     python examples/record_your_own_loop.py --out runs/my-loop.h5
     python examples/record_your_own_loop.py --out runs/my-loop.h5 --resume    # after Ctrl-C
 
-About ten seconds on a laptop CPU: a two-layer CNN with BatchNorm on scikit-learn's 8x8 digits.
+About 15 s on 2 CPU cores, most of it importing torch and scikit-learn: a two-layer CNN with
+BatchNorm on scikit-learn's 8x8 digits, 20 epochs of 17 steps (EMA 0.99, with a memory of about
+100 steps, is still catching up at the end; EMA 0.9 rides out the dips of SGD's accuracy).
 """
 
 import argparse
