@@ -28,6 +28,7 @@ class Progress:
         self.interval = interval
         self._last_draw = 0.0
         self._epoch_times: list[float] = []
+        self._t0: float | None = None
 
     def due(self) -> bool:
         """True when the bar should be redrawn (the caller then reads the loss)."""
@@ -49,8 +50,14 @@ class Progress:
         click.echo("\r" + line + "\033[K", nl=False, file=self.stream)
 
     def end_epoch(self, epoch: int, row: dict, networks: list[str], splits: list[str]) -> None:
-        """One line per epoch: train loss/acc, each network's accuracy, time, ETA of the run."""
-        self._epoch_times.append(row.get("seconds", 0.0))
+        """One line per epoch: train loss/acc, each network's accuracy, time, ETA of the run.
+
+        The time is this object's own clock since start_epoch, so it counts the recording too
+        (the metrics row's `seconds` stops where the recording starts, which on a CPU can be
+        as long again as the training).
+        """
+        seconds = time.perf_counter() - self._t0 if self._t0 is not None else row.get("seconds", 0.0)
+        self._epoch_times.append(seconds)
         accs = []
         for s in splits[:1]:  # the first split (val) keeps the line short
             accs.append(f"{s} " + " ".join(f"{n} {row.get(f'{n}/{s}/acc', float('nan')):.4f}" for n in networks))
@@ -60,7 +67,7 @@ class Progress:
         if "train_loss" in row:
             train = f"loss {row['train_loss']:.4f} acc {row.get('train_acc', float('nan')):.4f} | "
         line = (f"epoch {epoch}/{self.epochs} | {train}{' | '.join(accs)} | "
-                f"{row.get('seconds', 0.0):.1f} s, ETA {_clock(eta)}")
+                f"{seconds:.1f} s, ETA {_clock(eta)}")
         click.echo(("\r" + line + "\033[K") if self.tty else line, file=self.stream)
 
     def message(self, text: str) -> None:
