@@ -184,7 +184,7 @@ class Recorder:
         finite. `weights`: record weights now (default: every `checkpoint_every` epochs).
         """
         t_eval = time.perf_counter()
-        row = {"iteration": self.iteration, "seconds": t_eval - self._t0}
+        row = {"iteration": self.iteration}
         if self.optimizer is not None:
             row["lr"] = self.optimizer.param_groups[0]["lr"]
         loss_sum, correct, seen = self._running()
@@ -198,6 +198,7 @@ class Recorder:
                 raise Diverged(f"{self.path}: the training loss became {row['train_loss']} in "
                                f"epoch {epoch}; the run is marked diverged and keeps epochs 0..{epoch - 1}")
         evals = self._evaluate(self.splits)
+        row["seconds"] = time.perf_counter() - self._t0  # training and evaluation; not the write
         for s, per_net in evals.items():
             for n, ev in per_net.items():
                 row[f"{n}/{s}/acc"] = float(ev.correct.mean()) if len(ev.correct) else np.nan
