@@ -45,6 +45,8 @@ class Split:
     def __post_init__(self):
         self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
         n = len(self.labels)
+        if not n:
+            raise ValueError("a split needs at least one sample")
         self.index = np.arange(n, dtype=np.int64) if self.index is None else np.asarray(self.index, np.int64)
         if self.index.shape != (n,):
             raise ValueError(f"split index has shape {self.index.shape}, labels have {n} samples")

@@ -7,6 +7,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The cheapest real training run: ResNet-20 on the digits, 3 steps an epoch, one EMA network,
+# weights and resume state at every epoch. The reliability tests kill, stop, starve and resume
+# it, and compare the result with `digits_reference` (conftest.py), the same run uninterrupted.
+DIGITS = ["--dataset", "digits", "--schedule", "constant", "--lr", "0.05", "--decay", "0.9",
+          "--batch-size", "512", "--checkpoint-every", "1", "--no-progress"]
+DIGITS_EPOCHS = 6
+
 # Block torch (and anything else named) in a child interpreter, as on an analysis-only install.
 BLOCK = """
 import sys
@@ -27,3 +34,29 @@ def run_dyn(*args, block=(), cwd=None, env=None, timeout=300, code_after=""):
         "sys.exit(code)\n")
     return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
                           cwd=cwd or ROOT, env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def assert_same_records(a, b):
+    """Run `b` is complete and holds exactly the records of run `a`, bit for bit: every split's
+    epochs, correctness bits, predictions and losses, every weight record, and every metric but
+    the wall-clock `seconds`."""
+    import numpy as np
+
+    from dynamics import open_run
+
+    with open_run(a) as ra, open_run(b) as rb:
+        assert rb.state == "complete"
+        assert ra.splits == rb.splits and ra.networks == rb.networks
+        for split in ra.splits:
+            np.testing.assert_array_equal(ra.epochs(split), rb.epochs(split))
+            for net in ra.networks:
+                np.testing.assert_array_equal(ra.correct_packed(split, net), rb.correct_packed(split, net))
+                np.testing.assert_array_equal(ra.predicted(split, net), rb.predicted(split, net))
+                np.testing.assert_array_equal(ra.loss(split, net), rb.loss(split, net))
+        np.testing.assert_array_equal(ra.weight_epochs(), rb.weight_epochs())
+        for e in ra.weight_epochs():
+            for net in ra.networks:
+                np.testing.assert_array_equal(ra.params(net, e), rb.params(net, e))
+                np.testing.assert_array_equal(ra.buffers(net, e), rb.buffers(net, e))
+        cols = [c for c in ra.metrics().columns if c != "seconds"]
+        np.testing.assert_array_equal(ra.metrics()[cols].to_numpy(), rb.metrics()[cols].to_numpy())

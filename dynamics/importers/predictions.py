@@ -82,8 +82,15 @@ def load_array(path, what: str = "array") -> np.ndarray:
             raise DynError(f"{path}: holds a pickled (object) array, which dyn never loads; save plain "
                            "bool or integer arrays") from None
         raise DynError(f"{path}: not a numpy {what} ({e})") from None
-    except (OSError, EOFError) as e:
-        raise DynError(f"{path}: not a numpy {what} ({e})") from None
+    except MemoryError:
+        raise DynError(f"{path}: declares an array larger than memory (damaged?)") from None
+    except Exception as e:  # a damaged header: numpy raises OSError, EOFError, SyntaxError, TypeError...
+        raise DynError(f"{path}: not a numpy {what} ({_first(e)})") from None
+
+
+def _first(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:120]}" if text else type(e).__name__
 
 
 def is_paper_file(path: Path) -> bool:
@@ -133,13 +140,19 @@ def read_npy(name: str, path: Path, epochs: np.ndarray | None, first_epoch: int)
 def read_npz(path: Path, first_epoch: int) -> Collected:
     try:
         z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        raise DynError(f"{path}: not a numpy .npz archive ({str(e).splitlines()[0][:120]})") from None
+    except Exception as e:  # a damaged archive: OSError, ValueError, EOFError, BadZipFile...
+        raise DynError(f"{path}: not a numpy .npz archive ({_first(e)})") from None
     with z:
         try:
             arrays = {k: z[k] for k in z.files}
-        except ValueError:
-            raise DynError(f"{path}: holds a pickled (object) array, which dyn never loads") from None
+        except ValueError as e:
+            if "pickle" in str(e).lower():
+                raise DynError(f"{path}: holds a pickled (object) array, which dyn never loads") from None
+            raise DynError(f"{path}: a damaged .npz archive ({_first(e)})") from None
+        except MemoryError:
+            raise DynError(f"{path}: declares an array larger than memory (damaged?)") from None
+        except Exception as e:
+            raise DynError(f"{path}: a damaged .npz archive ({_first(e)})") from None
     epochs = arrays.pop("epochs", None)
     labels = arrays.pop("labels", None)
     index = arrays.pop("index", None)
@@ -230,6 +243,8 @@ def _bool_column(s, path: Path) -> np.ndarray:
 
 
 def _values(name: str, epochs: np.ndarray, a: np.ndarray, source: str) -> Preds:
+    if a.ndim == 2 and 0 in a.shape:
+        raise DynError(f"{source}: holds an empty array of shape {list(a.shape)}; expected (epochs, samples)")
     if a.dtype == bool:
         return Preds(name, epochs, source, correct=np.asarray(a))
     if a.dtype.kind in "iu":
