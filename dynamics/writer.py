@@ -32,6 +32,7 @@ import numpy as np
 
 from .build import RESUME_SLOTS, build
 from .errors import DiskFull, DynError, RunFileError, short_error
+from .faults import test_point as _test_point
 from .format import FORMAT_NAME, FORMAT_VERSION, STATE_CODES, packed_width, split_stream
 from .fs import check_writable, fsync, megabytes, room, swmr_supported
 from .layout import Layout
@@ -70,6 +71,7 @@ class RunWriter:
         self.swmr = swmr_supported(path) if swmr is None else swmr
         try:
             repair(path)  # a killed writer leaves the write flags set; we hold the lock
+            _test_point("open: repaired")
             self.f = h5py.File(path, "r+", libver="latest", locking=False)
         except OSError as e:
             lock.release()
@@ -80,9 +82,11 @@ class RunWriter:
             self.f.close()
             lock.release()
             raise
+        _test_point("open: shrunk")
         if self.swmr:
             self.f.swmr_mode = True
         self._handles()  # after the switch to SWMR: handles taken before it go stale
+        _test_point("open: ready")
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -98,10 +102,14 @@ class RunWriter:
                 raise RunFileError(f"{path}: already exists; refusing to overwrite a run")
             if path.is_dir():
                 raise RunFileError(f"{path}: is a directory")
+            for stale in path.parent.iterdir():  # a creation killed before its rename; we hold the lock
+                if stale.name.startswith(f".{path.name}.tmp-"):
+                    stale.unlink(missing_ok=True)
             tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
             try:
                 with h5py.File(tmp, "w", libver="latest", locking=False) as f:
                     build(f, layout, dict(config or {}))
+                _test_point("create: built")
                 os.replace(tmp, path)
             finally:
                 if tmp.exists():
@@ -250,8 +258,12 @@ class RunWriter:
             slot = 1 - self.status["resume_slot"] if self.status["resume_epoch"] >= 0 else 0
             blob = np.frombuffer(bytes(resume), dtype=np.uint8)
         self._check_room(epoch, writes, slot, blob)
+        where = f"epoch {epoch} ({', '.join(bumps) or 'resume'})"
+        _test_point(f"{where}: writing")
         try:
-            for rows, value in writes:
+            for i, (rows, value) in enumerate(writes):
+                if i == len(writes) // 2:
+                    _test_point(f"{where}: half written")
                 rows.append(value)
             if blob is not None:
                 ds = self.f[RESUME_SLOTS[slot]]
@@ -260,12 +272,14 @@ class RunWriter:
                 ds[: len(blob)] = blob
                 self.status.update(resume_slot=slot, resume_epoch=epoch, resume_size=len(blob))
             self.f.flush()  # data first ...
+            _test_point(f"{where}: flushed")
             for stream in bumps:
                 self.status[f"rows/{stream}"] += 1
                 self._last[stream] = epoch
             self._commit()  # ... then the counters that make it visible
         except (OSError, RuntimeError) as e:
             self._break(e, epoch)
+        _test_point(f"{where}: committed")
 
     def _check_room(self, epoch: int, writes: list, slot: int | None, blob: np.ndarray | None) -> None:
         """Refuse, before writing anything, an append that the disk or RLIMIT_FSIZE cannot hold.

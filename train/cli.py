@@ -159,13 +159,13 @@ def run_train(cfg: TrainConfig, out: Path | None, *, resume: bool, overwrite: bo
         prepared = prepare(cfg, out, resume=resume, overwrite=overwrite, given=given, world=1)
         if prepared is None:
             return 0
-        cfg, out, resuming = prepared
+        cfg, out, resuming, overwrite = prepared
         return loop.Trainer(cfg, out, resume=resuming, overwrite=overwrite, progress=progress).run()
     try:
         prepared = prepare(cfg, out, resume=resume, overwrite=overwrite, given=given, world=dist.world)
         if prepared is None:
             return 0
-        cfg, out, resuming = prepared
+        cfg, out, resuming, overwrite = prepared
         device = dist.device(cfg.device)
         check_sync_bn(cfg, device)
         dist.start(device)
@@ -182,8 +182,9 @@ def run_train(cfg: TrainConfig, out: Path | None, *, resume: bool, overwrite: bo
 
 
 def prepare(cfg: TrainConfig, out: Path | None, *, resume: bool, overwrite: bool, given: dict | None,
-            world: int) -> tuple[TrainConfig, Path, bool] | None:
-    """(config, output, whether to resume it) after every check; None if nothing is left to do."""
+            world: int) -> tuple[TrainConfig, Path, bool, bool] | None:
+    """(config, output, whether to resume it, whether to replace it) after every check; None if
+    nothing is left to do."""
     loop = _import_loop()
     if resume and overwrite:
         raise UsageError("--resume and --overwrite: choose one")
@@ -197,13 +198,14 @@ def prepare(cfg: TrainConfig, out: Path | None, *, resume: bool, overwrite: bool
     except DynError as e:
         raise UsageError(f"--out: {e}") from None
     if resume and out.exists():
-        cfg = _resume_config(cfg, out, given or {}, loop.check_resume, world)
-        if cfg is None:
+        resumed = _resume_config(cfg, out, given or {}, loop.check_resume, world)
+        if resumed is None:
             return None
-        return cfg, out, True
+        cfg, start_over = resumed
+        return cfg, out, not start_over, start_over
     if out.exists() and not overwrite:
         raise UsageError(f"--out: {out} already exists; continue it with --resume or replace it with --overwrite")
-    return cfg, out, False
+    return cfg, out, False, overwrite
 
 
 def check_sync_bn(cfg: TrainConfig, device) -> None:
@@ -245,13 +247,15 @@ def launch(nproc: int, args: list[str], cfg: TrainConfig, out: Path | None, *, r
 
 
 def _resume_config(cfg, out, given, check_resume, world=1):
-    """The stored config with the given flags checked against it; None if nothing is left to do."""
+    """(the stored config with the given flags checked against it, whether to start the run over);
+    None if nothing is left to do."""
     from dynamics import open_run
 
     with open_run(out) as run:
         state, stored = run.state, run.config
         diverged_epoch = run.diverged_epoch
         resumable = run.resume_state() is not None
+        empty = run.rows("metrics") == 0
     if state == "complete":
         click.echo(f"{out}: already complete, nothing to resume", err=True)
         return None
@@ -259,6 +263,12 @@ def _resume_config(cfg, out, given, check_resume, world=1):
         raise UsageError(f"--resume: {out} is being written by another live process")
     if state == "diverged":
         raise DynError(f"--resume: {out} diverged at epoch {diverged_epoch}; start a new run", exit_code=2)
+    keep = {k: v for k, v in given.items() if k in ("device", "data_dir", "eval_batch_size", "compile")}
+    if not resumable and empty and "environment" in stored:
+        # killed before it committed epoch 0: there is nothing to keep, so start it again
+        check_resume(given, stored, out)
+        click.echo(f"{out}: {state} before its first epoch was recorded; starting it again", err=True)
+        return TrainConfig.from_dict({**stored, **keep}).validate(), True
     if not resumable:
         raise UsageError(f"--resume: {out} holds no resume state (not written by dyn train?)")
     check_resume(given, stored, out)
@@ -266,5 +276,4 @@ def _resume_config(cfg, out, given, check_resume, world=1):
     if trained_on != world:
         raise UsageError(f"--nproc: {out} was trained by {trained_on} process(es), this is {world}; resume it "
                          f"with the same number (--nproc {trained_on}) to continue it exactly")
-    keep = {k: v for k, v in given.items() if k in ("device", "data_dir", "eval_batch_size", "compile")}
-    return TrainConfig.from_dict({**stored, **keep}).validate()
+    return TrainConfig.from_dict({**stored, **keep}).validate(), False

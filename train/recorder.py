@@ -57,6 +57,7 @@ class Recorder:
         self.path = writer.path if writer is not None else None  # set by create/resume on other ranks
         self._last_epoch = writer.last_epoch("metrics") if writer is not None else None
         self.splits, self.final_splits = dict(splits), dict(final_splits)
+        self._final_recorded: dict[str, int | None] = {}  # final split -> the epoch it was last recorded at
         self.transform, self.optimizer, self.state_fn = transform, optimizer, state_fn
         self.checkpoint_every, self.eval_batch_size = checkpoint_every, eval_batch_size
         self.autocast = autocast
@@ -120,12 +121,15 @@ class Recorder:
 
             with open_run(path) as run:
                 saved, networks = run.resume_state(), run.networks
+                recorded = {s: (int(run.epochs(s)[-1]) if s in run.splits and len(run.epochs(s)) else None)
+                            for s in dict(final_splits)}
             dist.barrier()
         else:
             if dist is not None:
                 dist.barrier()
             writer = RunWriter.resume(path)
             saved, networks = writer.resume_state(), writer.networks
+            recorded = {s: writer.last_epoch(f"split/{s}") if s in writer.splits else None for s in dict(final_splits)}
         try:
             if saved is None:
                 raise RunFileError(f"{path}: holds no resume state (was it written by a Recorder?)")
@@ -149,6 +153,7 @@ class Recorder:
                   autocast=autocast, dist=dist)
         rec.iteration = int(state["iteration"])
         rec.path, rec._last_epoch = Path(path), epoch
+        rec._final_recorded = recorded
         return rec, epoch, state.get("user") or {}
 
     # ------------------------------------------------------------ training
@@ -277,8 +282,11 @@ class Recorder:
         """Evaluate the final splits (e.g. train), record the last weights if they are not yet,
         mark the run complete and close it."""
         epoch = self.last_epoch
-        if self.final_splits and epoch is not None:
-            evals = self._evaluate(self.final_splits)
+        # a run killed after recording them at this epoch (but before it was marked complete)
+        # has them already: recording them again would be refused as not after the last epoch
+        todo = {s: v for s, v in self.final_splits.items() if self._final_recorded.get(s) != epoch}
+        if todo and epoch is not None:
+            evals = self._evaluate(todo)
             if self.writer is not None:
                 self.writer.append(epoch, evals={
                     s: {n: Eval(correct=ev.correct, predicted=ev.predicted, loss=ev.loss) for n, ev in d.items()}

@@ -210,6 +210,9 @@ def classify(run: Run) -> None:
     try:
         with open_run(run.out) as f:
             state, stored, resumable, diverged_at = f.state, f.config, f.resumable, f.diverged_epoch
+            # killed before its first epoch: `dyn train --resume` starts it again
+            resumable = resumable or (state in ("interrupted", "stopped") and f.rows("metrics") == 0
+                                      and "environment" in stored)
     except DynError as e:
         run.status, run.note = "failed", str(e)
         return
