@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dynamics import open_run
-from helpers import ROOT, run_dyn
+from helpers import ROOT, assert_same_records, run_dyn
 
 TINY = ["--dataset", "digits", "--schedule", "constant", "--lr", "0.05", "--decay", "0.9,0.99",
         "--batch-size", "256", "--no-progress"]
@@ -76,39 +76,23 @@ def test_resume_after_sigkill_equals_uninterrupted_bit_for_bit(full_run, tmp_pat
     assert_same_records(full_run, out)
 
 
-def test_sigint_stops_cleanly_and_resumes(full_run, tmp_path):
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_cleanly_and_resumes(full_run, tmp_path, sig, code):
     out = tmp_path / "stopped.h5"
     cmd = [sys.executable, "-m", "dynamics.cli", "train", *TINY, "--epochs", "4", "--out", str(out)]
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in p.stderr:
         if line.startswith("epoch 1/4"):
-            p.send_signal(signal.SIGINT)
+            p.send_signal(sig)
             break
     _, err = p.communicate()
-    assert p.returncode == 130, err
-    assert "SIGINT: stopped" in err and "--resume" in err and "Traceback" not in err
+    assert p.returncode == code, err
+    assert f"{sig.name}: stopped" in err and "--resume" in err and "Traceback" not in err
     with open_run(out) as run:
         assert run.state == "stopped" and run.resumable
     r = run_dyn("train", "--resume", "--out", out, "--no-progress")
     assert r.returncode == 0, r.stderr
     assert_same_records(full_run, out)
-
-
-def assert_same_records(a, b):
-    with open_run(a) as ra, open_run(b) as rb:
-        assert rb.state == "complete"
-        for split in ra.splits:
-            np.testing.assert_array_equal(ra.epochs(split), rb.epochs(split))
-            for net in ra.networks:
-                np.testing.assert_array_equal(ra.correct_packed(split, net), rb.correct_packed(split, net))
-                np.testing.assert_array_equal(ra.loss(split, net), rb.loss(split, net))
-        np.testing.assert_array_equal(ra.weight_epochs(), rb.weight_epochs())
-        for e in ra.weight_epochs():
-            for net in ra.networks:
-                np.testing.assert_array_equal(ra.params(net, e), rb.params(net, e))
-                np.testing.assert_array_equal(ra.buffers(net, e), rb.buffers(net, e))
-        cols = [c for c in ra.metrics().columns if c != "seconds"]
-        np.testing.assert_array_equal(ra.metrics()[cols].to_numpy(), rb.metrics()[cols].to_numpy())
 
 
 def test_divergence_stops_with_exit_3(tmp_path):
