@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from dynamics import __version__
-from dynamics.errors import DynError, UsageError
+from dynamics.errors import DiskFull, DynError, UsageError
 
 from .config import RUN_KEYS, TrainConfig
 from .data import DataNotFound, load_dataset, normalize
@@ -243,6 +243,9 @@ class Trainer:
             self.progress.message(f"{name}: stopped; {self.out} keeps epochs 0..{last}. "
                                   f"Continue with: {self._resume_command()}")
             return 128 + s.signum
+        except DiskFull as e:  # nothing of the epoch was written: say how to go on once there is room
+            self.rec.close()
+            raise DiskFull(f"{e}. Continue with: {self._resume_command()}") from None
         except RuntimeError as e:
             self.rec.close()
             if dist is None:
