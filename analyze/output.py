@@ -13,6 +13,7 @@ import json
 import math
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 
 
 def check_writable(path, flag: str) -> Path:
-    """The path, or a one-line UsageError when a file cannot be created there."""
+    """The path, or a one-line UsageError when a file cannot be created there; creates nothing."""
     p = Path(path)
     if p.is_dir():
         raise UsageError(f"{flag} {p}: is a directory")
@@ -32,8 +33,12 @@ def check_writable(path, flag: str) -> Path:
         parent = parent.parent
     if not parent.is_dir():
         raise UsageError(f"{flag} {p}: {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"{flag} {p}: cannot write in {parent} (permission denied)")
+    try:  # tried for real: permission bits say nothing to root, nor about read-only mounts or /proc
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".dyn-probe-")
+    except OSError as e:
+        raise UsageError(f"{flag} {p}: cannot write in {parent} ({(e.strerror or str(e)).lower()})") from None
+    os.close(fd)
+    os.unlink(probe)
     return p
 
 

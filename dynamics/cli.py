@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("dyn: interrupted", err=True)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as e:  # `dyn`, `dyn analyze`: the help, not an error line
+        e.show()
+        sys.exit(e.exit_code)
     except click.UsageError as e:  # one line, as for every other refusal, with where to look
         where = f" (see {e.ctx.command_path} --help)" if e.ctx is not None else ""
         click.echo(f"dyn: error: {e.format_message()}{where}", err=True)

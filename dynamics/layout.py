@@ -76,6 +76,14 @@ class Param:
         return int(np.prod(self.shape, dtype=np.int64))
 
 
+NAME_RULE = "a network or split name is not empty, holds no '/' and does not start with '.'"
+
+
+def valid_name(name: str) -> bool:
+    """Whether a network or split can be called `name` (it names HDF5 groups): NAME_RULE."""
+    return bool(name) and "/" not in name and not name.startswith(".")
+
+
 @dataclass
 class Layout:
     networks: list[Network]
@@ -89,7 +97,7 @@ class Layout:
         if len(set(names)) != len(names):
             raise ValueError(f"network names repeat: {names}")
         for name in names + list(self.splits):
-            if not name or "/" in name or name.startswith("."):
+            if not valid_name(name):
                 raise ValueError(f"invalid network or split name {name!r}")
         self.metrics = [c for c in self.metrics if c != "epoch"]
 

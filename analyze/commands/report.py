@@ -2,8 +2,9 @@
 runs, and an index.html that shows them on one page.
 
 Everything is built in a hidden folder inside DIR and moved into place at the end (index.html
-last), so a failure leaves no partial file. An analysis a run cannot support (no weights, a
-single epoch) is skipped with its reason shown on the page; a bad flag stops the report.
+last), so a failure leaves no partial file, nor the folders it made for DIR. An analysis a run
+cannot support (no weights, a single epoch) is skipped with its reason shown on the page; a bad
+flag stops the report.
 """
 
 from __future__ import annotations
@@ -181,21 +182,34 @@ def report(runs, out_dir, nets, split, from_epoch, to_epoch, fmt, top, rank_by, 
     output.check_writable(target / "index.html", "--out-dir")
     opts = Common(runs=runs, nets=parse_nets(nets), split=split, first=from_epoch, last=to_epoch,
                   out=None, csv=None, as_json=False)
+    made = []  # the folders this report creates, deepest first: removed again if it fails
+    for folder in (target, *target.parents):
+        if folder.exists():
+            break
+        made.append(folder)
+    work, done = None, False
     try:
-        target.mkdir(parents=True, exist_ok=True)
-        work = Path(target) / f".report-{os.getpid()}-{secrets.token_hex(4)}"
-        work.mkdir()
-    except OSError as e:
-        raise DynError(f"--out-dir {target}: cannot create: {e.strerror or e}") from None
-    try:
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            work = Path(target) / f".report-{os.getpid()}-{secrets.token_hex(4)}"
+            work.mkdir()
+        except OSError as e:
+            raise DynError(f"--out-dir {target}: cannot create: {e.strerror or e}") from None
         page = Page(work, f".{fmt}")
         with source.open_runs(runs) as opened:
             build(opened, opts, page, top, rank_by, bins)
             output.write_text(work / "index.html", index(opened, page), "--out-dir")
         for name in page.files + ["index.html"]:
             os.replace(work / name, target / name)
+        done = True
     except OSError as e:
         raise DynError(f"--out-dir {target}: cannot write: {e.strerror or e}") from None
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+        for folder in made if not done else ():
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (another writer), or gone
+                break
     click.echo(f"wrote {target / 'index.html'} ({len(page.files)} files beside it)", err=True)

@@ -20,15 +20,19 @@ from ..fs import check_writable
 
 
 def check_target(out, overwrite: bool) -> Path:
-    """Refuse, before any work, a target we may not (over)write."""
+    """Refuse, before any work, a target we may not (over)write: exit 2, a bad --out, as
+    `dyn train` and `dyn analyze` refuse theirs."""
     if out is None:
         raise UsageError("--out RUN.h5 is required (or --dry-run to only show what would be imported)")
     out = Path(out)
-    check_writable(out)
+    try:
+        check_writable(out)
+    except DynError as e:
+        raise UsageError(f"--out {e}") from None
     if out.is_dir():
-        raise DynError(f"{out}: is a folder; --out names the run file to create")
+        raise UsageError(f"--out {out}: is a folder; --out names the run file to create")
     if out.exists() and not overwrite:
-        raise DynError(f"{out}: already exists; pass --overwrite to replace it")
+        raise UsageError(f"--out {out}: already exists; pass --overwrite to replace it")
     if writer_alive(out):
         raise DynError(f"{out}: a live process is writing this run; refusing to replace it")
     return out

@@ -27,7 +27,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import DynError, UsageError
-from ..layout import Layout, Network, Split
+from ..layout import NAME_RULE, Layout, Network, Split, valid_name
 from .sources import natural_key, stem
 
 ARRAY_SUFFIXES = (".npy", ".npz")
@@ -372,7 +372,13 @@ def import_predictions(sources=(), out=None, *, nets=None, labels=None, split="v
     out = check_target(out, overwrite)
     if decay is not None and not 0 < decay < 1:
         raise UsageError(f"--decay must lie in (0, 1), not {decay}")
+    for flag, name in [("--split", split)] + [("--net", n) for n in nets or {}]:
+        if not valid_name(name):
+            raise UsageError(f"{flag} {name!r}: {NAME_RULE}")
     c = collect(sources, nets, labels, first_epoch, decay)
+    for p in c.nets:  # names found in the files (a .npz key, a CSV's network column, a file name)
+        if not valid_name(p.name):
+            raise DynError(f"{p.source}: network {p.name!r} cannot be recorded: {NAME_RULE}")
     epochs, n = check(c)
     networks = sorted((network(p.name) for p in c.nets),
                       key=lambda x: (x.kind != "sgd", x.kind != "ema", x.decay or 0.0))
