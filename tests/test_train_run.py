@@ -1,5 +1,6 @@
 """`dyn train` end to end on the digits: a valid run file, resume bit for bit, divergence, signals."""
 
+import json
 import os
 import signal
 import subprocess
@@ -106,6 +107,22 @@ def test_divergence_stops_with_exit_3(tmp_path):
         assert k >= 1 and list(run.epochs("val")) == list(range(k))  # the epochs before are kept
     r = run_dyn("inspect", out)
     assert f"diverged at epoch {k}" in r.stdout
+    # the analyses work on the epochs before; no NaN is printed without its reason
+    for command in ("stability", "flips", "histogram", "accuracy", "weight-diff"):
+        text, doc = run_dyn("analyze", command, out), run_dyn("analyze", command, out, "--json")
+        assert text.returncode == doc.returncode == 0, (command, text.stderr, doc.stderr)
+        assert not {"nan", "-nan", "inf", "-inf"} & set(text.stdout.lower().split()), text.stdout
+        assert ": NaN" not in doc.stdout and "Infinity" not in doc.stdout  # JSON: null, never NaN
+        shown = json.loads(doc.stdout)
+        for result in shown.get("runs", []):
+            if "window" in result:
+                assert result["window"] == [0, k - 1], command
+            for values in result["networks"].values():
+                if command == "weight-diff":  # each missing ratio comes with why
+                    assert values["epochs"][-1] == k - 1
+                    assert [v is None for v in values["relative"]] == [bool(w) for w in values["reasons"]]
+        for group in shown.get("groups", []):
+            assert {v["last_epoch"] for v in group["networks"].values()} == {k - 1}
 
 
 def test_train_without_torch_says_how_to_install(tmp_path):

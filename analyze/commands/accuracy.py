@@ -85,11 +85,14 @@ def _lr(run):
     return m["epoch"][ok].to_numpy(), m["lr"][ok].to_numpy()
 
 
+NO_BAND = "no band: a sample std needs two or more runs (seeds)"
+
+
 def _last(b: Band) -> dict:
     best = int(np.nanargmax(b.mean))
     return {"runs": b.n_runs, "last_epoch": int(b.epochs[-1]), "last_mean": float(b.mean[-1]),
             "last_lo": float(b.lo[-1]), "last_hi": float(b.hi[-1]), "best_mean": float(b.mean[best]),
-            "best_epoch": int(b.epochs[best])}
+            "best_epoch": int(b.epochs[best]), "note": NO_BAND if np.isnan(b.lo).all() else None}
 
 
 def table(result: Result) -> str:
@@ -101,7 +104,9 @@ def table(result: Result) -> str:
                          output.fmt(s["last_lo"]), output.fmt(s["last_hi"]), output.fmt(s["best_mean"]),
                          s["best_epoch"]])
     head = ["runs of", "network", "runs", "last epoch", "accuracy", "band lo", "band hi", "best", "at epoch"]
-    return (f"{result.split} accuracy, mean over seeds (band: {result.band})\n" + output.text_table(head, rows))
+    notes = {_last(b)["note"] for g in result.groups for b in g.nets.values()} - {None}
+    return (f"{result.split} accuracy, mean over seeds (band: {result.band})\n" + output.text_table(head, rows)
+            + "".join(f"\n—: {note}" for note in sorted(notes)))
 
 
 def records(result: Result):
