@@ -1,4 +1,4 @@
-"""benchmarks/train_bench.py --quick still runs and prints its figures (not asserted: they are a
+"""Every benchmark's --quick run still runs and prints its figures (not asserted: they are a
 machine's, for benchmarks/README.md), so the benchmark cannot rot."""
 
 import re
@@ -69,3 +69,11 @@ def test_gpu_suite_script_is_valid_and_calls_existing_benchmarks():
         assert "--device" in help_text  # every call passes --device cuda
     limits = [int(x) for x in re.findall(r"^step (\d+) ", script, re.M)]
     assert sum(limits) <= 8 * 60  # the issue's budget for one GPU session
+
+
+def test_append_bench_quick_times_appends_against_a_raw_write():
+    out = bench("append_bench.py")
+    assert re.search(r"^median append \(ms\): +first 10% [\d.]+, middle [\d.]+, last 10% [\d.]+; "
+                     r"last / first = [\d.]+$", out, re.M), out
+    assert re.search(r"^raw write of as many bytes: first 10% [\d.]+", out, re.M), out
+    assert re.search(r"^growth beyond the raw write's: [+-][\d.]+ ms", out, re.M), out
