@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import RunFileError, short_error
 from .hdf5 import open_run_file
-from .format import FORMAT_NAME, FORMAT_VERSION, STATES, packed_width, split_stream
+from .format import BASE_FIELDS, FORMAT_NAME, FORMAT_VERSION, STATES, packed_width, split_stream
 from .lock import writer_alive
 
 READ_BYTES = 32 << 20  # bytes per read when streaming correctness bits
@@ -40,7 +40,7 @@ def _guard(what: str):
                 return fn(self, *args, **kwargs)
             except RunFileError:
                 raise
-            except (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError) as e:
+            except (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError, MemoryError) as e:
                 raise RunFileError(f"{self.path}: {what}: {short_error(e)}") from None
 
         return wrapper
@@ -92,14 +92,24 @@ class Run:
             self._fields = json.loads(_text(st.attrs["fields"]))
         except (KeyError, json.JSONDecodeError):
             raise RunFileError(f"{p}: damaged run file: /status has no valid 'fields' attribute") from None
-        if (not isinstance(st, h5py.Dataset) or st.ndim != 1 or st.dtype.kind not in "iu"
+        if (not isinstance(st, h5py.Dataset) or st.ndim != 1 or st.dtype.kind != "i"  # signed: -1 is "none"
                 or not isinstance(self._fields, list) or len(self._fields) != st.shape[0]):
             raise RunFileError(f"{p}: damaged run file: /status has the wrong shape or type")
+        missing = [k for k in BASE_FIELDS if k not in self._fields]
+        if missing:
+            raise RunFileError(f"{p}: damaged run file: /status lacks {', '.join(missing)}")
+        for name in ("networks", "splits"):
+            if name in f and not isinstance(f[name], h5py.Group):
+                raise RunFileError(f"{p}: damaged run file: /{name} is not a group")
         self.networks: list[str] = list(f["networks"])
         self.splits: list[str] = list(f["splits"]) if "splits" in f else []
+        for name in [f"networks/{n}" for n in self.networks] + [f"splits/{s}" for s in self.splits]:
+            if not isinstance(f.get(name), h5py.Group):
+                raise RunFileError(f"{p}: damaged run file: /{name} is not a group")
         m = f["metrics"]
         self.metric_columns = json.loads(_text(m.attrs["columns"]))
-        if m.ndim != 2 or len(self.metric_columns) != m.shape[1]:
+        if (not isinstance(self.metric_columns, list) or not all(isinstance(c, str) for c in self.metric_columns)
+                or m.ndim != 2 or len(self.metric_columns) != m.shape[1]):
             raise RunFileError(f"{p}: damaged run file: /metrics does not match its columns")
         self.refresh()
 
@@ -115,6 +125,8 @@ class Run:
             if n is None or n < 0:
                 raise RunFileError(f"{self.path}: damaged run file: no valid row count for {stream}")
             for ds in self._stream_datasets(stream):
+                if not isinstance(ds, h5py.Dataset) or ds.ndim < 1:
+                    raise RunFileError(f"{self.path}: damaged run file: {ds.name} is not a dataset of rows")
                 if self._swmr:
                     ds.refresh()
                 if ds.shape[0] < n:
@@ -172,13 +184,33 @@ class Run:
             ds.refresh()
         return self._status["resume_epoch"], ds[: self._status["resume_size"]].tobytes()
 
+    def _check_ds(self, ds: h5py.Dataset, ndim: int, kinds: str, what: str, width: int | None = None,
+                  length: int | None = None) -> h5py.Dataset:
+        """`ds` itself, or a RunFileError when its rank, dtype kind, row width or length is not
+        what the format says (checked from metadata, before any read)."""
+        if not isinstance(ds, h5py.Dataset):
+            raise RunFileError(f"{self.path}: damaged run file: {ds.name} is not a dataset")
+        if (ds.ndim != ndim or ds.dtype.kind not in kinds or (width is not None and ds.shape[1] != width)
+                or (length is not None and ds.shape[0] != length)):
+            want = [f"{ndim}-d", {"iu": "integer", "f": "float", "u": "unsigned"}.get(kinds, kinds)]
+            want += [f"{length} rows"] if length is not None else []
+            want += [f"{width} columns"] if width is not None else []
+            raise RunFileError(f"{self.path}: damaged run file: {ds.name} has shape {ds.shape} {ds.dtype}, "
+                               f"expected {', '.join(want)} ({what})")
+        return ds
+
     # -------------------------------------------------------------- networks
+    @_guard("reading a network's attributes")
     def network_info(self, name: str) -> dict:
         self._check_net(name)
         a = self.f[f"networks/{name}"].attrs
-        decay = float(a.get("decay", np.nan))
-        return {"name": name, "kind": _text(a.get("kind", "other")),
-                "decay": None if np.isnan(decay) else decay}
+        kind, decay = a.get("kind", "other"), a.get("decay", np.nan)
+        if not isinstance(_scalar(kind), (str, bytes)):
+            raise RunFileError(f"{self.path}: damaged run file: /networks/{name} has a 'kind' that is not a string")
+        decay = _number(decay)
+        if decay is None:
+            raise RunFileError(f"{self.path}: damaged run file: /networks/{name} has a 'decay' that is not a number")
+        return {"name": name, "kind": _text(kind), "decay": None if np.isnan(decay) else decay}
 
     def decay(self, name: str) -> float | None:
         return self.network_info(name)["decay"]
@@ -196,30 +228,63 @@ class Run:
     # ---------------------------------------------------------------- splits
     @_guard("reading a split")
     def split_size(self, split: str) -> int:
-        return int(self._check_split(split).attrs["size"])
+        """N, the split's samples: its `size` attribute, which its labels must agree with."""
+        g = self._check_split(split)
+        n = _count(g.attrs.get("size"))
+        if n is None:
+            raise RunFileError(f"{self.path}: damaged run file: /splits/{split} has no valid 'size' attribute")
+        labels = g.get("labels")
+        if isinstance(labels, h5py.Dataset) and labels.shape != (n,):
+            raise RunFileError(f"{self.path}: damaged run file: /splits/{split} says {n} samples, its labels "
+                               f"have shape {labels.shape}")
+        return n
 
     @_guard("reading a split")
     def num_classes(self, split: str) -> int:
-        return int(self._check_split(split).attrs.get("num_classes", 0))
+        n = _count(self._check_split(split).attrs.get("num_classes", 0))
+        if n is None:
+            raise RunFileError(f"{self.path}: damaged run file: /splits/{split} has an invalid 'num_classes'")
+        return n
 
     @_guard("reading labels")
-    def labels(self, split: str) -> np.ndarray:
-        return self._check_split(split)["labels"][...]
+    def labels(self, split: str, samples=None) -> np.ndarray:
+        """The true class of every sample, or of `samples` (indices) only."""
+        return self._per_sample(split, "labels", "iu", samples)
 
     @_guard("reading dataset indices")
-    def dataset_index(self, split: str) -> np.ndarray:
-        return self._check_split(split)["index"][...]
+    def dataset_index(self, split: str, samples=None) -> np.ndarray:
+        return self._per_sample(split, "index", "iu", samples)
 
     @_guard("reading images")
-    def images(self, split: str) -> np.ndarray | None:
-        g = self._check_split(split)
-        return g["images"][...] if "images" in g else None
+    def images(self, split: str, samples=None) -> np.ndarray | None:
+        if "images" not in self._check_split(split):
+            return None
+        return self._per_sample(split, "images", "u", samples, ndim=4)
+
+    def _per_sample(self, split: str, key: str, kinds: str, samples, ndim: int = 1) -> np.ndarray:
+        """A per-sample dataset of the split, checked to hold one entry per sample; all of it, or
+        the entries of `samples` (indices, in their order)."""
+        n = self.split_size(split)
+        ds = self._check_split(split)[key]
+        self._check_ds(ds, ndim, kinds, "one per sample", length=n)
+        if ndim == 4 and ds.dtype != np.uint8:
+            raise RunFileError(f"{self.path}: damaged run file: {ds.name} is {ds.dtype}, not uint8 images")
+        if samples is None:
+            return ds[...]
+        samples = np.asarray(samples, dtype=np.int64)
+        if not len(samples):
+            return ds[:0]
+        if samples.min() < 0 or samples.max() >= n:
+            raise IndexError(f"sample indices outside 0..{n - 1}")
+        rows, where = np.unique(samples, return_inverse=True)  # h5py reads increasing indices
+        return ds[rows][where]
 
     @_guard("reading epochs")
     def epochs(self, split: str) -> np.ndarray:
         """Epochs with a correctness record on `split` (epoch 0 = the initial weights)."""
         g = self._check_split(split)
-        return g["epoch"][: self.rows(split_stream(split))]
+        ds = self._check_ds(g["epoch"], 1, "iu", "epochs")
+        return ds[: self.rows(split_stream(split))].astype(np.int64)
 
     def window(self, split: str, from_epoch: int | None = None, to_epoch: int | None = None) -> slice:
         """Rows of `split` whose epoch lies in [from_epoch, to_epoch] (both inclusive)."""
@@ -240,8 +305,14 @@ class Run:
         if key not in g[net]:
             raise RunFileError(f"{self.path}: split {split!r} has no {key} records for {net!r}")
         ds = g[net][key]
+        if not isinstance(ds, h5py.Dataset):
+            raise RunFileError(f"{self.path}: damaged run file: {ds.name} is not a dataset")
         if self._swmr:
             ds.refresh()
+        n = self.rows(split_stream(split))
+        if ds.ndim < 1 or ds.shape[0] < n:
+            raise RunFileError(f"{self.path}: damaged run file: {ds.name} holds {ds.shape[0] if ds.ndim else 0} "
+                               f"rows, {n} were committed (truncated?)")
         return ds
 
     def _rows_slice(self, split: str, rows: slice | None) -> slice:
@@ -278,12 +349,15 @@ class Run:
     @_guard("reading predictions")
     def predicted(self, split: str, net: str, rows: slice | None = None) -> np.ndarray:
         r = self._rows_slice(split, rows)
-        return self._split_ds(split, net, "predicted")[r.start:r.stop]
+        ds = self._check_ds(self._split_ds(split, net, "predicted"), 2, "iu", "predicted classes",
+                            width=self.split_size(split))
+        return ds[r.start:r.stop]
 
     @_guard("reading losses")
     def loss(self, split: str, net: str, rows: slice | None = None) -> np.ndarray:
         r = self._rows_slice(split, rows)
-        return self._split_ds(split, net, "loss")[r.start:r.stop]
+        ds = self._check_ds(self._split_ds(split, net, "loss"), 2, "f", "losses", width=self.split_size(split))
+        return ds[r.start:r.stop]
 
     def has(self, split: str, net: str, key: str) -> bool:
         return split in self.splits and net in self.networks and key in self.f[f"splits/{split}/{net}"]
@@ -319,22 +393,51 @@ class Run:
     def weight_epochs(self) -> np.ndarray:
         if "weights" not in self.f:
             return np.zeros(0, np.int64)
-        ds = self.f["weights/epoch"]
+        ds = self._check_ds(self.f["weights/epoch"], 1, "iu", "epochs")
         if self._swmr:
             ds.refresh()
-        return ds[: self.rows("weights")]
+        return ds[: self.rows("weights")].astype(np.int64)
 
     @functools.cached_property
     def param_rows(self) -> np.ndarray:
-        """The parameter table as a numpy structured array (no pandas needed)."""
+        """The parameter table as a numpy structured array (no pandas needed), checked: its
+        tensors fill every network's params and buffers rows exactly."""
         if "weights" not in self.f:
             raise RunFileError(f"{self.path}: this run records no weights")
         try:
-            t = self.f["weights/table"][...]
-            for field in ("name", "shape", "kind", "dtype", "offset", "size"):
-                t[field]  # noqa: B018 (a missing field raises here, not later)
+            ds = self.f["weights/table"]
+            if not isinstance(ds, h5py.Dataset):
+                raise ValueError("/weights/table is not a dataset")
+            fields = ds.dtype.fields or {}
+            kinds = {"name": "S", "shape": "S", "kind": "S", "dtype": "S", "offset": "iu", "size": "iu"}
+            bad = [k for k, v in kinds.items() if k not in fields or fields[k][0].kind not in v]
+            if ds.ndim != 1 or bad:
+                raise ValueError(f"shape {ds.shape}, fields {', '.join(bad) or 'ok'} missing or of the wrong type")
+            if ds.shape[0] > 1 << 24:
+                raise ValueError(f"{ds.shape[0]:,} rows")
+            t = ds[...]
+            for kind, key in ((b"param", "params"), (b"buffer", "buffers")):
+                mine = t["kind"] == kind
+                off, size = t["offset"][mine].astype(np.int64), t["size"][mine].astype(np.int64)
+                if (off < 0).any() or (size < 0).any():
+                    raise ValueError(f"a negative {kind.decode()} offset or size")
+                off, size = off.astype(object), size.astype(object)  # Python ints: no overflow
+                total = int(size.sum())
+                end = int((off + size).max()) if len(off) else 0
+                for net in self.networks:
+                    rows = self.f[f"networks/{net}"].get(key)
+                    if rows is None:
+                        continue
+                    if not isinstance(rows, h5py.Dataset) or rows.ndim != 2:
+                        raise ValueError(f"/networks/{net}/{key} is not a table of rows")
+                    width = rows.shape[1]
+                    if total != width or end > width:
+                        raise ValueError(f"its {kind.decode()} tensors hold {total:,} values up to offset "
+                                         f"{end:,}; /networks/{net}/{key} rows hold {width:,}")
+            if not np.isin(t["kind"], [b"param", b"buffer"]).all():
+                raise ValueError("a kind other than param or buffer")
             return t
-        except (KeyError, ValueError, TypeError, OSError) as e:
+        except (KeyError, ValueError, TypeError, OSError, RuntimeError, MemoryError) as e:
             raise RunFileError(f"{self.path}: damaged parameter table: {short_error(e)}") from None
 
     @functools.cached_property
@@ -383,6 +486,8 @@ class Run:
         if "weights" not in self.f or key not in self.f[f"networks/{net}"]:
             raise RunFileError(f"{self.path}: no weights recorded for {net!r}")
         ds = self.f[f"networks/{net}/{key}"]
+        self.param_rows  # noqa: B018 (checks every network's rows against the table)
+        self._check_ds(ds, 2, "f", key)
         if self._swmr:
             ds.refresh()
         return ds
@@ -427,6 +532,27 @@ class Run:
 
     def __repr__(self):
         return f"<dyn run {self.path} {self.state}, networks {self.networks}, splits {self.splits}>"
+
+
+def _scalar(v):
+    """A 0-d array's item, else the value itself."""
+    return v.item() if isinstance(v, np.ndarray) and v.shape == () else v
+
+
+def _number(v) -> float | None:
+    """A real number (not a bool, a string or an array) as float; None for anything else."""
+    v = _scalar(v)
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        return None
+    return float(v)
+
+
+def _count(v) -> int | None:
+    """A non-negative integer (or a float that is one); None for anything else."""
+    x = _number(v)
+    if x is None or not np.isfinite(x) or x < 0 or x != int(x) or x >= 2 ** 63:
+        return None
+    return int(_scalar(v))
 
 
 def _text(v) -> str | None:

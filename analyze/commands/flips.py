@@ -47,8 +47,8 @@ def compute(runs, opts, top: int = 10, rank_by: str = "sum") -> list[RunResult]:
         chosen = top_flips(sum(flips[k].flips for k in key), k=top)
         codes = source.map_parallel(lambda net: barcode(_Rows(run, opts.split, net, win), chosen, n), nets)
         out.append(RunResult(info, opts.split, win, rank_by, flips, chosen,
-                             _pick(run, opts.split, "index", chosen), _pick(run, opts.split, "labels", chosen),
-                             dict(zip(nets, codes)), _images(run, opts.split, chosen)))
+                             run.dataset_index(opts.split, chosen), run.labels(opts.split, chosen),
+                             dict(zip(nets, codes)), run.images(opts.split, chosen) if len(chosen) else None))
     return out
 
 
@@ -72,24 +72,6 @@ class _Rows:
 
     def __getitem__(self, key):
         return stream.columns(*self.args, key[1])
-
-
-def _pick(run, split, name, idx) -> np.ndarray:
-    order = np.argsort(idx)  # h5py reads increasing indices
-    got = np.empty(len(idx), np.int64)
-    got[order] = run.f[f"splits/{split}/{name}"][np.sort(idx)] if len(idx) else []
-    return got
-
-
-def _images(run, split, idx):
-    g = run.f[f"splits/{split}"]
-    if "images" not in g or not len(idx):
-        return None
-    order = np.argsort(idx)
-    imgs = g["images"][np.sort(idx)]
-    out = np.empty_like(imgs)
-    out[order] = imgs
-    return out
 
 
 def summary(f: Flips) -> dict:
