@@ -1,10 +1,8 @@
 """`dyn sweep`: a grid of `dyn train` runs (the paper's tables), rerunnable until complete.
 
-The grid is the product of the comma lists given for the axes (--schedule, --lr, --seed,
---model, --dataset, --batch-size); every other flag applies to every run, and all --decay
-values go into each run together (the EMA never feeds back into SGD). Each run is named from
-its config (TrainConfig.run_name) inside --out-dir and trained by its own `dyn train`
-process, so one crashing run does not take the sweep down. Complete runs are skipped and
+The grid and the presets are train/grid.py. Each run is named from its config
+(TrainConfig.run_name) inside --out-dir and trained by its own `dyn train` process, so one
+crashing run does not take the sweep down. Complete runs are skipped and
 killed or stopped ones resumed: running the same command again completes a sweep.
 
 Engines users already have do the scheduling: runs go one after another here, or one per
@@ -18,7 +16,6 @@ runs are plain Python; only starting runs needs PyTorch.
 from __future__ import annotations
 
 import copy
-import itertools
 import os
 import shlex
 import signal
@@ -35,153 +32,11 @@ from click.core import ParameterSource
 from dynamics.cli import TORCH_HINT
 from dynamics.errors import DynError, UsageError
 
-from .cli import config_from_params, train as train_command
-from .config import MODELS, PAPER_DECAYS, RUN_KEYS, TrainConfig, parse_floats, parse_ints
+from .cli import train as train_command
+from .config import MODELS, RUN_KEYS, TrainConfig
+from .grid import PRESETS, SHARED, comparable, expand, train_args
 from .ranks import torchrun_env
 from .schedules import SCHEDULES
-
-# grid axes: flag name -> (TrainConfig field, parser of one value)
-AXES = {
-    "model": ("model", str),
-    "dataset": ("dataset", str),
-    "schedule": ("schedule", str),
-    "lr": ("lr", float),
-    "batch_size": ("batch_size", int),
-    "seed": ("seed", int),
-}
-# dyn train's options that a sweep passes to every run as they are
-SHARED = ("decay", "epochs", "momentum", "weight_decay", "warmup_iters", "milestones", "gamma", "data_dir",
-          "val_size", "device", "checkpoint_every", "ema_warmup", "amp", "channels_last", "compile_", "sync_bn",
-          "nproc")
-
-PAPER_SEEDS = (1111, 1234, 4321)
-# What a preset fixes: the recipe of its runs (its own settings, dyn train's defaults for the
-# rest). How to run them (device, precision, checkpoints, processes) stays the user's.
-PRESET_FIXES = ("schedule", "decays", "lr", "epochs", "batch_size", "momentum", "weight_decay", "warmup_iters",
-                "milestones", "gamma", "seed", "model", "dataset", "val_size", "ema_warmup")
-
-
-def preset_runs(name: str) -> list[dict]:
-    """The runs of a paper table, as TrainConfig fields that differ from dyn train's defaults."""
-    if name == "table1":  # 5 schedules x 3 seeds, all five decays in each run
-        return [dict(schedule=s, seed=seed, decays=PAPER_DECAYS) for s in SCHEDULES for seed in PAPER_SEEDS]
-    if name == "table2":  # the constant schedule's lr, one seed
-        return [dict(schedule="constant", lr=lr, decays=(0.9995,), seed=1234)
-                for lr in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)]
-    if name == "table3":  # Appendix C: ResNet-50, 200 epochs, one trial (the paper gives no seed)
-        common = dict(model="resnet50", epochs=200, decays=(0.9995,))
-        return [dict(common, schedule="cosine", warmup_iters=5000),
-                dict(common, schedule="constant", warmup_iters=5000),
-                dict(common, schedule="multistep", milestones=(60, 120, 160), gamma=0.2)]
-    raise UsageError(f"--preset: unknown preset {name!r}; choose table1, table2 or table3")
-
-
-PRESETS = ("table1", "table2", "table3")
-
-
-# ------------------------------------------------------------------------ the grid
-def _flag(name: str) -> str:
-    return "--" + name.rstrip("_").replace("_", "-")
-
-
-def parse_axis(name: str, text: str) -> list:
-    """The values of one axis flag: a comma list without repeats."""
-    kind = AXES[name][1]
-    if kind is float:
-        values = list(parse_floats(text, _flag(name)))
-    elif kind is int:
-        values = list(parse_ints(text, _flag(name)))
-    else:
-        values = [v for v in text.replace(" ", "").split(",") if v]
-    if not values:
-        raise UsageError(f"{_flag(name)}: give at least one value")
-    for i, v in enumerate(values):
-        if v in values[:i]:
-            raise UsageError(f"{_flag(name)}: {v} is given twice")
-    return values
-
-
-def expand(params: dict, given: set[str], preset: str | None) -> list[TrainConfig]:
-    """Every run of the grid (or preset) that the parsed sweep options describe, validated.
-
-    params: the sweep's parsed options (click names); given: the ones set on the command line.
-    """
-    base = config_from_params({k: params[k] for k in SHARED}).to_dict()
-    axes = {k: parse_axis(k, params[k]) for k in AXES}
-    if preset is None:
-        runs = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
-        fields = [{**base, **{AXES[k][0]: v for k, v in run.items()}} for run in runs]
-    else:
-        recipe = {k: v for k, v in TrainConfig().to_dict().items() if k in PRESET_FIXES}
-        fields = [{**base, **recipe, **run} for run in preset_runs(preset)]
-        base_given = {_FIELD.get(k, k) for k in given if k in SHARED}
-        _check_preset(preset, fields, base, base_given, {k: v for k, v in axes.items() if k in given})
-    configs = [TrainConfig.from_dict(f).validate() for f in fields]
-    _check_names(configs)
-    return configs
-
-
-_FIELD = {"decay": "decays", "compile_": "compile"}  # option name -> TrainConfig field, where they differ
-
-
-def _check_preset(preset, fields, base, base_given, axes_given) -> None:
-    """A preset fixes the recipe of its runs: flags may repeat its values, not change them."""
-    for name, values in axes_given.items():
-        key = AXES[name][0]
-        theirs = sorted({f[key] for f in fields}, key=str)
-        if sorted(set(values), key=str) != theirs:
-            raise UsageError(f"{_flag(name)}: contradicts --preset {preset}, whose runs have "
-                             f"{','.join(map(str, theirs))}")
-    for key in base_given & set(PRESET_FIXES):
-        theirs = {_comparable(f[key]) for f in fields}
-        if theirs != {_comparable(base[key])}:
-            flag = "--decay" if key == "decays" else _flag(key)
-            shown = " / ".join(_show(v) for v in sorted(theirs, key=str))
-            raise UsageError(f"{flag}: contradicts --preset {preset}, whose runs have {shown}")
-
-
-def _comparable(value):
-    return tuple(value) if isinstance(value, (list, tuple)) else value
-
-
-def _show(value) -> str:
-    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
-
-
-def _check_names(configs: list[TrainConfig]) -> None:
-    """Two runs of one name would share a file: e.g. learning rates equal to 6 digits."""
-    seen = {}
-    for cfg in configs:
-        name = cfg.run_name()
-        if name in seen:
-            other = seen[name]
-            key = next(k for k in AXES if getattr(cfg, k) != getattr(other, k))
-            raise UsageError(f"{_flag(key)}: {getattr(other, key)} and {getattr(cfg, key)} give the same run "
-                             f"name {name}")
-        seen[name] = cfg
-
-
-# -------------------------------------------------------------- commands for runs
-def train_args(cfg: TrainConfig) -> list[str]:
-    """`dyn train` arguments that parse back to `cfg`: what names a run always, the rest where it
-    differs from the default."""
-    default = TrainConfig()
-    always = ("schedule", "decays", "lr", "epochs", "seed")
-    args = []
-    for key in ("model", "dataset", "schedule", "decays", "lr", "epochs", "batch_size", "momentum",
-                "weight_decay", "warmup_iters", "milestones", "gamma", "seed", "val_size", "data_dir", "device",
-                "checkpoint_every", "ema_warmup", "amp", "channels_last", "compile", "sync_bn"):
-        value = getattr(cfg, key)
-        if key not in always and value == getattr(default, key):
-            continue
-        flag = "--decay" if key == "decays" else _flag(key)
-        if isinstance(value, bool):
-            args += [flag] if value else []
-        elif isinstance(value, tuple):
-            args += [flag, ",".join(repr(v) for v in value)]
-        elif value is not None:
-            args += [flag, repr(value) if isinstance(value, float) else str(value)]
-    return args
 
 
 @dataclass
@@ -217,7 +72,7 @@ def classify(run: Run) -> None:
         run.status, run.note = "failed", str(e)
         return
     mine = run.cfg.to_dict()
-    differ = [k for k in RUN_KEYS if k in stored and _comparable(stored[k]) != _comparable(mine[k])]
+    differ = [k for k in RUN_KEYS if k in stored and comparable(stored[k]) != comparable(mine[k])]
     if differ:
         k = differ[0]
         run.status, run.note = "failed", (f"{run.out} holds a run with {k}={stored[k]}, this sweep's has "
