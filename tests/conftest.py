@@ -1,6 +1,14 @@
+import os
+
 import pytest
 
-from helpers import DIGITS, DIGITS_EPOCHS, run_dyn
+# Under pytest-xdist the workers share the cores: one torch thread per process, or OpenMP's
+# spinning threads of two trainings on two cores slow each of them several times (measured: the
+# digits claim test, 31 s alone, took 220 s beside another training with 2 threads each).
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from helpers import DIGITS, DIGITS_EPOCHS, run_dyn  # noqa: E402
 
 
 @pytest.fixture
