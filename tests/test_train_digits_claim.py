@@ -33,7 +33,7 @@ def read(path):
         return out
 
 
-@pytest.mark.slow  # ~35 s on two quiet cores
+@pytest.mark.slow  # ~31 s on two quiet cores
 def test_ema_is_more_stable_than_sgd_under_a_constant_lr(tmp_path):
     out = tmp_path / "digits.h5"
     r = run_dyn("train", "--dataset", "digits", "--schedule", "constant", "--lr", "0.05", "--epochs", EPOCHS,
@@ -44,6 +44,8 @@ def test_ema_is_more_stable_than_sgd_under_a_constant_lr(tmp_path):
     half = slice(EPOCHS // 2, None)  # stability of epochs 11..20 (each against the epoch before)
     sgd, ema = (nets[n][0][half].mean() for n in ("sgd", "ema-0.99"))
     # both networks learned: the EMA's stability is not that of weights stuck near their start
+    # (their best of the second half: SGD's last epoch, at a constant lr, is noisy by design, and
+    # moves with the number of threads: 0.836 with one, 0.936 with two)
     for net, (_, acc) in nets.items():
-        assert acc[-1] >= 0.9, f"{net} reached only {acc[-1]:.3f} test accuracy"
+        assert acc[half].max() >= 0.9, f"{net} reached only {acc[half].max():.3f} test accuracy"
     assert ema > sgd, f"EMA 0.99 val stability {ema:.4f} vs SGD {sgd:.4f} over epochs 11..{EPOCHS}"
