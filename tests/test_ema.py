@@ -42,11 +42,9 @@ def test_names_round_trip_the_decay():
         EMA(nn.Linear(2, 2), [1.5])
 
 
-def test_ema_matches_the_formula_by_hand_including_bn_buffers():
-    model = tiny_resnet()
-    decays = [0.5, 0.9]
-    ema = EMA(model, decays)
-    # reference in float64, by hand, over the whole state
+def ema_beside_the_hand_formula(model, decays=(0.5, 0.9), steps=4):
+    """(EMA of `model`, its states by hand in float64 over the whole state) after `steps` SGD steps."""
+    ema = EMA(model, list(decays))
     ref = [{k: v.double().clone() for k, v in model.state_dict().items()} for _ in decays]
 
     def by_hand():
@@ -54,7 +52,13 @@ def test_ema_matches_the_formula_by_hand_including_bn_buffers():
             for k, v in model.state_dict().items():
                 r[k] = d * r[k] + (1 - d) * v.double() if v.is_floating_point() else v.double().clone()
 
-    sgd_steps(model, 4, after_step=lambda: (ema.update(), by_hand()))
+    sgd_steps(model, steps, after_step=lambda: (ema.update(), by_hand()))
+    return ema, ref
+
+
+def test_ema_matches_the_formula_by_hand_including_bn_buffers():
+    model = tiny_resnet()
+    ema, ref = ema_beside_the_hand_formula(model)
     live = model.state_dict()
     for k, r in enumerate(ref):
         got = ema.state_dict_for(k)

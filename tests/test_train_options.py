@@ -14,9 +14,9 @@ import torch
 
 from dynamics import open_run
 from dynamics.cli import main
-from test_ema import sgd_steps, tiny_resnet
+from test_ema import ema_beside_the_hand_formula, tiny_resnet
 from train.data import load_dataset, normalize
-from train.ema import EMA, flatten_state
+from train.ema import flatten_state
 from train.models import build_model
 
 FLAGS = ["--dataset", "digits", "--schedule", "constant", "--decay", "0.9", "--batch-size", "256",
@@ -62,16 +62,7 @@ def records(path):
 def test_ema_of_a_channels_last_model_matches_the_formula_by_hand():
     model = tiny_resnet().to(memory_format=torch.channels_last)
     assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    decays = [0.5, 0.9]
-    ema = EMA(model, decays)
-    ref = [{k: v.double().clone() for k, v in model.state_dict().items()} for _ in decays]
-
-    def by_hand():
-        for d, r in zip(decays, ref):
-            for k, v in model.state_dict().items():
-                r[k] = d * r[k] + (1 - d) * v.double() if v.is_floating_point() else v.double().clone()
-
-    sgd_steps(model, 4, after_step=lambda: (ema.update(), by_hand()))
+    ema, ref = ema_beside_the_hand_formula(model)
     table = ema.table
     for k, r in enumerate(ref):
         got = ema.state_dict_for(k)
