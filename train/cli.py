@@ -246,6 +246,12 @@ def launch(nproc: int, args: list[str], cfg: TrainConfig, out: Path | None, *, r
     os.execve(sys.executable, argv, env)
 
 
+def killed_before_first_epoch(run) -> bool:
+    """A run `dyn train` created (its config records the environment) but was killed before it
+    committed epoch 0: there is nothing to keep, so `--resume` starts it again."""
+    return run.state in ("interrupted", "stopped") and run.rows("metrics") == 0 and "environment" in run.config
+
+
 def _resume_config(cfg, out, given, check_resume, world=1):
     """(the stored config with the given flags checked against it, whether to start the run over);
     None if nothing is left to do."""
@@ -255,7 +261,7 @@ def _resume_config(cfg, out, given, check_resume, world=1):
         state, stored = run.state, run.config
         diverged_epoch = run.diverged_epoch
         resumable = run.resume_state() is not None
-        empty = run.rows("metrics") == 0
+        restart = killed_before_first_epoch(run)
     if state == "complete":
         click.echo(f"{out}: already complete, nothing to resume", err=True)
         return None
@@ -264,8 +270,7 @@ def _resume_config(cfg, out, given, check_resume, world=1):
     if state == "diverged":
         raise DynError(f"--resume: {out} diverged at epoch {diverged_epoch}; start a new run", exit_code=2)
     keep = {k: v for k, v in given.items() if k in ("device", "data_dir", "eval_batch_size", "compile")}
-    if not resumable and empty and "environment" in stored:
-        # killed before it committed epoch 0: there is nothing to keep, so start it again
+    if not resumable and restart:
         check_resume(given, stored, out)
         click.echo(f"{out}: {state} before its first epoch was recorded; starting it again", err=True)
         return TrainConfig.from_dict({**stored, **keep}).validate(), True

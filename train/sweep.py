@@ -32,7 +32,7 @@ from click.core import ParameterSource
 from dynamics.cli import TORCH_HINT
 from dynamics.errors import DynError, UsageError
 
-from .cli import train as train_command
+from .cli import killed_before_first_epoch, train as train_command
 from .config import MODELS, RUN_KEYS, TrainConfig
 from .grid import PRESETS, SHARED, comparable, expand, train_args
 from .ranks import torchrun_env
@@ -64,10 +64,8 @@ def classify(run: Run) -> None:
 
     try:
         with open_run(run.out) as f:
-            state, stored, resumable, diverged_at = f.state, f.config, f.resumable, f.diverged_epoch
-            # killed before its first epoch: `dyn train --resume` starts it again
-            resumable = resumable or (state in ("interrupted", "stopped") and f.rows("metrics") == 0
-                                      and "environment" in stored)
+            state, stored, diverged_at = f.state, f.config, f.diverged_epoch
+            resumable = f.resumable or killed_before_first_epoch(f)  # the latter starts again
     except DynError as e:
         run.status, run.note = "failed", str(e)
         return
