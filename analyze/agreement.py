@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyze.bits import VerticalCounter, Words, blocks, check_rows, popcount
+from analyze.bits import check_rows
 from analyze.histogram import fraction_histogram
+from analyze.kernels import RowCounts, Tally
 from analyze.window import Cursor
 
 
@@ -50,9 +51,8 @@ class AgreementAccumulator:
     def __init__(self, n: int, epochs, window=None):
         self.n = int(n)
         self.cursor = Cursor(epochs, window)
-        self._counter = VerticalCounter(n)
-        self._words_a, self._words_b = Words(), Words()
-        self._diff = None  # reused XOR buffer
+        self._count = RowCounts(n)
+        self._tally = Tally(n)
         self._differs, self._labels = [], []
         self._with_labels = None
 
@@ -72,19 +72,14 @@ class AgreementAccumulator:
         sl = self.cursor.take(len(a))  # only now: a refused chunk must not count as fed
         if with_labels:
             self._labels.append(np.count_nonzero(la[sl] != lb[sl], axis=1).astype(np.int64))
-        for xa, xb in zip(blocks(a[sl]), blocks(b[sl])):
-            wa, wb = self._words_a(xa), self._words_b(xb)
-            if self._diff is None or len(self._diff) < len(wa):
-                self._diff = np.empty_like(wa)
-            d = np.bitwise_xor(wa, wb, out=self._diff[:len(wa)])
-            self._differs.append(popcount(d, self.n))
-            self._counter.add_words(d)
+        self._differs.append(self._count.differ(a[sl], b[sl]))
+        self._tally.add(a[sl], b[sl])
 
     def result(self) -> Agreement:
         self.cursor.done()
         labels = np.concatenate(self._labels) if self._with_labels else None
         return Agreement(self.cursor.window_epochs, self.n, np.concatenate(self._differs),
-                         self._counter.counts(), labels)
+                         self._tally.counts(), labels)
 
 
 def agreement(rows_a, rows_b, n: int, epochs=None, window=None,

@@ -102,36 +102,18 @@ def popcount(rows: np.ndarray, n: int) -> np.ndarray:
     return count
 
 
-class ConsecutiveXor:
-    """Rows XOR their predecessor, carried across chunk boundaries.
-
-    The first row ever given has no predecessor, so diff() returns one row
-    fewer than it was given that time, and as many afterwards. Only the last
-    row is kept between calls. The result lives in a buffer reused by the next
-    call (a fresh multi-MB array per chunk costs more in page faults than the
-    XOR itself).
-    """
-
-    def __init__(self):
-        self.prev = None
-        self._out = None
-
-    def diff(self, w: np.ndarray) -> np.ndarray:
-        if len(w) == 0:
-            return w
-        if self._out is None or self._out.shape[0] < len(w) or self._out.shape[1:] != w.shape[1:]:
-            self._out = np.empty_like(w)
-        if self.prev is None:
-            d = self._out[:len(w) - 1]
-            np.bitwise_xor(w[1:], w[:-1], out=d)
-        else:
-            d = self._out[:len(w)]
-            np.bitwise_xor(w[0], self.prev, out=d[0])
-            np.bitwise_xor(w[1:], w[:-1], out=d[1:])
-        if self.prev is None or self.prev.shape != w.shape[1:]:
-            self.prev = np.empty_like(w[-1])
-        self.prev[...] = w[-1]  # a copy: the caller may reuse its buffer
-        return d
+def planes_to_counts(planes, n: int, rows: int) -> np.ndarray:
+    """int64 (n,) counts from bit-sliced planes: plane k (uint64 words in the rows' byte
+    layout) holds bit k of every sample's count; rows bounds the counts."""
+    # The narrowest integer that holds the row count: int64 arithmetic on
+    # 10**6 samples per plane would cost more than all the adding did.
+    dt = next(d for d in (np.uint16, np.uint32, np.uint64) if rows < np.iinfo(d).max)
+    out, tmp = np.zeros(n, dt), np.empty(n, dt)
+    for k, plane in enumerate(planes):
+        bits = np.unpackbits(np.ascontiguousarray(plane).view(np.uint8), count=n)
+        np.left_shift(bits, k, out=tmp, dtype=dt)
+        out += tmp
+    return out.astype(np.int64)
 
 
 class VerticalCounter:
@@ -183,15 +165,7 @@ class VerticalCounter:
 
     def counts(self) -> np.ndarray:
         """int64 (n,): for each sample, how many added rows had its bit set."""
-        # The narrowest integer that holds the row count: int64 arithmetic on
-        # 10**6 samples per plane would cost more than all the adding did.
-        dt = next(d for d in (np.uint16, np.uint32, np.uint64) if self.rows < np.iinfo(d).max)
-        out, tmp = np.zeros(self.n, dt), np.empty(self.n, dt)
-        for k, plane in enumerate(self._binary()):
-            bits = np.unpackbits(plane.view(np.uint8), count=self.n)
-            np.left_shift(bits, k, out=tmp, dtype=dt)
-            out += tmp
-        return out.astype(np.int64)
+        return planes_to_counts(self._binary(), self.n, self.rows)
 
     def _binary(self) -> list:
         # Ripple the pending planes into a copy of the accumulated ones: a few

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyze.bits import ConsecutiveXor, VerticalCounter, Words, blocks, check_rows, nbytes
+from analyze.bits import check_rows, nbytes
+from analyze.kernels import Successive, Tally
 from analyze.window import Cursor
 
 RANK_BY = ("sgd", "ema", "sum", "stability")
@@ -39,18 +40,18 @@ class FlipsAccumulator:
     def __init__(self, n: int, epochs, window=None):
         self.n = int(n)
         self.cursor = Cursor(epochs, window)
-        self._xor = ConsecutiveXor()
-        self._words = Words()
-        self._counter = VerticalCounter(n)
+        self._successive = Successive()
+        self._tally = Tally(n)
 
     def add(self, chunk) -> None:
-        chunk = check_rows(chunk, self.n)
-        for b in blocks(chunk[self.cursor.take(len(chunk))]):
-            self._counter.add_words(self._xor.diff(self._words(b)))
+        rows = check_rows(chunk, self.n)[self.cursor.take(len(chunk))]
+        _, rows, before = self._successive.split(rows)
+        if len(rows):
+            self._tally.add_successive(rows, before)
 
     def result(self) -> Flips:
         self.cursor.done()
-        return Flips(self.cursor.window_epochs, self._counter.counts())
+        return Flips(self.cursor.window_epochs, self._tally.counts())
 
 
 def flips_per_sample(rows, n: int, epochs=None, window=None) -> Flips:

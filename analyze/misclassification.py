@@ -4,15 +4,16 @@ ratio(sample) = 1 - mean over the window's epochs of its correctness, i.e. the
 fraction of those epochs in which it was wrong. The default window is the
 second half of the recorded epochs (window.second_half: 90..180 for 0..180, the
 paper's choice). Counting is done on the packed rows with a bit-sliced vertical
-counter; only the counter's planes are ever unpacked.
+counter (analyze.kernels.Tally); only the counter's planes are ever unpacked.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from analyze.bits import VerticalCounter, check_rows
+from analyze.bits import check_rows
 from analyze.histogram import fraction_histogram
+from analyze.kernels import Tally
 from analyze.window import Cursor, second_half
 
 
@@ -63,15 +64,15 @@ class MisclassificationAccumulator:
     def __init__(self, n: int, epochs, window=None):
         self.n = int(n)
         self.cursor = Cursor(epochs, second_half(epochs) if window is None else window)
-        self._counter = VerticalCounter(n)
+        self._tally = Tally(n)
 
     def add(self, chunk) -> None:
         chunk = check_rows(chunk, self.n)
-        self._counter.add(chunk[self.cursor.take(len(chunk))])
+        self._tally.add(chunk[self.cursor.take(len(chunk))])
 
     def result(self) -> Misclassification:
         self.cursor.done()
-        return Misclassification(self.cursor.window_epochs, self._counter.counts())
+        return Misclassification(self.cursor.window_epochs, self._tally.counts())
 
 
 def misclassification(rows, n: int, epochs=None, window=None) -> Misclassification:

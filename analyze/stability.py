@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyze.bits import ConsecutiveXor, Words, blocks, check_rows, popcount
+from analyze.bits import check_rows
+from analyze.kernels import RowCounts, Successive
 from analyze.window import Cursor
 
 
@@ -49,16 +50,18 @@ class StabilityAccumulator:
     def __init__(self, n: int, epochs, window=None):
         self.n = int(n)
         self.cursor = Cursor(epochs, window)
-        self._xor = ConsecutiveXor()
-        self._words = Words()
+        self._count = RowCounts(n)
+        self._successive = Successive()
         self._correct, self._changed = [], []
 
     def add(self, chunk) -> None:
-        chunk = check_rows(chunk, self.n)
-        for b in blocks(chunk[self.cursor.take(len(chunk))]):
-            w = self._words(b)
-            self._correct.append(popcount(w, self.n))
-            self._changed.append(popcount(self._xor.diff(w), self.n))
+        rows = check_rows(chunk, self.n)[self.cursor.take(len(chunk))]
+        head, rows, before = self._successive.split(rows)
+        self._correct.append(self._count.ones(head))  # the first row ever: nothing changed yet
+        if len(rows):
+            ones, differ = self._count.successive(rows, before)
+            self._correct.append(ones)
+            self._changed.append(differ)
 
     def result(self) -> Stability:
         self.cursor.done()

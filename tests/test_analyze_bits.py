@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from analyze.bits import (ConsecutiveXor, VerticalCounter, Words, blocks, check_rows, nbytes, pack,
+from analyze.bits import (VerticalCounter, Words, blocks, check_rows, nbytes, pack,
                           popcount, unpack, words)
 
 SIZES = [1, 7, 8, 9, 63, 64, 65, 127, 1000, 1001]
@@ -93,18 +93,6 @@ def test_blocks_cover_every_row_once_within_the_byte_limit():
     parts = list(blocks(rows, max_bytes=7))  # 2 rows of 3 bytes per block
     assert [len(b) for b in parts] == [2, 2, 2, 2, 2]
     assert [len(b) for b in blocks(rows, max_bytes=1)] == [1] * 10  # never zero rows
-
-
-def test_consecutive_xor_carries_the_last_row_across_chunks():
-    rng = np.random.default_rng(1)
-    c = random_correct(rng, 9, 200)
-    w = words(np.packbits(c, axis=1))
-    x = ConsecutiveXor()
-    got = [x.diff(w[:4]).copy(), x.diff(w[4:4]).copy(), x.diff(w[4:5]).copy(), x.diff(w[5:]).copy()]
-    assert [len(g) for g in got] == [3, 0, 1, 4]
-    diffs = np.concatenate(got)
-    expect = np.packbits(c[1:] != c[:-1], axis=1)
-    assert np.array_equal(diffs.view(np.uint8)[:, :expect.shape[1]], expect)
 
 
 def test_vertical_counter_hand_worked():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import analyze
 
-PURE = ["accuracy", "agreement", "bits", "flips", "histogram", "misclassification", "networks", "runs",
+PURE = ["accuracy", "agreement", "bits", "flips", "histogram", "kernels", "misclassification", "networks", "runs",
         "stability", "tables", "weight_diff", "window"]
 PLOT = ["plot", "plot.style", "plot.save", "plot.stability", "plot.misclassification",
         "plot.barcode", "plot.weight_diff", "plot.accuracy", "plot.agreement"]
