@@ -101,8 +101,10 @@ def test_feed_runs_each_network_once_in_parallel(run_file):
             assert got[net] == [want, want]
 
 
+@pytest.mark.parametrize("pread_bytes", [0, 1 << 20], ids=["a pread per byte", "whole rows"])
 @pytest.mark.parametrize("lo,hi", [(0, 300), (255, 258), (7, 8)])
-def test_byte_columns_equal_the_reader(run_file, lo, hi):
+def test_byte_columns_equal_the_reader(run_file, lo, hi, pread_bytes, monkeypatch):
+    monkeypatch.setattr(stream, "PREAD_BYTES", pread_bytes)
     cols = np.array([0, 5, 64, 125])  # 125: the last byte, with padding bits
     with open_run(run_file) as run:
         got = stream.columns(run, "val", "sgd", lo, hi, cols)
