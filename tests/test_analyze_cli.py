@@ -98,6 +98,22 @@ def test_histogram_default_window_is_the_second_half(run, facts, tmp_path):
         assert got["counts"] == [int(x) for x in want] and got["bin_edges"] == [0, 0.25, 0.5, 0.75, 1]
 
 
+def test_flips_reads_barcodes_only_for_what_shows_them(run, facts):
+    from analyze.commands import flips
+    from analyze.options import Common
+    from dynamics.reader import open_run
+
+    correct, _, _ = facts
+    ask = dict(runs=(), nets=["sgd"], split="val", first=None, last=None, out=None, csv=None)
+    with open_run(run) as r:
+        (table,) = flips.compute([r], Common(**ask, as_json=False), top=4)
+        (doc,) = flips.compute([r], Common(**ask, as_json=True), top=4)
+        (forced,) = flips.compute([r], Common(**ask, as_json=False), top=4, barcodes=True)
+    assert table.barcodes is None and table.top.tolist() == doc.top.tolist()
+    want = correct[("val", "sgd")][:, doc.top].T
+    assert np.array_equal(doc.barcodes["sgd"], want) and np.array_equal(forced.barcodes["sgd"], want)
+
+
 def test_flips_ranking_barcodes_and_csv(run, facts, tmp_path):
     correct, _, _ = facts
     lay = SYN.layout()

@@ -28,11 +28,16 @@ class RunResult:
     top: np.ndarray       # (k,) sample indices, least stable first
     dataset_index: np.ndarray
     labels: np.ndarray
-    barcodes: dict        # {network: (k, T) bool}
+    barcodes: dict | None  # {network: (k, T) bool}; None when not read (see compute)
     images: np.ndarray | None
 
 
-def compute(runs, opts, top: int = 10, rank_by: str = "sum") -> list[RunResult]:
+def compute(runs, opts, top: int = 10, rank_by: str = "sum", barcodes: bool | None = None) -> list[RunResult]:
+    """barcodes: read the top samples' barcodes; by default only for what shows them (a
+    figure, --json). They are a second read, of a few bytes per epoch and network scattered
+    over the file: on 10**6 samples a quarter of the time counting the flips takes."""
+    if barcodes is None:
+        barcodes = bool(opts.out or opts.as_json)
     out = []
     for run, info in zip(runs, source.describe(runs)):
         source.need_correctness(run, opts.split, "flips")
@@ -45,10 +50,13 @@ def compute(runs, opts, top: int = 10, rank_by: str = "sum") -> list[RunResult]:
         # Summing flips over the ranked networks orders samples as the sum of their per-sample
         # stabilities does (1 - flips / transitions each): the authors' "stability" ranking.
         chosen = top_flips(sum(flips[k].flips for k in key), k=top)
-        codes = source.map_parallel(lambda net: barcode(_Rows(run, opts.split, net, win), chosen, n), nets)
+        codes = None
+        if barcodes:
+            codes = dict(zip(nets, source.map_parallel(
+                lambda net: barcode(_Rows(run, opts.split, net, win), chosen, n), nets)))
         out.append(RunResult(info, opts.split, win, rank_by, flips, chosen,
                              run.dataset_index(opts.split, chosen), run.labels(opts.split, chosen),
-                             dict(zip(nets, codes)), run.images(opts.split, chosen) if len(chosen) else None))
+                             codes, run.images(opts.split, chosen) if len(chosen) else None))
     return out
 
 

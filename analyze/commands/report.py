@@ -77,7 +77,7 @@ def build(runs, opts: Common, page: Page, top: int, rank_by: str, bins: int):
     for run, info in zip(runs, infos):
         page.section(f"Run {info.label} ({info.path})")
         for name, mod, caption in PER_RUN:
-            params = {"flips": {"top": top, "rank_by": rank_by}, "histogram": {"bins": bins},
+            params = {"flips": {"top": top, "rank_by": rank_by, "barcodes": True}, "histogram": {"bins": bins},
                       "agreement": {"bins": bins, "pair": lambda r: _pair(r, opts.nets)}}.get(name, {})
             _try(page, f"{name} of {info.label}", lambda: page.add(
                 f"{name}-{info.name}", mod, _with_info(mod.compute([run], opts, **params), info), caption))
