@@ -14,10 +14,15 @@ the bits), then, with the page cache warm, times:
             fastest of them. A cold read (after posix_fadvise DONTNEED) is shown for scale.
   compute   the analysis alone on bits already in memory, one thread: what the bits cost
   analysis  the command's own computation (analyze.commands.<name>.compute, i.e. everything
-            `dyn analyze <name> RUN` does but start-up and printing), three ways: as shipped
-            (networks in parallel threads, one per CPU; reading ahead only when there are fewer
-            networks than CPUs), one thread reading ahead, one thread without. Histogram reads
-            only its window (the second half): its floor is scaled.
+            `dyn analyze <name> RUN` does but start-up and printing; flips+codes also reads the
+            top samples' barcodes, as --out and --json do), four ways: as shipped (C kernels where built, networks in parallel
+            threads, one per CPU, reading ahead only when there are fewer networks than CPUs),
+            the same with numpy's kernels (analyze/kernels.py's fallback), one thread reading
+            ahead, one thread without. Histogram reads only its window (the second half): its
+            floor is the raw read of that window's rows, measured.
+
+Every timed call opens the run afresh, as a command does, so nothing read by one call (HDF5's
+metadata, chunk addresses) serves the next; the floors and analyses are measured in turns.
 
 and the peak resident memory (ru_maxrss) of each analysis run alone in a fresh process. Times
 are the best of --repeat; the CPU load average is printed, since other processes skew them.
@@ -37,7 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
-ANALYSES = ("stability", "histogram", "flips")
+ANALYSES = ("stability", "histogram", "flips", "flips+codes")  # flips+codes: with the barcodes (--out, --json)
+PATH = None  # the bench file, set by run_bench
 DECAYS = (0.9, 0.99, 0.999, 0.9995, 0.9997)
 
 
@@ -60,11 +66,6 @@ def make_run(path: Path, n: int, epochs: int, networks: int, seed: int = 0) -> N
         w.finish()
 
 
-def best(repeat: int, fn) -> float:
-    """Best wall time of `repeat` calls."""
-    return timed(repeat, fn)[0]
-
-
 def timed(repeat: int, fn) -> tuple[float, float]:
     """(best wall time, CPU time of all this process' threads in that call) of `repeat` calls.
     CPU time is what the work costs whatever else the machine runs; wall time is what one waits."""
@@ -78,6 +79,16 @@ def timed(repeat: int, fn) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------------------- floors
+
+def fresh(fn):
+    """fn(run) on the bench file opened afresh, as each `dyn` command opens it."""
+    from dynamics.reader import open_run
+
+    def call():
+        with open_run(PATH) as run:
+            return fn(run)
+    return call
+
 
 def read_reader(run):
     for net in run.networks:
@@ -129,6 +140,8 @@ def opts():
 def analysis(run, name: str):
     import importlib
 
+    if name == "flips+codes":
+        return importlib.import_module("analyze.commands.flips").compute([run], opts(), barcodes=True)
     return importlib.import_module(f"analyze.commands.{name}").compute([run], opts())
 
 
@@ -139,7 +152,7 @@ def accumulators(name: str, n: int, epochs):
 
     if name == "stability":
         return StabilityAccumulator(n, epochs)
-    if name == "flips":
+    if name.startswith("flips"):
         return FlipsAccumulator(n, epochs)
     return MisclassificationAccumulator(n, epochs, (int(epochs[0]), int(epochs[-1])))
 
@@ -199,7 +212,7 @@ def main(argv=None):
     ap.add_argument("--samples", type=int, default=1_000_000)
     ap.add_argument("--epochs", type=int, default=1000)
     ap.add_argument("--networks", type=int, default=6, choices=range(1, 7))
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--file", type=Path, help="run file to use (made if missing)")
     ap.add_argument("--keep", action="store_true", help="keep the run file")
     ap.add_argument("--quick", action="store_true", help="100,000 samples x 200 epochs")
@@ -223,76 +236,125 @@ def main(argv=None):
             print(f"kept {path}")
 
 
+def variant(workers=None, ahead=None, numpy_kernels=False):
+    """A context in which analyses run as one of the compared configurations."""
+    import contextlib
+
+    from analyze import kernels, stream
+
+    @contextlib.contextmanager
+    def ctx():
+        saved_env, saved_lib = os.environ.get("DYN_WORKERS"), kernels._lib
+        if workers is not None:
+            os.environ["DYN_WORKERS"] = str(workers)
+        stream.READ_AHEAD = ahead
+        if numpy_kernels:
+            kernels._lib = lambda: None
+        try:
+            yield
+        finally:
+            stream.READ_AHEAD = None
+            kernels._lib = saved_lib
+            if saved_env is None:
+                os.environ.pop("DYN_WORKERS", None)
+            else:
+                os.environ["DYN_WORKERS"] = saved_env
+    return ctx
+
+
+def in_turns(repeat: int, jobs: dict) -> dict:
+    """{key: (best wall, CPU of that call)}, every job timed once per round, round after round:
+    a load that comes and goes then weighs on all of them alike."""
+    out = {k: (float("inf"), float("inf")) for k in jobs}
+    for _ in range(repeat):
+        for k, (ctx, fn) in jobs.items():
+            with ctx():
+                out[k] = min(out[k], timed(1, fn))
+    return out
+
+
 def run_bench(a, path: Path):
-    from analyze import source, stream
+    import contextlib
+
+    global PATH
+    from analyze import kernels, source, stream
     from dynamics.reader import open_run
 
     if not path.exists():
         t = time.perf_counter()
         make_run(path, a.samples, a.epochs, a.networks)
         print(f"wrote {path} in {time.perf_counter() - t:.1f} s")
+    PATH = path
     memory = {name: peak_memory(path, name) for name in ANALYSES}  # first, while this process is small
     with open_run(path) as run:
         n, epochs, nets = run.split_size("val"), run.epochs("val"), run.networks
-        bits = len(nets) * len(epochs) * ((n + 7) // 8)
-        print(f"analyze_bench: {n:,} samples x {len(epochs):,} epochs x {len(nets)} networks = "
-              f"{bits / 1e6:,.0f} MB of bits ({path.stat().st_size / 1e6:,.0f} MB file); "
-              f"{source.workers()} CPUs, load average {os.getloadavg()[0]:.2f}; best of {a.repeat}")
-        read_raw(run)  # warm the page cache
-        floors = {"reader (Run.iter_correct_packed)": timed(a.repeat, lambda: read_reader(run)),
-                  "h5py read_direct, reused buffer": timed(a.repeat, lambda: read_h5py(run)),
-                  "raw chunk reads (analyze.stream)": timed(a.repeat, lambda: read_raw(run))}
-        floor, floor_cpu = min(floors.values())
-        print("floor: reading the bits, page cache warm        wall      CPU")
-        for k, (v, c) in floors.items():
-            print(f"  {k:38s} {v:7.3f} s {c:7.3f} s  {bits / v / 1e9:5.2f} GB/s")
-        cold = None
-        if drop_cache(path):
-            t = time.perf_counter()
-            read_raw(run)
-            cold = time.perf_counter() - t
-            print(f"  {'cold read (after fadvise DONTNEED)':38s} {cold:7.3f} s {'':9s}  {bits / cold / 1e9:5.2f} GB/s"
-                  "  (not the floor)")
-        print(f"  floor = {floor:.3f} s wall, {floor_cpu:.3f} s CPU\n")
-
         sample = run.correct_packed("val", nets[0])  # one network's bits, for compute-only
-        chunk_rows = max(1, stream.READ_BYTES // sample.shape[1])
-        print(f"{'':20s} {'floor':>15s} {'compute':>8s} {'shipped':>15s} {'1 ahead':>8s} {'1 plain':>8s} "
-              f"{'shipped/floor':>15s} {'peak':>6s}")
-        print(f"{'analysis':10s} {'bits':>9s} {'wall':>7s} {'CPU':>7s} {'CPU':>8s} {'wall':>7s} {'CPU':>7s} "
-              f"{'wall':>8s} {'wall':>8s} {'wall':>7s} {'CPU':>7s} {'MB':>6s}")
-        results = {}
-        for name in ANALYSES:
-            lo, hi = window_rows(run, name)
-            share = (hi - lo) / len(epochs)
-            part = sample[lo:hi]
-            comp = timed(a.repeat, lambda: compute_only(name, part, epochs[lo:hi], len(nets), chunk_rows))[1]
-            shipped, cpu = timed(a.repeat, lambda: analysis(run, name))
-            os.environ["DYN_WORKERS"] = "1"
-            try:
-                stream.READ_AHEAD = True
-                one = best(a.repeat, lambda: analysis(run, name))
-                stream.READ_AHEAD = False
-                plain = best(a.repeat, lambda: analysis(run, name))
-            finally:
-                stream.READ_AHEAD = None
-                del os.environ["DYN_WORKERS"]
-            peak, base, hwm = memory[name]
-            f, fc = floor * share, floor_cpu * share
-            results[name] = (shipped / f, cpu / fc)
-            print(f"{name:10s} {share * bits / 1e6:7.0f}MB {f:7.3f} {fc:7.3f} {comp:8.3f} {shipped:7.3f} {cpu:7.3f} "
-                  f"{one:8.3f} {plain:8.3f} {shipped / f:6.2f}x {cpu / fc:6.2f}x {peak:6.0f}")
-        if cold is not None and drop_cache(path):
-            t = time.perf_counter()
-            analysis(run, "stability")
-            cold_s = time.perf_counter() - t
-            print(f"stability, cold (after fadvise DONTNEED) {cold_s:7.3f} s wall, {cold_s / cold:.2f}x the cold read")
-        print(f"\n(seconds. shipped/floor: target <= 1.5x in wall time; CPU time shows what the work costs "
-              f"whatever else runs. compute: the analysis alone on bits in memory. peak: ru_maxrss of the "
-              f"analysis alone in a fresh process (VmHWM " + ", ".join(f"{k} {v[2]:.0f}" for k, v in memory.items())
-              + f"), {base:.0f} MB of it before the analysis starts; target < 500 MB)")
-        print("ratios (wall, CPU): " + ", ".join(f"{k} {w:.2f}x, {c:.2f}x" for k, (w, c) in results.items())
-              + f"; load average now {os.getloadavg()[0]:.2f}")
+        windows = {name: window_rows(run, name) for name in ANALYSES}
+    bits = len(nets) * len(epochs) * ((n + 7) // 8)
+    print(f"analyze_bench: {n:,} samples x {len(epochs):,} epochs x {len(nets)} networks = "
+          f"{bits / 1e6:,.0f} MB of bits ({path.stat().st_size / 1e6:,.0f} MB file); "
+          f"{source.workers()} CPUs, load average {os.getloadavg()[0]:.2f}; kernels: {kernels.backend()}; "
+          f"best of {a.repeat}, in turns")
+    fresh(read_raw)()  # warm the page cache
+    plain = contextlib.nullcontext
+    jobs = {"reader (Run.iter_correct_packed)": (plain, fresh(read_reader)),
+            "h5py read_direct, reused buffer": (plain, fresh(read_h5py)),
+            "raw chunk reads (analyze.stream)": (plain, fresh(read_raw))}
+    half = windows["histogram"]
+    jobs["window"] = (plain, fresh(lambda run: read_raw(run, *half)))  # the histogram's own floor
+    chunk_rows = max(1, stream.READ_BYTES // sample.shape[1])
+    ways = {"shipped": variant(), "numpy": variant(numpy_kernels=True),
+            "1 ahead": variant(workers=1, ahead=True), "1 plain": variant(workers=1, ahead=False)}
+    for name in ANALYSES:
+        lo, hi = windows[name]
+        jobs[(name, "compute")] = (plain, lambda name=name, lo=lo, hi=hi: compute_only(
+            name, sample[lo:hi], epochs[lo:hi], len(nets), chunk_rows))
+        for way, ctx in ways.items():
+            jobs[(name, way)] = (ctx, fresh(lambda run, name=name: analysis(run, name)))
+    got = in_turns(a.repeat, jobs)
+
+    floors = {k: v for k, v in got.items() if isinstance(k, str) and k != "window"}
+    floor, floor_cpu = min(floors.values())
+    print("floor: reading the bits, page cache warm        wall      CPU")
+    for k, (v, c) in floors.items():
+        print(f"  {k:38s} {v:7.3f} s {c:7.3f} s  {bits / v / 1e9:5.2f} GB/s")
+    cold = None
+    if drop_cache(path):
+        t = time.perf_counter()
+        fresh(read_raw)()
+        cold = time.perf_counter() - t
+        print(f"  {'cold read (after fadvise DONTNEED)':38s} {cold:7.3f} s {'':9s}  {bits / cold / 1e9:5.2f} GB/s"
+              "  (not the floor)")
+    print(f"  floor = {floor:.3f} s wall, {floor_cpu:.3f} s CPU; of the histogram's window (rows "
+          f"{half[0]}..{half[1] - 1}): {got['window'][0]:.3f} s wall, {got['window'][1]:.3f} s CPU\n")
+
+    print(f"{'':20s} {'floor':>15s} {'compute':>8s} {'shipped':>15s} {'numpy':>8s} {'1 ahead':>8s} {'1 plain':>8s} "
+          f"{'shipped/floor':>15s} {'peak':>6s}")
+    print(f"{'analysis':12s} {'bits':>9s} {'wall':>7s} {'CPU':>7s} {'CPU':>8s} {'wall':>7s} {'CPU':>7s} "
+          f"{'wall':>8s} {'wall':>8s} {'wall':>8s} {'wall':>7s} {'CPU':>7s} {'MB':>6s}")
+    results = {}
+    for name in ANALYSES:
+        lo, hi = windows[name]
+        share = (hi - lo) / len(epochs)
+        f, fc = got["window"] if (lo, hi) == half and share < 1 else (floor, floor_cpu)
+        shipped, cpu = got[(name, "shipped")]
+        peak, base, hwm = memory[name]
+        results[name] = (shipped / f, cpu / fc)
+        print(f"{name:12s} {share * bits / 1e6:7.0f}MB {f:7.3f} {fc:7.3f} {got[(name, 'compute')][1]:8.3f} "
+              f"{shipped:7.3f} {cpu:7.3f} {got[(name, 'numpy')][0]:8.3f} {got[(name, '1 ahead')][0]:8.3f} "
+              f"{got[(name, '1 plain')][0]:8.3f} {shipped / f:6.2f}x {cpu / fc:6.2f}x {peak:6.0f}")
+    if cold is not None and drop_cache(path):
+        t = time.perf_counter()
+        fresh(lambda run: analysis(run, "stability"))()
+        cold_s = time.perf_counter() - t
+        print(f"stability, cold (after fadvise DONTNEED) {cold_s:7.3f} s wall, {cold_s / cold:.2f}x the cold read")
+    print("\n(seconds. shipped/floor: target <= 1.5x in wall time; CPU time shows what the work costs "
+          "whatever else runs. compute: the analysis alone on bits in memory. numpy: as shipped but with "
+          "numpy's kernels. peak: ru_maxrss of the analysis alone in a fresh process (VmHWM "
+          + ", ".join(f"{k} {v[2]:.0f}" for k, v in memory.items())
+          + f"), {base:.0f} MB of it before the analysis starts; target < 500 MB)")
+    print("ratios (wall, CPU): " + ", ".join(f"{k} {w:.2f}x, {c:.2f}x" for k, (w, c) in results.items())
+          + f"; load average now {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

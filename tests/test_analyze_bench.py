@@ -13,6 +13,6 @@ def test_benchmark_runs_and_prints_ratios_and_memory(tmp_path):
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "4,001 samples x 30 epochs x 3 networks" in r.stdout and "floor = " in r.stdout
-    for name in ("stability", "histogram", "flips"):
-        row = re.search(rf"^{name} .* (\d+\.\d\d)x +(\d+\.\d\d)x +(\d+)$", r.stdout, re.M)
+    for name in ("stability", "histogram", "flips", "flips+codes"):
+        row = re.search(rf"^{re.escape(name)} .* (\d+\.\d\d)x +(\d+\.\d\d)x +(\d+)$", r.stdout, re.M)
         assert row and float(row.group(1)) > 0 and float(row.group(2)) > 0 and int(row.group(3)) > 10, r.stdout
