@@ -47,7 +47,18 @@ def chunks(run, split: str, net: str, lo: int, hi: int, read_bytes: int | None =
 
 
 def _chunk_plan(run, ds, lo: int, hi: int):
-    """{first row of an HDF5 chunk: file address} covering rows lo..hi-1, or None."""
+    """{first row of an HDF5 chunk: file address} covering rows lo..hi-1, or None.
+
+    Kept on the run for its next use (flips reads its barcodes from the chunks it counted):
+    a written chunk does not move, it is only filled further."""
+    plans = run.__dict__.setdefault("_chunk_plans", {})
+    key = (ds.name, lo, hi)
+    if key not in plans:
+        plans[key] = _find_chunks(run, ds, lo, hi)
+    return plans[key]
+
+
+def _find_chunks(run, ds, lo: int, hi: int):
     width = ds.shape[1]
     if (hi <= lo or ds.chunks is None or ds.chunks[1] != width or ds.dtype != np.uint8
             or run.f.driver != "sec2" or run.f.userblock_size != 0
