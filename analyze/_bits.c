@@ -28,6 +28,10 @@
 
 #define TILE 256 /* words of a row handled at once: the adder's planes stay in L1 */
 
+/* Bumped with every change of a signature below: analyze/kernels.py refuses a library built
+   from another version (ctypes cannot check arguments; an old build in place would misread). */
+int dyn_bits_version(void) { return 1; }
+
 /* The row that row t is XORed with, or NULL (see the top of this file). */
 static inline const uint8_t *other(const uint8_t *a, int64_t sa, const uint8_t *b, int64_t sb, int successive,
                                    int64_t t)

@@ -5,6 +5,8 @@
 - Tally: per sample, in how many of the rows added its bit was set, of rows or of rows
   XOR others (misclassification ratio, flips, mismatch).
 
+(and gather(), the bytes at scattered file offsets, for barcodes.)
+
 Both take packed uint8 rows (T, ceil(n/8)) as the run file stores them. The C kernels
 (analyze/_bits.c, built by setup.py when a C compiler is there) do each in one pass over
 a chunk; ctypes lets go of the GIL during a call, so networks are counted in parallel
@@ -19,16 +21,19 @@ import ctypes
 import functools
 import importlib.machinery
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from analyze import bits
 
+VERSION = 1  # dyn_bits_version() of the analyze/_bits.c this file calls
+
 
 @functools.cache
 def _lib():
-    """The C kernels, or None (not built, or DYN_KERNELS=numpy)."""
+    """The C kernels, or None (not built, built from another version, or DYN_KERNELS=numpy)."""
     if os.environ.get("DYN_KERNELS", "").strip().lower() == "numpy":
         return None
     here = Path(__file__).resolve().parent
@@ -37,7 +42,12 @@ def _lib():
         if path.is_file():
             try:
                 lib = ctypes.CDLL(str(path))
-            except OSError:
+                built = lib.dyn_bits_version()
+            except (OSError, AttributeError):
+                return None
+            if built != VERSION:
+                print(f"dyn: {path.name} was built from another dyn (kernels version {built}, not "
+                      f"{VERSION}); counting with numpy. `pip install -e .` rebuilds it.", file=sys.stderr)
                 return None
             p, i, flag = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
             lib.dyn_row_counts.argtypes = [p, i, p, i, flag, i, i, p, p]

@@ -1,6 +1,7 @@
 """The C kernels (analyze/_bits.c) and their numpy fallback against plain boolean sums,
 and against each other through every accumulator that uses them."""
 
+import importlib.machinery
 import os
 import shutil
 import subprocess
@@ -177,3 +178,21 @@ def test_gather_reads_the_bytes_at_the_offsets_and_stops_at_the_end(backend, tmp
         assert kernels.gather(fd, np.zeros(0, np.int64)) == b""
     finally:
         os.close(fd)
+
+
+def test_a_library_of_another_version_is_refused(tmp_path, monkeypatch, capsys):
+    """ctypes cannot check arguments: an old build left in place must not be called."""
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(cc) is None:
+        pytest.skip(f"no C compiler ({cc})")
+    src = tmp_path / "old.c"
+    src.write_text("int dyn_bits_version(void) { return 0; }\n")
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    subprocess.run([cc, "-shared", "-fPIC", "-o", str(tmp_path / f"_bits{suffix}"), str(src)], check=True)
+    monkeypatch.setattr(kernels, "__file__", str(tmp_path / "kernels.py"))
+    kernels._lib.cache_clear()
+    try:
+        assert kernels._lib() is None
+    finally:
+        kernels._lib.cache_clear()
+    assert "built from another dyn (kernels version 0, not 1); counting with numpy" in capsys.readouterr().err
