@@ -64,6 +64,28 @@ class Run:
             raise RunFileError(f"{self.path}: damaged run file: {short_error(e)}") from None
 
     # ------------------------------------------------------------ structure
+    def _check_links(self) -> None:
+        """A run file holds its own data, and dyn writes only hard links. HDF5 follows a link
+        into another file silently (to whatever file the name finds), and a link to nothing
+        reads as a missing object while `name in group` says it is there: both are damage.
+        (One H5Lvisit over the file: under a millisecond.)"""
+        other = []
+        self.f.id.links.visit(lambda name, info: other.append(name) if info.type != h5py.h5l.TYPE_HARD else None,
+                              info=True)
+        for name in other:
+            path = "/" + name.decode() if isinstance(name, bytes) else "/" + name
+            link = self.f.get(path, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                raise RunFileError(f"{self.path}: damaged run file: {path} links into another file "
+                                   f"({link.filename}); a run file holds its own data")
+            try:
+                target = self.f.get(path)
+            except Exception:  # a loop of links, or any other link HDF5 cannot resolve
+                target = None
+            if target is None:
+                raise RunFileError(f"{self.path}: damaged run file: {path} is a link to nothing "
+                                   f"({getattr(link, 'path', link)})")
+
     def _validate(self) -> None:
         f, p = self.f, self.path
         fmt = _text(f.attrs.get("format"))
@@ -84,6 +106,7 @@ class Run:
             raise RunFileError(f"{p}: config attribute is not valid JSON") from None
         if not isinstance(self.config, dict):
             raise RunFileError(f"{p}: config attribute is not a JSON object")
+        self._check_links()
         for name in ("status", "metrics", "networks"):
             if name not in f:
                 raise RunFileError(f"{p}: damaged run file: /{name} is missing")

@@ -649,3 +649,41 @@ def test_damage_that_once_gave_a_traceback_or_a_wrong_answer(pristine, folder, w
     path = write(folder, pristine.raw)
     _h5(path, REGRESSIONS[what])
     check_all(pristine, path, Damage())
+
+
+def _relink(name, make):
+    """Replace object `name` by the link make(f, pristine_path) returns."""
+    def damage(f, pristine_path):
+        link = make(f, pristine_path)
+        del f[name]
+        f[name] = link
+    return damage
+
+
+def _copy_then_link(f, pristine_path):
+    f.copy("splits/val/labels", "labels_copy")
+    return h5py.SoftLink("/labels_copy")
+
+
+# dyn writes only hard links. A link out of the file was followed (wherever its file name led)
+# and a link to nothing passed for the object (inspect said images: true): both are refused.
+# A soft link inside the file to what should be there reads as that object.
+LINKS = {
+    "images a dangling link": (_relink("splits/val/images", lambda f, p: h5py.SoftLink("/nowhere")), False),
+    "metrics a link to itself": (_relink("metrics", lambda f, p: h5py.SoftLink("/metrics")), False),
+    "a network's bits a link into the pristine file": (_relink(
+        "splits/val/sgd/correct", lambda f, p: h5py.ExternalLink(str(p), "/splits/val/sgd/correct")), False),
+    "labels a soft link to a copy in the file": (_relink("splits/val/labels", _copy_then_link), True),
+}
+
+
+@pytest.mark.parametrize("what", list(LINKS))
+def test_links_out_of_the_file_or_to_nothing_are_refused(pristine, folder, what):
+    damage, intact = LINKS[what]
+    path = write(folder, pristine.raw)
+    _h5(path, lambda f: damage(f, pristine.path))
+    answers = check_all(pristine, path, Damage())
+    if intact:
+        assert all(answers.values()), [k for k, v in answers.items() if v is None]
+    else:
+        assert not any(answers.values()), [k for k, v in answers.items() if v is not None]
