@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import io
 import os
 import time
 from pathlib import Path
@@ -60,6 +61,55 @@ def open_read(path: str | os.PathLike, swmr: bool, cache_bytes: int = 4 << 20) -
     return h5py.File(fid)
 
 
+class _Cleared(io.RawIOBase):
+    """The file as HDF5 should see it after `h5clear`: reads return its bytes with the
+    superblock cleared (Superblock.cleared), and nothing is ever written to it."""
+
+    def __init__(self, path: Path, sb):
+        self._f = open(path, "rb", buffering=0)
+        self._at = sb.offset
+        self._sb = sb.cleared(os.fstat(self._f.fileno()).st_size)
+
+    def readinto(self, b) -> int:
+        pos = self._f.tell()
+        n = self._f.readinto(b)
+        lo, hi = max(pos, self._at), min(pos + n, self._at + len(self._sb))
+        if lo < hi:
+            memoryview(b)[lo - pos:hi - pos] = self._sb[lo - self._at:hi - self._at]
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
+def open_cleared(path: Path, sb) -> h5py.File:
+    """Open a file whose writer died between opening it for writing and switching to SWMR (a
+    resume does so while it drops uncommitted rows): its superblock says "open for write"
+    without "SWMR", which no read mode of HDF5 accepts. The writer's next resume clears the
+    flags in the file; a reader cannot write, so it clears them in what it reads."""
+    raw = _Cleared(path, sb)
+    try:
+        f = h5py.File(raw, "r", locking=False)
+    except Exception:
+        raw.close()
+        raise
+    f._dyn_cleared = raw  # h5py reads through it until the file is closed
+    return f
+
+
 def open_run_file(path: Path) -> h5py.File:
     """Open a run file read-only, in SWMR mode where a writer has it; one-line errors."""
     if not path.exists():
@@ -91,4 +141,9 @@ def open_run_file(path: Path) -> h5py.File:
         if not writer_alive(path):
             break
         time.sleep(0.1)
+    if sb is not None and sb.flags and sb.checksum_ok() and not writer_alive(path):
+        try:
+            return open_cleared(path, sb)
+        except OSError as e:
+            last = e
     raise RunFileError(f"{path}: cannot be opened as HDF5, truncated or damaged ({short_error(last)})")

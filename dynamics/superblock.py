@@ -75,6 +75,16 @@ class Superblock:
     def checksum_ok(self) -> bool:
         return lookup3(bytes(self.raw[:-4])) == self.checksum
 
+    def cleared(self, file_size: int) -> bytes:
+        """This superblock as `h5clear --status --increment=0` leaves it: no write flags, the
+        end-of-file address at least the file's real end, the checksum to match."""
+        raw = bytearray(self.raw)
+        raw[11] = 0
+        new_eof = max(self.eof, file_size - self.offset)
+        raw[self.eof_pos:self.eof_pos + self.size_of_offsets] = new_eof.to_bytes(self.size_of_offsets, "little")
+        struct.pack_into("<I", raw, self.length - 4, lookup3(bytes(raw[:-4])))
+        return bytes(raw)
+
 
 def read_superblock(path: str | os.PathLike) -> Superblock | None:
     """The v2/v3 superblock of `path`, or None for older versions or a non-HDF5 file."""
@@ -98,13 +108,9 @@ def repair(path: str | os.PathLike) -> bool:
     if sb is None or not sb.checksum_ok():
         return False
     size = os.path.getsize(path)
-    new_eof = max(sb.eof, size - sb.offset)
-    if sb.flags == 0 and new_eof == sb.eof:
+    if sb.flags == 0 and max(sb.eof, size - sb.offset) == sb.eof:
         return False
-    raw = sb.raw
-    raw[11] = 0
-    raw[sb.eof_pos:sb.eof_pos + sb.size_of_offsets] = new_eof.to_bytes(sb.size_of_offsets, "little")
-    struct.pack_into("<I", raw, sb.length - 4, lookup3(bytes(raw[:-4])))
+    raw = sb.cleared(size)
     with open(path, "r+b") as f:
         f.seek(sb.offset)
         f.write(raw)

@@ -57,3 +57,29 @@ def test_killed_after_its_last_records_completes(forkserver, digits_reference, t
     r = forkserver.run(*TRAIN, "--out", path, timeout=300)
     assert r.code == 0, r.stderr
     assert_same_records(digits_reference, path)
+
+
+def test_killed_while_a_resume_drops_uncommitted_rows_stays_readable(forkserver, digits_reference, tmp_path):
+    """Between opening the file for writing and switching to SWMR, the superblock says "open
+    for write" without "SWMR", which no read mode of HDF5 accepts: the reader clears the flags
+    in what it reads (never in the file), and the next resume completes the run."""
+    import hashlib
+
+    from dynamics.superblock import read_superblock
+
+    path = tmp_path / "run.h5"
+    killed_at(forkserver, path, "epoch 1 (metrics, split/val, split/test, weights): flushed")
+    killed_at(forkserver, path, "open: shrunk")
+    assert read_superblock(path).flags == 0x01  # write, not SWMR write
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    with open_run(path) as run:
+        assert run.state == "interrupted" and run.rows("metrics") == 1
+        first = run.correct_packed("val", "sgd")
+    with open_run(digits_reference) as ref:
+        assert (first == ref.correct_packed("val", "sgd", slice(0, 1))).all()
+    r = forkserver.run("inspect", path, "--json", timeout=120)
+    assert r.code == 0 and '"state": "interrupted"' in r.stdout, r.stderr
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before  # reading wrote nothing
+    r = forkserver.run(*TRAIN, "--out", path, timeout=600)
+    assert r.code == 0, r.stderr
+    assert_same_records(digits_reference, path)
