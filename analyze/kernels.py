@@ -53,7 +53,7 @@ def _lib():
             lib.dyn_row_counts.argtypes = [p, i, p, i, flag, i, i, p, p]
             lib.dyn_row_counts.restype = None
             lib.dyn_vertical_add.argtypes = [p, i, i, p, i, p, i, flag, i, i]
-            lib.dyn_vertical_add.restype = ctypes.c_int
+            lib.dyn_vertical_add.restype = i
             lib.dyn_planes_to_counts.argtypes = [p, i, i, i, p]
             lib.dyn_planes_to_counts.restype = None
             if hasattr(lib, "dyn_gather"):
@@ -107,13 +107,30 @@ def _pairs(a, b, successive):
     return [(a[:1], b)] + ([(a[1:], a[:-1])] if len(a) > 1 else [])
 
 
+class _XorWords:
+    """numpy's path: uint64 words of a XOR b, block by block, in buffers reused from call to
+    call (each block valid until the next)."""
+
+    def __init__(self):
+        self._wa, self._wb, self._x = bits.Words(), bits.Words(), None
+
+    def blocks(self, a, b):
+        i = 0
+        for xa in bits.blocks(a):
+            wa, wb = self._wa(xa), self._wb(b[i:i + len(xa)])
+            if self._x is None or self._x.shape[0] < len(wa) or self._x.shape[1] != wa.shape[1]:
+                self._x = np.empty_like(wa)
+            yield np.bitwise_xor(wa, wb, out=self._x[:len(wa)])
+            i += len(xa)
+
+
 class RowCounts:
     """Per-row set bits among the first n samples: of rows a (ones), and of a XOR b (differ)
     where b holds rows of another network, or of each row XOR the row before it (successive)."""
 
     def __init__(self, n: int):
         self.n = int(n)
-        self._wa, self._wb, self._x = bits.Words(), bits.Words(), None  # numpy's reused buffers
+        self._words, self._xor = bits.Words(), _XorWords()  # numpy's reused buffers
 
     def ones(self, a) -> np.ndarray:
         return self._count(a, None, False, True, False)[0]
@@ -141,24 +158,14 @@ class RowCounts:
                                int(successive), t, self.n, _ptr(ones), _ptr(differ))
             return ones, differ
         if want_ones:
-            ones[:] = np.concatenate([bits.popcount(self._wa(x), self.n) for x in bits.blocks(a)])
+            ones[:] = np.concatenate([bits.popcount(self._words(x), self.n) for x in bits.blocks(a)])
         if want_differ:
             i = 0
             for pa, pb in _pairs(a, b, successive):
-                for x in self._xor_blocks(pa, pb):
+                for x in self._xor.blocks(pa, pb):
                     differ[i:i + len(x)] = bits.popcount(x, self.n)
                     i += len(x)
         return ones, differ
-
-    def _xor_blocks(self, a, b):
-        """uint64 words of a XOR b, block by block (each valid until the next)."""
-        i = 0
-        for xa in bits.blocks(a):
-            wa, wb = self._wa(xa), self._wb(b[i:i + len(xa)])
-            if self._x is None or self._x.shape[0] < len(wa) or self._x.shape[1] != wa.shape[1]:
-                self._x = np.empty_like(wa)
-            yield np.bitwise_xor(wa, wb, out=self._x[:len(wa)])
-            i += len(xa)
 
 
 class Tally:
@@ -170,7 +177,7 @@ class Tally:
         self.n = int(n)
         self.rows = 0
         self._planes = None  # C: (K, words) bit-sliced counts
-        self._numpy = None   # numpy: bits.VerticalCounter, and RowCounts for its XOR buffers
+        self._numpy = None   # numpy: bits.VerticalCounter and its XOR buffers
 
     def add(self, a, b=None) -> None:
         self._add(a, b, False)
@@ -199,12 +206,12 @@ class Tally:
         lib = _lib()
         if lib is None:
             if self._numpy is None:
-                self._numpy = (bits.VerticalCounter(self.n), RowCounts(self.n))
-            counter, rc = self._numpy
+                self._numpy = (bits.VerticalCounter(self.n), _XorWords())
+            counter, xor = self._numpy
             if b is None:
                 counter.add(a)
             for pa, pb in [] if b is None else _pairs(a, b, successive):
-                for x in rc._xor_blocks(pa, pb):
+                for x in xor.blocks(pa, pb):
                     counter.add_words(x)
         else:
             self._add_c(lib, _rows(a), None if b is None else _rows(b), successive)
