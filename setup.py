@@ -6,5 +6,5 @@ counts with numpy instead (same results, about 2x slower on the bits).
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("analyze._bits", ["analyze/_bits.c"], optional=True,
+setup(ext_modules=[Extension("dyn.analyze._bits", ["analyze/_bits.c"], optional=True,
                              extra_compile_args=["-O3"])])

@@ -7,7 +7,7 @@ mean +- sample standard deviation (ddof=1; NaN, i.e. no band, for one seed).
 
 The learning-rate panel of Figure 1 needs lr per epoch. Its closed form belongs
 to the training stage (train/); lr_at() is the hook: give it that function and
-the epochs, and pass the result to analyze.plot.accuracy.
+the epochs, and pass the result to dyn.analyze.plot.accuracy.
 """
 
 from collections.abc import Callable, Iterable, Mapping
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyze.bits import check_rows, popcount
-from analyze.runs import CONFIG_KEYS, group_seeds
-from analyze.window import check_epochs
+from dyn.analyze.bits import check_rows, popcount
+from dyn.analyze.runs import CONFIG_KEYS, group_seeds
+from dyn.analyze.window import check_epochs
 
 BANDS = ("minmax", "std")
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyze.bits import check_rows
-from analyze.histogram import fraction_histogram
-from analyze.kernels import RowCounts, Tally
-from analyze.window import Cursor
+from dyn.analyze.bits import check_rows
+from dyn.analyze.histogram import fraction_histogram
+from dyn.analyze.kernels import RowCounts, Tally
+from dyn.analyze.window import Cursor
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""`dyn analyze ...` and `dyn table`: the click layer over analyze.commands.
+"""`dyn analyze ...` and `dyn table`: the click layer over dyn.analyze.commands.
 
 Importing this module loads click, numpy and h5py (through the commands' modules) and
 nothing heavier: matplotlib is imported only when a figure is drawn, pandas only by
@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import click
 
-from analyze.commands.accuracy import accuracy_cmd
-from analyze.commands.agreement import agreement
-from analyze.commands.flips import flips
-from analyze.commands.histogram import histogram
-from analyze.commands.report import report
-from analyze.commands.stability import stability
-from analyze.commands.table import table
-from analyze.commands.weight_diff import weight_diff
+from dyn.analyze.commands.accuracy import accuracy_cmd
+from dyn.analyze.commands.agreement import agreement
+from dyn.analyze.commands.flips import flips
+from dyn.analyze.commands.histogram import histogram
+from dyn.analyze.commands.report import report
+from dyn.analyze.commands.stability import stability
+from dyn.analyze.commands.table import table
+from dyn.analyze.commands.weight_diff import weight_diff
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -3,16 +3,16 @@
 flips(sample) = number of consecutive recorded epochs within the window between
 which its correctness changed: the vertical popcount of row[t] XOR row[t-1].
 A window of T epochs has T - 1 transitions; the row before the window is not
-used (as in analyze.stability).
+used (as in dyn.analyze.stability).
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from analyze.bits import check_rows, nbytes
-from analyze.kernels import Successive, Tally
-from analyze.window import Cursor
+from dyn.analyze.bits import check_rows, nbytes
+from dyn.analyze.kernels import Successive, Tally
+from dyn.analyze.window import Cursor
 
 RANK_BY = ("sgd", "ema", "sum", "stability")
 

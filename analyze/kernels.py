@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analyze import bits
+from dyn.analyze import bits
 
 VERSION = 1  # dyn_bits_version() of the analyze/_bits.c this file calls
 

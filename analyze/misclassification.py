@@ -4,17 +4,17 @@ ratio(sample) = 1 - mean over the window's epochs of its correctness, i.e. the
 fraction of those epochs in which it was wrong. The default window is the
 second half of the recorded epochs (window.second_half: 90..180 for 0..180, the
 paper's choice). Counting is done on the packed rows with a bit-sliced vertical
-counter (analyze.kernels.Tally); only the counter's planes are ever unpacked.
+counter (dyn.analyze.kernels.Tally); only the counter's planes are ever unpacked.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from analyze.bits import check_rows
-from analyze.histogram import fraction_histogram
-from analyze.kernels import Tally
-from analyze.window import Cursor, second_half
+from dyn.analyze.bits import check_rows
+from dyn.analyze.histogram import fraction_histogram
+from dyn.analyze.kernels import Tally
+from dyn.analyze.window import Cursor, second_half
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class Misclassification:
         return 1.0 - self.always_right - self.always_wrong
 
     def histogram(self, bins: int = 20) -> tuple[np.ndarray, np.ndarray]:
-        """Fixed bins on [0, 1] of the ratio, binned exactly (see analyze.histogram)."""
+        """Fixed bins on [0, 1] of the ratio, binned exactly (see dyn.analyze.histogram)."""
         return fraction_histogram(self.wrong, self.t, bins)
 
 

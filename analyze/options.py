@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from analyze import output
-from dynamics.errors import UsageError
+from dyn.analyze import output
+from dyn.errors import UsageError
 
 
 def runs_argument(fn):
@@ -88,7 +88,7 @@ def execute(analysis, kw: dict, draw_kw: dict | None = None, **params):
     figures and print the table (or JSON). `analysis` is a module with compute(runs, opts,
     **params), records(result) -> (columns, rows), document(result), table(result) and
     draw(result, out, **draw_kw) -> [paths]."""
-    from analyze.source import open_runs
+    from dyn.analyze.source import open_runs
 
     opts = Common.from_kwargs(kw)
     with open_runs(opts.runs) as runs:

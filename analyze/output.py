@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dynamics.errors import DynError, UsageError
+from dyn.errors import DynError, UsageError
 
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 

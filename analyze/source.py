@@ -1,6 +1,6 @@
 """From run files to the analyses' inputs: which networks, which epochs, what a run must hold.
 
-The analyses (analyze.stability, .flips, ...) are pure functions over arrays; this module
+The analyses (dyn.analyze.stability, .flips, ...) are pure functions over arrays; this module
 answers the questions between a command line and them, each with one line naming the run
 and the problem when the answer is "no": an unknown network, a window outside the recorded
 epochs, a run that lacks correctness bits or weights (imported runs may hold only one).
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from analyze.networks import decay as name_decay
-from dynamics.errors import DynError, RunFileError, UsageError
+from dyn.analyze.networks import decay as name_decay
+from dyn.errors import DynError, RunFileError, UsageError
 
 LABEL_KEYS = ("model", "dataset", "schedule", "lr", "seed")
 
@@ -26,7 +26,7 @@ LABEL_KEYS = ("model", "dataset", "schedule", "lr", "seed")
 @contextlib.contextmanager
 def open_runs(paths):
     """Open every run (all or none: one bad file is one error line); close them after."""
-    from dynamics.reader import open_run
+    from dyn.reader import open_run
 
     with contextlib.ExitStack() as stack:
         yield [stack.enter_context(open_run(p)) for p in paths]
@@ -132,8 +132,8 @@ def window(run, split: str, first=None, last=None, need: int = 1, what: str = "t
            default=None) -> Window:
     """The rows of `split` in the inclusive epoch window [first, last]; both ends, when given,
     must lie within the recorded epochs. default(epochs) -> (first, last) fills in open ends
-    only when neither was given (e.g. analyze.window.second_half)."""
-    from analyze.window import rows_in
+    only when neither was given (e.g. dyn.analyze.window.second_half)."""
+    from dyn.analyze.window import rows_in
 
     ep = run.epochs(split)
     if not len(ep):

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyze.bits import check_rows
-from analyze.kernels import RowCounts, Successive
-from analyze.window import Cursor
+from dyn.analyze.bits import check_rows
+from dyn.analyze.kernels import RowCounts, Successive
+from dyn.analyze.window import Cursor
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ import threading
 
 import numpy as np
 
-from analyze import kernels
-from dynamics.errors import RunFileError
+from dyn.analyze import kernels
+from dyn.errors import RunFileError
 
 READ_BYTES = 2 << 20  # per chunk handed out: 16 rows of 10**6 samples, whole groups for the C adder (measured)
 AHEAD = 2             # chunks read ahead of the one being counted
@@ -167,7 +167,7 @@ def feed(run, split: str, nets, lo: int, hi: int, make) -> dict:
     as threads, every CPU already reads or counts, and the hand-offs to a reader thread cost
     more than they save (measured: benchmarks/analyze_bench.py, "1 ahead" vs "1 plain").
     """
-    from analyze.source import map_parallel, workers
+    from dyn.analyze.source import map_parallel, workers
 
     nets = list(nets)
     ahead = len(nets) < workers() if READ_AHEAD is None else READ_AHEAD
@@ -206,7 +206,7 @@ def columns(run, split: str, net: str, lo: int, hi: int, cols) -> np.ndarray:
     For barcodes: a few bytes per row. HDF5 reads whole chunks to pick bytes out of them, as
     much as reading every bit. Short rows are read whole all the same (10,000 samples: 1,250
     bytes a row); long ones a byte at a time, one pread at its address each (about 2 us, a
-    page each; analyze.kernels.gather), which costs less once a row is longer than
+    page each; dyn.analyze.kernels.gather), which costs less once a row is longer than
     PREAD_BYTES per column.
     """
     cols = np.asarray(cols, dtype=np.int64)

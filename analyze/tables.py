@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analyze.networks import decay as ema_decay
-from analyze.runs import CONFIG_KEYS, group_seeds
+from dyn.analyze.networks import decay as ema_decay
+from dyn.analyze.runs import CONFIG_KEYS, group_seeds
 
 SCHEDULE_ORDER = ("multistep", "step", "cosine", "linear", "constant")
 LAYOUTS = ("decay", "lr")

@@ -10,10 +10,10 @@ the bits), then, with the page cache warm, times:
 
   floor     only reading those bits from the file: through dyn's reader (Run.iter_correct_packed,
             fresh arrays), through h5py into one reused buffer, and with the raw chunk reads
-            the analyses use (analyze.stream, no read-ahead, one thread). The floor is the
+            the analyses use (dyn.analyze.stream, no read-ahead, one thread). The floor is the
             fastest of them. A cold read (after posix_fadvise DONTNEED) is shown for scale.
   compute   the analysis alone on bits already in memory, one thread: what the bits cost
-  analysis  the command's own computation (analyze.commands.<name>.compute, i.e. everything
+  analysis  the command's own computation (dyn.analyze.commands.<name>.compute, i.e. everything
             `dyn analyze <name> RUN` does but start-up and printing; flips+codes also reads the
             top samples' barcodes, as --out and --json do), four ways: as shipped (C kernels where built, networks in parallel
             threads, one per CPU, reading ahead only when there are fewer networks than CPUs),
@@ -48,8 +48,8 @@ DECAYS = (0.9, 0.99, 0.999, 0.9995, 0.9997)
 
 
 def make_run(path: Path, n: int, epochs: int, networks: int, seed: int = 0) -> None:
-    from dynamics.layout import Layout, Network, Split
-    from dynamics.writer import RunWriter
+    from dyn.layout import Layout, Network, Split
+    from dyn.writer import RunWriter
 
     nets = [Network.sgd()] + [Network.ema(d) for d in DECAYS[:networks - 1]]
     split = Split(labels=np.zeros(n, np.int64), num_classes=10, predicted=False, loss=False)
@@ -82,7 +82,7 @@ def timed(repeat: int, fn) -> tuple[float, float]:
 
 def fresh(fn):
     """fn(run) on the bench file opened afresh, as each `dyn` command opens it."""
-    from dynamics.reader import open_run
+    from dyn.reader import open_run
 
     def call():
         with open_run(PATH) as run:
@@ -109,7 +109,7 @@ def read_h5py(run):
 
 
 def read_raw(run, lo=0, hi=None):
-    from analyze import stream
+    from dyn.analyze import stream
 
     hi = run.rows("split/val") if hi is None else hi
     for net in run.networks:
@@ -132,7 +132,7 @@ def drop_cache(path: Path) -> bool:
 # ----------------------------------------------------------------------------- analyses
 
 def opts():
-    from analyze.options import Common
+    from dyn.analyze.options import Common
 
     return Common(runs=(), nets=None, split="val", first=None, last=None, out=None, csv=None, as_json=False)
 
@@ -141,14 +141,14 @@ def analysis(run, name: str):
     import importlib
 
     if name == "flips+codes":
-        return importlib.import_module("analyze.commands.flips").compute([run], opts(), barcodes=True)
-    return importlib.import_module(f"analyze.commands.{name}").compute([run], opts())
+        return importlib.import_module("dyn.analyze.commands.flips").compute([run], opts(), barcodes=True)
+    return importlib.import_module(f"dyn.analyze.commands.{name}").compute([run], opts())
 
 
 def accumulators(name: str, n: int, epochs):
-    from analyze.flips import FlipsAccumulator
-    from analyze.misclassification import MisclassificationAccumulator
-    from analyze.stability import StabilityAccumulator
+    from dyn.analyze.flips import FlipsAccumulator
+    from dyn.analyze.misclassification import MisclassificationAccumulator
+    from dyn.analyze.stability import StabilityAccumulator
 
     if name == "stability":
         return StabilityAccumulator(n, epochs)
@@ -167,8 +167,8 @@ def compute_only(name: str, bits: np.ndarray, epochs, networks: int, chunk_rows:
 
 
 def window_rows(run, name):
-    from analyze import source
-    from analyze.window import second_half
+    from dyn.analyze import source
+    from dyn.analyze.window import second_half
 
     w = source.window(run, "val", default=second_half if name == "histogram" else None)
     return w.lo, w.hi
@@ -176,7 +176,7 @@ def window_rows(run, name):
 
 def child(path: str, name: str) -> None:
     """Run one analysis in this (fresh) process and print its peak resident memory."""
-    from dynamics.reader import open_run
+    from dyn.reader import open_run
 
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with open_run(path) as run:
@@ -240,7 +240,7 @@ def variant(workers=None, ahead=None, numpy_kernels=False):
     """A context in which analyses run as one of the compared configurations."""
     import contextlib
 
-    from analyze import kernels, stream
+    from dyn.analyze import kernels, stream
 
     @contextlib.contextmanager
     def ctx():
@@ -277,8 +277,8 @@ def run_bench(a, path: Path):
     import contextlib
 
     global PATH
-    from analyze import kernels, source, stream
-    from dynamics.reader import open_run
+    from dyn.analyze import kernels, source, stream
+    from dyn.reader import open_run
 
     if not path.exists():
         t = time.perf_counter()
@@ -299,7 +299,7 @@ def run_bench(a, path: Path):
     plain = contextlib.nullcontext
     jobs = {"reader (Run.iter_correct_packed)": (plain, fresh(read_reader)),
             "h5py read_direct, reused buffer": (plain, fresh(read_h5py)),
-            "raw chunk reads (analyze.stream)": (plain, fresh(read_raw))}
+            "raw chunk reads (dyn.analyze.stream)": (plain, fresh(read_raw))}
     half = windows["histogram"]
     jobs["window"] = (plain, fresh(lambda run: read_raw(run, *half)))  # the histogram's own floor
     chunk_rows = max(1, stream.READ_BYTES // sample.shape[1])

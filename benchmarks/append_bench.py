@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dynamics.layout import Layout, Network, Param, Split
-from dynamics.writer import Eval, RunWriter
+from dyn.layout import Layout, Network, Param, Split
+from dyn.writer import Eval, RunWriter
 
 
 def main():

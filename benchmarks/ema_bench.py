@@ -1,7 +1,7 @@
 """EMA update of K networks: dyn's fused update against the usual ways, time and operator calls.
 
 For ResNet-20 with K = 1, 5, 10 decays, one update of all K EMA networks by:
-  dyn        train.ema.EMA: K copies in one (K, P) tensor per dtype, a fixed handful of ops
+  dyn        dyn.train.ema.EMA: K copies in one (K, P) tensor per dtype, a fixed handful of ops
   averaged   K x torch.optim.swa_utils.AveragedModel(multi_avg_fn=get_ema_multi_avg_fn(d))
              with use_buffers=True (the whole state, as the paper)
   loop       K x a per-tensor Python loop, timm ModelEmaV2 style (mul_/add_ per tensor)
@@ -24,8 +24,8 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from train.ema import EMA
-from train.models import build_model
+from dyn.train.ema import EMA
+from dyn.train.models import build_model
 
 DECAYS = [0.9, 0.99, 0.999, 0.9995, 0.9997, 0.9998, 0.99985, 0.9999, 0.99995, 0.99999]
 

@@ -28,11 +28,11 @@ $py -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cu
 step 60 ema $py benchmarks/ema_bench.py --device cuda
 step 90 record $py benchmarks/record_bench.py --device cuda
 step 240 train $py benchmarks/train_bench.py --device cuda
-step 80 run $py -m dynamics.cli train --dataset synthetic --device cuda --schedule constant \
+step 80 run $py -m dyn train --dataset synthetic --device cuda --schedule constant \
     --decay 0.9,0.99,0.999,0.9995,0.9997 --epochs 3 --no-progress --overwrite --out "$out/run.h5"
 $py - "$out/run.h5" <<'PY' 2>&1 | tee "$out/estimate.txt"
 import sys
-from dynamics import open_run
+from dyn import open_run
 with open_run(sys.argv[1]) as run:
     m = run.metrics()
     later = m[m.epoch >= 2]["seconds"]  # epoch 1 carries cudnn autotuning and warm-up

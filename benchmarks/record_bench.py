@@ -29,12 +29,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dynamics.layout import Layout, Network, Param, Split
-from dynamics.writer import Eval, RunWriter
-from train.data import load_dataset, normalize
-from train.ema import EMA, flatten_state
-from train.evaluate import evaluate
-from train.models import build_model
+from dyn.layout import Layout, Network, Param, Split
+from dyn.writer import Eval, RunWriter
+from dyn.train.data import load_dataset, normalize
+from dyn.train.ema import EMA, flatten_state
+from dyn.train.evaluate import evaluate
+from dyn.train.models import build_model
 
 
 def sync(device):

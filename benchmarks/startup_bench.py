@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from dynamics.synthetic import Synthetic
+from dyn.synthetic import Synthetic
 
-PROBE = ("import sys, json\nfrom dynamics.cli import main\ntry:\n    main(sys.argv[1:])\n"
+PROBE = ("import sys, json\nfrom dyn.cli import main\ntry:\n    main(sys.argv[1:])\n"
          "except SystemExit:\n    pass\n"
          "sys.stderr.write('MODULES=' + json.dumps(sorted(m for m in sys.modules "
          "if m.split('.')[0] in ('torch', 'matplotlib', 'h5py', 'pandas', 'scipy'))) + '\\n')\n")
@@ -30,7 +30,7 @@ def timed(args, repeat):
     best = float("inf")
     for _ in range(repeat):
         t = time.perf_counter()
-        r = subprocess.run([sys.executable, "-m", "dynamics.cli", *args], capture_output=True, text=True)
+        r = subprocess.run([sys.executable, "-m", "dyn", *args], capture_output=True, text=True)
         best = min(best, time.perf_counter() - t)
         if r.returncode not in (0, None):
             raise SystemExit(f"dyn {' '.join(args)} failed: {r.stderr}")

@@ -41,11 +41,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from train.config import PAPER_DECAYS
-from train.data import load_dataset, normalize
-from train.models import build_model
-from train.recorder import Recorder
-from train.schedules import build_scheduler
+from dyn.train.config import PAPER_DECAYS
+from dyn.train.data import load_dataset, normalize
+from dyn.train.models import build_model
+from dyn.train.recorder import Recorder
+from dyn.train.schedules import build_scheduler
 
 BATCH = 128
 CUDA_OPTIONS = {  # name -> (channels_last, bf16, compile)

@@ -1,8 +1,9 @@
 """The `dyn` command line: one click group whose commands load only when called.
 
-`dyn --help` imports neither torch nor matplotlib nor h5py: each command lives in its stage's
-package and is named here by import path, with its one-line help, so listing commands
-imports nothing. A command whose package is not installed is not shown.
+The core names none of the stages' commands: each stage lists its own (name, import path,
+one-line help) in a module that imports nothing, and pyproject.toml's `dyn.commands` entry
+points name those modules. `dyn --help` therefore imports neither torch nor matplotlib nor
+h5py. A command whose module is not installed is not shown.
 """
 
 from __future__ import annotations
@@ -14,20 +15,30 @@ import sys
 
 import click
 
-from . import __version__
+from . import __version__, plugins
 from .errors import DynError
+from .plugins import TORCH_HINT  # noqa: F401  (the training stage's commands quote it)
 
-# name -> (import path, short help). Order is the order of `dyn --help`.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("train.cli:train", "Train SGD and its EMA networks, recording every epoch to a run file."),
-    "sweep": ("train.sweep:sweep", "Run a grid of trainings (the paper's tables) one after another."),
-    "analyze": ("analyze.cli:analyze", "Stability, misclassification, flips, weight differences of runs."),
-    "table": ("analyze.cli:table", "The paper's tables from a set of runs (Markdown, CSV, LaTeX)."),
-    "import": ("dynamics.importers.cli:import_", "Turn other projects' checkpoints or predictions into runs."),
-    "inspect": ("dynamics.inspect:inspect", "Show what a run file holds and whether it is complete."),
+# The core's own commands; the stages' come from the `dyn.commands` entry points.
+CORE_COMMANDS: dict[str, tuple[str, str]] = {
+    "import": (f"{__package__}.importers.cli:import_", "Turn other projects' checkpoints or predictions into runs."),
+    "inspect": (f"{__package__}.inspect:inspect", "Show what a run file holds and whether it is complete."),
 }
+STAGE_ORDER = ("train", "analyze")  # `dyn --help` lists training, then analysis, then the core
 
-TORCH_HINT = "needs PyTorch, which is not installed: pip install 'dyn[train]' (or torch and torchvision)"
+
+def commands() -> dict[str, tuple[str, str]]:
+    """name -> (import path, short help) of every command, in `dyn --help` order."""
+    out: dict[str, tuple[str, str]] = {}
+    stages = plugins.targets("dyn.commands")
+    for stage in sorted(stages, key=lambda s: (STAGE_ORDER.index(s) if s in STAGE_ORDER else len(STAGE_ORDER), s)):
+        try:
+            table = plugins.resolve(stages[stage])
+        except (ImportError, AttributeError):
+            continue  # a stage that is not installed adds no commands
+        out.update(table)
+    out.update(CORE_COMMANDS)
+    return out
 
 
 def _available(path: str) -> bool:
@@ -41,9 +52,15 @@ def _available(path: str) -> bool:
 class LazyGroup(click.Group):
     """A click group that imports a command's module only when that command runs."""
 
-    def __init__(self, *args, lazy: dict[str, tuple[str, str]] | None = None, **kwargs):
+    def __init__(self, *args, lazy=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.lazy = lazy or {}
+        self._lazy = lazy  # a table, or a function giving one (read on first use)
+
+    @property
+    def lazy(self) -> dict[str, tuple[str, str]]:
+        if callable(self._lazy):
+            self._lazy = self._lazy()
+        return self._lazy or {}
 
     def list_commands(self, ctx):
         return [n for n, (p, _) in self.lazy.items() if _available(p)] + sorted(self.commands)
@@ -57,7 +74,7 @@ class LazyGroup(click.Group):
         try:
             return getattr(importlib.import_module(module), attr)
         except ModuleNotFoundError as e:
-            if (e.name or "").split(".")[0] in ("torch", "torchvision"):
+            if plugins.missing_torch(e):
                 return _missing_torch(name, self.lazy[name][1])
             raise
 
@@ -78,7 +95,7 @@ def _missing_torch(name: str, help_text: str) -> click.Command:
     return stub
 
 
-@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, lazy=commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="dyn")
 def cli():
     """dyn: training dynamics of SGD and its EMA networks, from saved checkpoints.
@@ -130,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _exit(code: int) -> None:
     """Exit; without Python's shutdown when a failed write left an HDF5 file unclosable."""
-    writer = sys.modules.get("dynamics.writer")
+    writer = sys.modules.get(f"{__package__}.writer")
     if writer is not None and writer.BROKEN:
         sys.stdout.flush()
         sys.stderr.flush()

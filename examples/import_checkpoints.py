@@ -10,7 +10,7 @@
 3. Computes ||theta_EMA - theta_SGD|| / ||theta_SGD|| per epoch from the run (the paper's
    Figure 5) and draws it to FOLDER/weight_diff.png.
 
-Step 3 uses the analysis stage's functions (analyze.weight_diff, analyze.plot.weight_diff);
+Step 3 uses the analysis stage's functions (dyn.analyze.weight_diff, dyn.analyze.plot.weight_diff);
 with its command line installed it is `dyn analyze weight-diff FOLDER/run.h5`.
 """
 
@@ -52,18 +52,18 @@ def make_checkpoints(folder: Path) -> None:
 
 
 def dyn(*args) -> None:
-    cmd = [sys.executable, "-m", "dynamics.cli", *map(str, args)]
+    cmd = [sys.executable, "-m", "dyn", *map(str, args)]
     print("$ dyn " + " ".join(map(str, args)), flush=True)
     subprocess.run(cmd, check=True)
 
 
 def weight_diff(run_path: Path, figure: Path):
-    import dynamics
-    from analyze.plot.weight_diff import weight_diff_figure
-    from analyze.weight_diff import weight_difference
+    import dyn
+    from dyn.analyze.plot.weight_diff import weight_diff_figure
+    from dyn.analyze.weight_diff import weight_difference
 
     ema = f"ema-{DECAY!r}"
-    with dynamics.open_run(run_path) as run:
+    with dyn.open_run(run_path) as run:
         wd = weight_difference((e, p, run.params(ema, e)) for e, p in run.iter_params("sgd"))
     weight_diff_figure(figure, {f"EMA {DECAY} vs SGD": (wd.epochs, wd.relative)})
     return wd

@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader, TensorDataset
 
-from dynamics import open_run
-from train.recorder import Recorder
+from dyn import open_run
+from dyn.train.recorder import Recorder
 
 
 class SmallCNN(nn.Module):

@@ -4,7 +4,7 @@ A fresh `dyn train` spends 3-14 s importing torch before it does anything, which
 cannot afford. The server is one interpreter that imports dyn's modules (torch included) and
 runs no torch operation itself, so no thread pool exists to break at fork. For each request it
 forks a child that is an ordinary `dyn` process from then on: its own pid, its own signals,
-stdout and stderr in files the request names; it runs `dynamics.cli.main(argv)` as the
+stdout and stderr in files the request names; it runs `dyn.cli.main(argv)` as the
 console script does and exits with main's status (an uncaught exception: its traceback on
 stderr and status 1, as Python's own exit does). Optionally the child first lowers its file
 size limit (RLIMIT_FSIZE) or its address space (RLIMIT_AS), or becomes another user, as
@@ -32,12 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 # Everything the commands import on their way, so that a child that gave up root can still run
 # them (it may not be able to read the interpreter's own files), and so that no child pays for it.
 PRELOAD = [
-    "dynamics.cli", "dynamics.reader", "dynamics.writer", "dynamics.inspect", "dynamics.synthetic",
-    "dynamics.importers.cli", "dynamics.importers.checkpoints", "dynamics.importers.predictions",
-    "dynamics.importers.load", "dynamics.importers.evaluate",
-    "analyze.cli", "analyze.commands.report", "analyze.plot.stability", "analyze.plot.barcode",
-    "analyze.plot.weight_diff", "analyze.plot.accuracy", "analyze.plot.histogram", "analyze.plot.agreement",
-    "train.cli", "train.loop", "train.data", "train.models", "train.recorder", "train.sweep",
+    "dyn.cli", "dyn.reader", "dyn.writer", "dyn.inspect", "dyn.synthetic",
+    "dyn.importers.cli", "dyn.importers.checkpoints", "dyn.importers.predictions",
+    "dyn.importers.load", "dyn.train.import_eval",
+    "dyn.analyze.cli", "dyn.analyze.commands.report", "dyn.analyze.plot.stability", "dyn.analyze.plot.barcode",
+    "dyn.analyze.plot.weight_diff", "dyn.analyze.plot.accuracy", "dyn.analyze.plot.histogram", "dyn.analyze.plot.agreement",
+    "dyn.train.cli", "dyn.train.loop", "dyn.train.data", "dyn.train.models", "dyn.train.recorder", "dyn.train.sweep",
     "torch", "torchvision", "safetensors", "safetensors.numpy", "pandas", "matplotlib.figure",
     "matplotlib.backends.backend_agg", "matplotlib.backends.backend_pdf", "matplotlib.backends.backend_svg",
     "pyarrow.parquet", "h5py", "numpy", "resource", "tempfile", "secrets", "csv", "pickletools", "zipfile",
@@ -47,8 +47,8 @@ PRELOAD = [
 
 # Without torch: what `dyn analyze`, `dyn table` and `dyn inspect` need. A fork of an interpreter
 # that imported torch costs ~0.1 s (its mappings); of this one, a few ms.
-ANALYSIS = [m for m in PRELOAD if m.split(".")[0] not in ("torch", "torchvision", "train", "safetensors", "pyarrow")
-            and not m.startswith("dynamics.importers")]
+ANALYSIS = [m for m in PRELOAD if m.split(".")[0] not in ("torch", "torchvision", "safetensors", "pyarrow")
+            and not m.startswith(("dyn.importers", "dyn.train"))]
 
 
 # ------------------------------------------------------------------------------- server
@@ -107,7 +107,7 @@ def _child(req: dict, null: int, proto) -> None:
             os.setgroups([])
             os.setgid(req["gid"])
             os.setuid(req["uid"])
-        from dynamics.cli import main
+        from dyn.cli import main
 
         sys.argv = ["dyn", *req["argv"]]
         try:

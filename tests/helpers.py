@@ -28,7 +28,7 @@ sys.meta_path.insert(0, _Block())
 def run_dyn(*args, block=(), cwd=None, env=None, timeout=300, code_after=""):
     """Run `dyn ARGS` in a fresh interpreter; returns CompletedProcess (text)."""
     code = BLOCK.format(blocked=set(block)) + (
-        "from dynamics.cli import main\n"
+        "from dyn.cli import main\n"
         "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\nelse:\n    code = 0\n"
         f"{code_after}\n"
         "sys.exit(code)\n")
@@ -42,7 +42,7 @@ def assert_same_records(a, b):
     the wall-clock `seconds`."""
     import numpy as np
 
-    from dynamics import open_run
+    from dyn import open_run
 
     with open_run(a) as ra, open_run(b) as rb:
         assert rb.state == "complete"

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from analyze.accuracy import accuracy, lr_at, seed_band, seed_bands
-from analyze.runs import group_seeds
+from dyn.analyze.accuracy import accuracy, lr_at, seed_band, seed_bands
+from dyn.analyze.runs import group_seeds
 
 
 def test_accuracy_of_packed_rows():

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from analyze.bits import (VerticalCounter, Words, blocks, check_rows, nbytes, pack,
+from dyn.analyze.bits import (VerticalCounter, Words, blocks, check_rows, nbytes, pack,
                           popcount, unpack, words)
 
 SIZES = [1, 7, 8, 9, 63, 64, 65, 127, 1000, 1001]

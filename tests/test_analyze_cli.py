@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from dynamics.synthetic import Synthetic
+from dyn.synthetic import Synthetic
 
 from helpers import run_dyn
 
@@ -99,9 +99,9 @@ def test_histogram_default_window_is_the_second_half(run, facts, tmp_path):
 
 
 def test_flips_reads_barcodes_only_for_what_shows_them(run, facts):
-    from analyze.commands import flips
-    from analyze.options import Common
-    from dynamics.reader import open_run
+    from dyn.analyze.commands import flips
+    from dyn.analyze.options import Common
+    from dyn.reader import open_run
 
     correct, _, _ = facts
     ask = dict(runs=(), nets=["sgd"], split="val", first=None, last=None, out=None, csv=None)

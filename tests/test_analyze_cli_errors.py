@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 
-from dynamics.layout import Layout, Network, Param, Split
-from dynamics.writer import RunWriter
+from dyn.layout import Layout, Network, Param, Split
+from dyn.writer import RunWriter
 
 from helpers import run_dyn
 

@@ -4,7 +4,7 @@ import re
 import subprocess
 import sys
 
-from dynamics.synthetic import Synthetic
+from dyn.synthetic import Synthetic
 
 from helpers import ROOT, run_dyn
 

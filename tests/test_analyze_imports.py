@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import analyze
+import dyn.analyze
 
 PURE = ["accuracy", "agreement", "bits", "flips", "histogram", "kernels", "misclassification", "networks", "runs",
         "stability", "tables", "weight_diff", "window"]
@@ -17,14 +17,14 @@ CLI = ["cli", "source", "stream", "output", "options", "commands", "commands.sta
 
 
 def test_every_module_is_listed():
-    root = Path(analyze.__file__).parent
+    root = Path(dyn.analyze.__file__).parent
     found = {".".join(p.relative_to(root).with_suffix("").parts) for p in root.rglob("*.py")}
     found = {m.removesuffix(".__init__") for m in found} - {"__init__"}
     assert found == set(PURE) | set(PLOT) | set(CLI)
 
 
 def test_importing_analyses_and_plot_modules_loads_neither_torch_nor_matplotlib():
-    mods = ", ".join(f"analyze.{m}" for m in PURE + PLOT)
+    mods = ", ".join(f"dyn.analyze.{m}" for m in PURE + PLOT)
     code = (f"import sys, {mods}\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'matplotlib'))\n"
             "print(bad)\n"
@@ -35,7 +35,7 @@ def test_importing_analyses_and_plot_modules_loads_neither_torch_nor_matplotlib(
 
 def test_command_modules_load_neither_torch_nor_matplotlib_nor_pandas():
     # pandas only for `dyn table` and --lr, inside those functions: it costs ~0.5 s of start-up
-    mods = ", ".join(f"analyze.{m}" for m in CLI)
+    mods = ", ".join(f"dyn.analyze.{m}" for m in CLI)
     code = (f"import sys, {mods}\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'matplotlib', 'pandas'))\n"
             "assert not bad, bad\n")
@@ -44,7 +44,7 @@ def test_command_modules_load_neither_torch_nor_matplotlib_nor_pandas():
 
 
 def test_no_source_line_imports_torch():
-    root = Path(analyze.__file__).parent
+    root = Path(dyn.analyze.__file__).parent
     pattern = re.compile(r"^\s*(import\s+torch|from\s+torch)\b", re.M)
     offenders = [str(p) for p in root.rglob("*.py") if pattern.search(p.read_text())]
     assert offenders == []

@@ -11,12 +11,12 @@ import sysconfig
 import numpy as np
 import pytest
 
-from analyze import kernels
-from analyze.agreement import agreement
-from analyze.bits import pack
-from analyze.flips import FlipsAccumulator
-from analyze.misclassification import MisclassificationAccumulator
-from analyze.stability import StabilityAccumulator
+from dyn.analyze import kernels
+from dyn.analyze.agreement import agreement
+from dyn.analyze.bits import pack
+from dyn.analyze.flips import FlipsAccumulator
+from dyn.analyze.misclassification import MisclassificationAccumulator
+from dyn.analyze.stability import StabilityAccumulator
 
 SIZES = [1, 7, 8, 9, 63, 64, 65, 127, 1000, 1001, 2053, 16 * 1024 + 3]  # 16k+3: more than one C tile
 

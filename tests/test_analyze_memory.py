@@ -4,10 +4,10 @@ import tracemalloc
 
 import numpy as np
 
-from analyze.agreement import AgreementAccumulator
-from analyze.flips import FlipsAccumulator
-from analyze.misclassification import MisclassificationAccumulator
-from analyze.stability import StabilityAccumulator
+from dyn.analyze.agreement import AgreementAccumulator
+from dyn.analyze.flips import FlipsAccumulator
+from dyn.analyze.misclassification import MisclassificationAccumulator
+from dyn.analyze.stability import StabilityAccumulator
 
 N, CHUNK = 200_000, 16
 

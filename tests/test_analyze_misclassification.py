@@ -6,8 +6,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from analyze.histogram import fraction_histogram
-from analyze.misclassification import MisclassificationAccumulator, misclassification
+from dyn.analyze.histogram import fraction_histogram
+from dyn.analyze.misclassification import MisclassificationAccumulator, misclassification
 
 HAND = np.array([[1, 0, 0],
                  [1, 1, 0],

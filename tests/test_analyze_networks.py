@@ -1,6 +1,6 @@
 """Network names: "sgd" and "ema-<decay>" as the run file writes them."""
 
-from analyze.networks import decay, label, order
+from dyn.analyze.networks import decay, label, order
 
 
 def test_names():

@@ -4,10 +4,10 @@ facts we planted and every figure drawn from the results."""
 import numpy as np
 import pytest
 
-from analyze.agreement import AgreementAccumulator
-from analyze.flips import FlipsAccumulator, barcode, top_flips
-from analyze.misclassification import MisclassificationAccumulator
-from analyze.stability import StabilityAccumulator
+from dyn.analyze.agreement import AgreementAccumulator
+from dyn.analyze.flips import FlipsAccumulator, barcode, top_flips
+from dyn.analyze.misclassification import MisclassificationAccumulator
+from dyn.analyze.stability import StabilityAccumulator
 
 N, T = 5000, 181      # the paper's validation split and epochs 0..180
 
@@ -27,10 +27,10 @@ def planted():
 
 def test_planted_run_end_to_end(tmp_path):
     pytest.importorskip("matplotlib")
-    from analyze.plot.agreement import agreement_figure
-    from analyze.plot.barcode import barcode_figure
-    from analyze.plot.misclassification import misclassification_figure
-    from analyze.plot.stability import stability_figure
+    from dyn.analyze.plot.agreement import agreement_figure
+    from dyn.analyze.plot.barcode import barcode_figure
+    from dyn.analyze.plot.misclassification import misclassification_figure
+    from dyn.analyze.plot.stability import stability_figure
 
     ps, pe, sgd, ema = planted()
     epochs = np.arange(T)

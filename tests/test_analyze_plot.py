@@ -7,15 +7,15 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from analyze.accuracy import seed_band  # noqa: E402
-from analyze.plot import style  # noqa: E402
-from analyze.plot.accuracy import accuracy_figure  # noqa: E402
-from analyze.plot.agreement import agreement_figure  # noqa: E402
-from analyze.plot.barcode import barcode_figure  # noqa: E402
-from analyze.plot.misclassification import misclassification_figure  # noqa: E402
-from analyze.plot.save import save, target  # noqa: E402
-from analyze.plot.stability import stability_figure  # noqa: E402
-from analyze.plot.weight_diff import weight_diff_figure  # noqa: E402
+from dyn.analyze.accuracy import seed_band  # noqa: E402
+from dyn.analyze.plot import style  # noqa: E402
+from dyn.analyze.plot.accuracy import accuracy_figure  # noqa: E402
+from dyn.analyze.plot.agreement import agreement_figure  # noqa: E402
+from dyn.analyze.plot.barcode import barcode_figure  # noqa: E402
+from dyn.analyze.plot.misclassification import misclassification_figure  # noqa: E402
+from dyn.analyze.plot.save import save, target  # noqa: E402
+from dyn.analyze.plot.stability import stability_figure  # noqa: E402
+from dyn.analyze.plot.weight_diff import weight_diff_figure  # noqa: E402
 
 SIGNATURES = {".png": b"\x89PNG\r\n\x1a\n", ".pdf": b"%PDF"}
 E = np.arange(0, 31)
@@ -142,7 +142,7 @@ def test_figures_never_import_pyplot():
     import sys
 
     code = ("import sys, tempfile, numpy as np\n"
-            "from analyze.plot.weight_diff import weight_diff_figure\n"
+            "from dyn.analyze.plot.weight_diff import weight_diff_figure\n"
             "weight_diff_figure(tempfile.mkdtemp() + '/f.png', {'c': (np.arange(3), np.ones(3))})\n"
             "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

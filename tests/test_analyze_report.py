@@ -3,7 +3,7 @@ shows them all; analyses a run cannot support are skipped with their reason."""
 
 import re
 
-from dynamics.synthetic import Synthetic
+from dyn.synthetic import Synthetic
 
 from helpers import run_dyn
 

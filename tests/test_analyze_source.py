@@ -1,17 +1,17 @@
-"""analyze.source and analyze.output: network names, epoch windows, what a run must hold,
+"""dyn.analyze.source and dyn.analyze.output: network names, epoch windows, what a run must hold,
 run labels, and output paths, each refusal one line naming the run or flag."""
 
 import numpy as np
 import pytest
 
-from analyze import output, source
-from analyze.options import parse_nets
-from analyze.window import second_half
-from dynamics.errors import DynError, RunFileError, UsageError
-from dynamics.layout import Layout, Network, Param, Split
-from dynamics.reader import open_run
-from dynamics.synthetic import Synthetic
-from dynamics.writer import RunWriter
+from dyn.analyze import output, source
+from dyn.analyze.options import parse_nets
+from dyn.analyze.window import second_half
+from dyn.errors import DynError, RunFileError, UsageError
+from dyn.layout import Layout, Network, Param, Split
+from dyn.reader import open_run
+from dyn.synthetic import Synthetic
+from dyn.writer import RunWriter
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from analyze.stability import StabilityAccumulator, stability
-from analyze.window import Cursor, check_epochs, rows_in, second_half
+from dyn.analyze.stability import StabilityAccumulator, stability
+from dyn.analyze.window import Cursor, check_epochs, rows_in, second_half
 
 # 3 samples over epochs 0..3
 HAND = np.array([[1, 0, 0],

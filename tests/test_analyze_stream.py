@@ -1,4 +1,4 @@
-"""analyze.stream: raw chunk reads give exactly the reader's rows, whatever the window,
+"""dyn.analyze.stream: raw chunk reads give exactly the reader's rows, whatever the window,
 chunking or file; the fallback too; and a live run shows only committed rows."""
 
 import threading
@@ -7,11 +7,11 @@ import h5py
 import numpy as np
 import pytest
 
-from analyze import stream
-from dynamics.layout import Layout, Network, Split
-from dynamics.reader import open_run
-from dynamics.synthetic import Synthetic
-from dynamics.writer import RunWriter
+from dyn.analyze import stream
+from dyn.layout import Layout, Network, Split
+from dyn.reader import open_run
+from dyn.synthetic import Synthetic
+from dyn.writer import RunWriter
 
 
 @pytest.fixture(scope="module")

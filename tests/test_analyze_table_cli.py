@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from dynamics.layout import Layout, Network, Split
-from dynamics.writer import RunWriter
+from dyn.layout import Layout, Network, Split
+from dyn.writer import RunWriter
 
 from helpers import run_dyn
 

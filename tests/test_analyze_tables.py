@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analyze.tables import paper_table, render
+from dyn.analyze.tables import paper_table, render
 
 # Table 1 of the paper (test accuracy %, mean of 3 seeds), as recipe.md gives it.
 TABLE1 = """\

@@ -21,7 +21,7 @@ Rows of kind "nobody" run as an unprivileged user when the tests run as root (ro
 permission bits); rows of kind "no-torch" run in a fresh interpreter on which torch cannot be
 imported, as on an analysis-only install.
 
-The inputs: Synthetic runs (dynamics.synthetic) with and without weights, predictions, a
+The inputs: Synthetic runs (dyn.synthetic) with and without weights, predictions, a
 second EMA network, a single epoch; weights without correctness; an imported run (no lr, no
 test split); a diverged run; one real `dyn train` run, stopped after its epoch (resumable);
 an HDF5 file that is not a run, a text file, an empty file, an unreadable file; a file where a
@@ -40,11 +40,11 @@ import numpy as np
 import pytest
 import torch
 
-from dynamics import open_run
-from dynamics.importers.predictions import import_predictions
-from dynamics.layout import Layout, Network, Param
-from dynamics.synthetic import Synthetic
-from dynamics.writer import RunWriter
+from dyn import open_run
+from dyn.importers.predictions import import_predictions
+from dyn.layout import Layout, Network, Param
+from dyn.synthetic import Synthetic
+from dyn.writer import RunWriter
 from helpers import run_dyn
 
 ROOT_USER = os.geteuid() == 0
@@ -141,7 +141,7 @@ ROWS = [
         "--resume: {w}/stopped-synthetic.h5 holds no resume state (not written by dyn train?)"),
     row("train-resume-not-hdf5", train("--resume", "--out", "{w}/text.h5"), 1, "{w}/text.h5: not an HDF5 file"),
     row("train-without-torch", ["train", *BASE, "--nproc", "2"], 2,
-        "dyn train needs PyTorch, which is not installed: pip install 'dyn[train]'", "no-torch"),
+        "dyn train needs PyTorch, which is not installed: pip install 'dyn-ema[train]'", "no-torch"),
 
     # ------------------------------------------------------------------------------ dyn sweep
     row("sweep-unknown-option", ["sweep", "--frobnicate"], 2, "No such option '--frobnicate'. (see dyn sweep --help)"),
@@ -327,7 +327,7 @@ ROWS = [
     row("checkpoints-out-under-proc", checkpoints("{w}/notes", "--out", "/proc/x.h5"), 2,
         "--out /proc/x.h5: folder /proc is not writable"),
     row("checkpoints-evaluate-without-torch", checkpoints("{w}/notes", "--evaluate", "--model", "resnet20"), 2,
-        "--evaluate needs PyTorch and dyn's training stage (torch is missing): pip install 'dyn[train]'", "no-torch"),
+        "--evaluate needs PyTorch, which is not installed: pip install 'dyn-ema[train]'", "no-torch"),
 
     # ---------------------------------------------------------------- dyn import predictions
     row("predictions-no-out", ["import", "predictions", "{w}/sgd.npy"], 2, "--out RUN.h5 is required"),

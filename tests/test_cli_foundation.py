@@ -7,8 +7,8 @@ import h5py
 import numpy as np
 import pytest
 
-from dynamics.superblock import lookup3, read_superblock
-from dynamics.synthetic import Synthetic
+from dyn.superblock import lookup3, read_superblock
+from dyn.synthetic import Synthetic
 
 from helpers import run_dyn
 

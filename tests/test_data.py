@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from train.data import (CIFAR10_MEAN, CIFAR10_STD, DataNotFound, TrainBatches, crop_flip, load_dataset,
+from dyn.train.data import (CIFAR10_MEAN, CIFAR10_STD, DataNotFound, TrainBatches, crop_flip, load_dataset,
                         normalize, split_indices)
 
 # -- CIFAR-10 from torchvision's on-disk layout ----------------------------------------------------
@@ -284,12 +284,12 @@ def test_digits_read_without_sklearn_equal_load_digits():
 
     from sklearn.datasets import load_digits
 
-    from train.data import _digits
+    from dyn.train.data import _digits
 
     images, labels = _digits()
     d = load_digits()
     np.testing.assert_array_equal(images, d.images)
     np.testing.assert_array_equal(labels, d.target)
-    code = "import sys; from train.data import load_dataset; load_dataset('digits'); print('sklearn' in sys.modules)"
+    code = "import sys; from dyn.train.data import load_dataset; load_dataset('digits'); print('sklearn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"  # its import costs seconds of every `dyn train --dataset digits`

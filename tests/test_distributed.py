@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from dynamics import open_run
-from dynamics.cli import main
-from dynamics.errors import UsageError
+from dyn import open_run
+from dyn.cli import main
+from dyn.errors import UsageError
 from helpers import ROOT, run_dyn
 from test_train_run import assert_same_records
-from train.ranks import check_shards, loss_scale, shard, torchrun_env
+from dyn.train.ranks import check_shards, loss_scale, shard, torchrun_env
 
 TINY = ["--dataset", "digits", "--schedule", "constant", "--lr", "0.05", "--decay", "0.9,0.99",
         "--batch-size", "256", "--no-progress"]
@@ -26,7 +26,7 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
 
 
 def torchrun_cmd(nproc, *args):
-    return [*TORCHRUN, f"--nproc-per-node={nproc}", "-m", "dynamics.cli", "train", *TINY, *map(str, args)]
+    return [*TORCHRUN, f"--nproc-per-node={nproc}", "-m", "dyn", "train", *TINY, *map(str, args)]
 
 
 def torchrun(nproc, *args, timeout=600):
@@ -80,7 +80,7 @@ def test_shards_cover_every_item_once_in_order():
 
 
 def test_sharded_batches_make_up_the_one_process_batches():
-    from train.data import load_dataset
+    from dyn.train.data import load_dataset
 
     data = load_dataset("digits")
     whole = list(data.train_batches(256, seed=7).epoch())  # 1,077 samples: 4 x 256 and 53
@@ -139,7 +139,7 @@ def test_every_rank_must_get_samples_of_every_batch():
 
 
 def test_nproc_passes_on_the_command_line_it_was_given():
-    from train.cli import command_line, train
+    from dyn.train.cli import command_line, train
 
     args = ["--decay", "0.9", "--decay", "0.99,0.999", "--lr", "0.05", "--no-progress", "--sync-bn",
             "--out", "x.h5", "--nproc", "2", "--compile", "--resume"]
@@ -165,8 +165,8 @@ def test_one_process_under_torchrun_equals_a_plain_run_bit_for_bit(tmp_path):
 
 
 def test_two_processes_record_a_valid_run_with_identical_weights(two_ranks):
-    from train.data import load_dataset, normalize
-    from train.models import build_model
+    from dyn.train.data import load_dataset, normalize
+    from dyn.train.models import build_model
 
     out, err = two_ranks
     # each rank's digest of its final SGD and EMA weights, gathered: all equal, and equal to the file's

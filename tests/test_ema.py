@@ -5,8 +5,8 @@ import torch
 import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from train.ema import EMA, TableRow, ema_name, flatten_state, param_table, unflatten_state
-from train.models import resnet
+from dyn.train.ema import EMA, TableRow, ema_name, flatten_state, param_table, unflatten_state
+from dyn.train.models import resnet
 
 PAPER_DECAYS = [0.9, 0.99, 0.999, 0.9995, 0.9997]
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train.ema import EMA
-from train.evaluate import evaluate
-from train.models import build_model
+from dyn.train.ema import EMA
+from dyn.train.evaluate import evaluate
+from dyn.train.models import build_model
 
 
 @pytest.fixture(scope="module")

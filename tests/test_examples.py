@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from dynamics import open_run
+from dyn import open_run
 from helpers import ROOT
 from test_train_run import assert_same_records
 

@@ -8,8 +8,8 @@ import h5py
 import pytest
 import torch
 
-import dynamics
-from dynamics.cli import main
+from dyn import open_run
+from dyn.cli import main
 
 from test_import_checkpoints import DECAY, train_tiny
 
@@ -95,7 +95,7 @@ def test_nan_weights_warn_or_refuse(tmp_path, capsys, run):
     assert code == 0, err
     assert err == "dyn: warning: " + str(tmp_path / "checkpoint-2.pth.tar") + \
         ": sgd weights hold 2 NaN/inf values (in 0.weight (2))\n"
-    with dynamics.open_run(tmp_path / "run.h5") as r:
+    with open_run(tmp_path / "run.h5") as r:
         w = r.state_dict("sgd", 3)["0.weight"]
         assert math.isnan(w[0, 0, 0, 0]) and math.isinf(w[0, 0, 0, 1])  # kept as they were
 
@@ -141,7 +141,7 @@ def test_existing_output_is_replaced_only_with_overwrite(tmp_path, capsys, run):
     assert c == 2 and "run.h5: already exists; pass --overwrite" in err and out.read_text() == "an older run"
     c, _, err = dyn(capsys, "import", "checkpoints", tmp_path, "--out", out, "--overwrite")
     assert c == 0, err
-    with dynamics.open_run(out) as r:
+    with open_run(out) as r:
         assert r.networks == ["sgd", "ema"]
     out.unlink()
     c, _, err = dyn(capsys, "import", "checkpoints", tmp_path, "--out", tmp_path / "new" / "run.h5")

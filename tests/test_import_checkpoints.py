@@ -18,10 +18,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-import dynamics
-from analyze.weight_diff import weight_difference
-from dynamics.errors import DynError
-from dynamics.importers.checkpoints import describe, import_checkpoints
+import dyn
+from dyn.analyze.weight_diff import weight_difference
+from dyn.errors import DynError
+from dyn.importers.checkpoints import describe, import_checkpoints
 
 from helpers import run_dyn
 
@@ -78,7 +78,7 @@ def numpy_sd(sd):
 def check_run(path, epochs, expect: dict, ordered=True):
     """expect: {network: [state_dict per epoch]}; every tensor must match exactly, and keys
     come in the model's order (safetensors files sort their keys: `ordered=False`)."""
-    with dynamics.open_run(path) as r:
+    with dyn.open_run(path) as r:
         assert r.networks == list(expect)
         assert list(r.weight_epochs()) == [e.epoch for e in epochs]
         t = r.param_table
@@ -153,7 +153,7 @@ def test_lightning_ema_weight_averaging(tmp_path, run):
                    tmp_path / f"epoch={e.epoch - 1}-step={e.step}.ckpt")
     _, out = import_checkpoints([tmp_path], tmp_path / "run.h5", decay=DECAY)
     prefixed = lambda sd: {f"net.{k}": v for k, v in sd.items()}  # noqa: E731
-    with dynamics.open_run(out) as r:
+    with dyn.open_run(out) as r:
         assert list(r.weight_epochs()) == [1, 2, 3]
         assert list(r.metrics()["iteration"]) == [e.step for e in run]
         for e in run:
@@ -242,7 +242,7 @@ def test_safetensors_bfloat16_is_exact(tmp_path, run):
     for e, sd in zip(run, bf):
         save_file(sd, str(tmp_path / f"w-{e.epoch}.safetensors"))
     _, out = import_checkpoints([tmp_path], tmp_path / "run.h5")
-    with dynamics.open_run(out) as r:
+    with dyn.open_run(out) as r:
         t = r.param_table
         assert set(t[t.name == "0.weight"]["dtype"]) == {"bfloat16"}
         for e, sd in zip(run, bf):
@@ -278,7 +278,7 @@ def test_natural_order_and_explicit_orders(tmp_path, run):
         torch.save(e.sgd, tmp_path / names[e.epoch])
     plan, out = import_checkpoints([tmp_path], tmp_path / "a.h5")
     assert [r.epoch for r in plan.records] == [9, 10, 100]
-    with dynamics.open_run(out) as r:
+    with dyn.open_run(out) as r:
         for e, ep in zip(run, (9, 10, 100)):
             np.testing.assert_array_equal(r.state_dict("sgd", ep)["0.weight"], e.sgd["0.weight"].numpy())
     # --order given keeps the command line's order; numbers then must still increase
@@ -300,7 +300,7 @@ def test_order_by_step_when_files_record_no_epoch(tmp_path, run):
     plan, out = import_checkpoints([tmp_path], tmp_path / "run.h5")
     assert [r.first.path.name for r in plan.records] == ["c.pt", "a.pt", "b.pt"]
     assert [r.epoch for r in plan.records] == [1, 2, 3]  # positions: nothing else says
-    with dynamics.open_run(out) as r:
+    with dyn.open_run(out) as r:
         assert r.networks == ["ema"] and list(r.metrics()["iteration"]) == [2, 4, 6]
 
 
@@ -318,7 +318,7 @@ def test_weight_difference_of_an_import_matches_the_definition(tmp_path, run):
     for e in run:
         torch.save({"model": e.sgd, "model_ema": e.averaged, "epoch": e.epoch - 1}, tmp_path / f"model_{e.epoch - 1}.pth")
     _, out = import_checkpoints([tmp_path], tmp_path / "run.h5", decay=DECAY)
-    with dynamics.open_run(out) as r:
+    with dyn.open_run(out) as r:
         wd = weight_difference((e, p, r.params(f"ema-{DECAY}", e)) for e, p in r.iter_params("sgd"))
     names = [n for n, _ in tiny_net().named_parameters()]
     for i, e in enumerate(run):  # by hand, in float64, over the parameters only

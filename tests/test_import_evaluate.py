@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-import dynamics
-from dynamics.importers.checkpoints import import_checkpoints
-from dynamics.importers.evaluate import Evaluator
-from train.data import load_dataset, normalize
-from train.models import build_model
+import dyn
+from dyn.importers.checkpoints import import_checkpoints
+from dyn.train.import_eval import Evaluator
+from dyn.train.data import load_dataset, normalize
+from dyn.train.models import build_model
 
 from helpers import run_dyn
 
@@ -54,7 +54,7 @@ def test_evaluate_resnet20_on_digits(tmp_path, digits):
     ev = Evaluator(model="resnet20", dataset="digits", splits=("val",), val_size=120)
     _, out = import_checkpoints([tmp_path], tmp_path / "run.h5", decay=0.5, evaluator=ev)
     ref = build_model("resnet20", 10, in_channels=1)
-    with dynamics.open_run(out) as r:
+    with dyn.open_run(out) as r:
         assert r.splits == ["val"] and r.config["model"] == "resnet20" and r.config["dataset"] == "digits"
         np.testing.assert_array_equal(r.labels("val"), digits.val_labels.numpy())
         np.testing.assert_array_equal(r.dataset_index("val"), digits.val_indices)
@@ -107,7 +107,7 @@ def test_model_factory_and_its_buffers(tmp_path, digits):
         import mynets
     finally:
         sys.path.remove(str(tmp_path))
-    with dynamics.open_run(tmp_path / "run.h5") as run:
+    with dyn.open_run(tmp_path / "run.h5") as run:
         t = run.param_table
         assert dict(zip(t.name, t.kind)) == {"fc.weight": "param", "fc.bias": "param", "scale": "buffer"}
         assert run.splits == ["val", "test"]

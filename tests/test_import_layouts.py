@@ -1,4 +1,4 @@
-"""dynamics.importers.layouts: where each tool keeps SGD and EMA weights, from key names alone.
+"""dyn.importers.layouts: where each tool keeps SGD and EMA weights, from key names alone.
 
 Pure tests over dicts of numpy arrays shaped like each tool's checkpoint (the documented key
 layouts); test_import_checkpoints.py builds the real files.
@@ -7,7 +7,7 @@ layouts); test_import_checkpoints.py builds the real files.
 import numpy as np
 import pytest
 
-from dynamics.importers.layouts import LayoutError, Ref, detect, is_state_dict, select
+from dyn.importers.layouts import LayoutError, Ref, detect, is_state_dict, select
 
 W = np.zeros((2, 3), np.float32)
 

@@ -5,13 +5,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import dynamics
-from analyze.agreement import agreement
-from analyze.flips import flips_per_sample
-from analyze.misclassification import misclassification
-from analyze.stability import stability
-from dynamics.errors import DynError
-from dynamics.importers.predictions import import_predictions
+import dyn
+from dyn.analyze.agreement import agreement
+from dyn.analyze.flips import flips_per_sample
+from dyn.analyze.misclassification import misclassification
+from dyn.analyze.stability import stability
+from dyn.errors import DynError
+from dyn.importers.predictions import import_predictions
 
 from helpers import run_dyn
 
@@ -42,7 +42,7 @@ def paper(tmp_path_factory):
 def test_papers_preds_folder_gives_the_stability_of_the_definition(paper, tmp_path):
     folder, sgd, ema = paper
     out = import_predictions([folder], tmp_path / "run.h5", decay=0.999)
-    with dynamics.open_run(out) as r:
+    with dyn.open_run(out) as r:
         assert r.networks == ["sgd", "ema-0.999"] and r.splits == ["val"]
         assert list(r.epochs("val")) == list(EPOCHS)
         assert r.split_size("val") == N and r.num_classes("val") == 0 and (r.labels("val") == -1).all()
@@ -78,7 +78,7 @@ def test_net_arrays_bool_and_predicted_labels(tmp_path):
                 f"ema-0.99={tmp_path / 'ema.npy'}", "--labels", tmp_path / "labels.npy", "--first-epoch", "0",
                 "--out", tmp_path / "run.h5", block=("torch",))
     assert r.returncode == 0, r.stderr
-    with dynamics.open_run(tmp_path / "run.h5") as run:
+    with dyn.open_run(tmp_path / "run.h5") as run:
         assert list(run.epochs("val")) == list(range(len(EPOCHS)))
         np.testing.assert_array_equal(run.labels("val"), labels)
         assert run.num_classes("val") == 5
@@ -93,7 +93,7 @@ def test_npz_with_epochs_and_labels(tmp_path):
     sgd, ema = chains(5, 0.3), chains(6, 0.1)
     np.savez(tmp_path / "dump.npz", sgd=sgd, **{"ema-0.9": ema}, epochs=EPOCHS * 2, labels=labels)
     out = import_predictions([tmp_path / "dump.npz"], tmp_path / "run.h5", split="test")
-    with dynamics.open_run(out) as r:
+    with dyn.open_run(out) as r:
         assert r.splits == ["test"] and list(r.epochs("test")) == list(EPOCHS * 2)
         assert r.network_info("ema-0.9") == {"name": "ema-0.9", "kind": "ema", "decay": 0.9}
         np.testing.assert_array_equal(r.correct("test", "ema-0.9"), ema)
@@ -119,7 +119,7 @@ def test_csv_and_parquet_long_form(tmp_path):
     sgd, ema = chains(7, 0.3), chains(8, 0.1)
     long_form({"sgd": sgd, "ema-0.999": ema}, ids).to_csv(tmp_path / "c.csv", index=False)
     out = import_predictions([tmp_path / "c.csv"], tmp_path / "csv.h5")
-    with dynamics.open_run(out) as r:
+    with dyn.open_run(out) as r:
         assert r.networks == ["sgd", "ema-0.999"]
         np.testing.assert_array_equal(r.dataset_index("val"), ids)
         np.testing.assert_array_equal(r.correct("val", "sgd"), sgd)
@@ -129,7 +129,7 @@ def test_csv_and_parquet_long_form(tmp_path):
     pred = {"sgd": np.where(sgd, labels, (labels + 1) % 4), "ema-0.999": np.where(ema, labels, (labels + 2) % 4)}
     long_form(pred, ids, labels, pred).to_parquet(tmp_path / "p.parquet")
     out = import_predictions([tmp_path / "p.parquet"], tmp_path / "pq.h5")
-    with dynamics.open_run(out) as r:
+    with dyn.open_run(out) as r:
         np.testing.assert_array_equal(r.correct("val", "ema-0.999"), ema)
         np.testing.assert_array_equal(r.predicted("val", "sgd"), pred["sgd"])
         np.testing.assert_array_equal(r.labels("val"), labels)
@@ -141,7 +141,7 @@ def refused(tmp_path, *args, match):
     import contextlib
     import io
 
-    from dynamics.cli import main
+    from dyn.cli import main
 
     err = io.StringIO()
     with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as e:
@@ -202,5 +202,5 @@ def test_existing_output_is_kept(tmp_path, paper):
         import_predictions([folder], out)
     assert out.read_text() == "precious"
     import_predictions([folder], out, overwrite=True)
-    with dynamics.open_run(out) as r:
+    with dyn.open_run(out) as r:
         assert r.networks == ["sgd", "ema"]

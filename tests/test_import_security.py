@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from dynamics.errors import DynError
-from dynamics.importers.checkpoints import import_checkpoints
-from dynamics.importers.load import load
+from dyn.errors import DynError
+from dyn.importers.checkpoints import import_checkpoints
+from dyn.importers.load import load
 
 from helpers import run_dyn
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from train.models import MODELS, BasicBlock, build_model, resnet, resnet50_cifar
+from dyn.train.models import MODELS, BasicBlock, build_model, resnet, resnet50_cifar
 
 
 def n_params(model):

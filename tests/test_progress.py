@@ -1,12 +1,12 @@
-"""train.progress: a bar on a terminal (iterations, loss, images/s, ETA), one line per epoch
+"""dyn.train.progress: a bar on a terminal (iterations, loss, images/s, ETA), one line per epoch
 otherwise; epoch times and the ETA count the recording, not only the training."""
 
 import io
 
 import pytest
 
-import train.progress as progress
-from train.progress import Progress
+import dyn.train.progress as progress
+from dyn.train.progress import Progress
 
 
 class Clock:

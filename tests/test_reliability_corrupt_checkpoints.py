@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import save_file
 
-from dynamics import open_run
+from dyn import open_run
 
 SETTINGS = settings(max_examples=int(os.environ.get("DYN_TEST_EXAMPLES", 25)), deadline=None,
                     derandomize=True, database=None, phases=[Phase.explicit, Phase.generate],

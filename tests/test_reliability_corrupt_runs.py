@@ -1,7 +1,7 @@
 """Damaged run files fed to the reader and every analysis command: a correct answer for what is
 intact, or one line; never a traceback, a crash, a hang, or an answer the file does not hold.
 
-Hypothesis damages a small valid run (dynamics.synthetic, so every value it holds is known) in
+Hypothesis damages a small valid run (dyn.synthetic, so every value it holds is known) in
 seven ways: truncation at a random offset; random byte flips; deleted groups and datasets;
 datasets replaced by ones of another dtype or shape; attributes given a value of the wrong type;
 huge declared sizes (2**40 rows, a /status counter beyond the data, a split's size, a parameter
@@ -47,7 +47,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from dynamics.synthetic import Synthetic
+from dyn.synthetic import Synthetic
 
 
 def SETTINGS(n):
@@ -373,7 +373,7 @@ def test_flipped_bytes_give_the_pristine_answer_unless_they_hit_data(pristine, f
 
 def mark_open(raw: bytearray) -> None:
     """Set the superblock's "open for (SWMR) write" flags, as a killed writer leaves them."""
-    from dynamics.superblock import lookup3
+    from dyn.superblock import lookup3
 
     length = 12 + 4 * raw[9] + 4  # superblock v2/v3
     raw[11] |= 0x05

@@ -7,7 +7,7 @@ pause points, dynamics/faults.py, hold it).
 
 import signal
 
-from dynamics import open_run
+from dyn import open_run
 from helpers import DIGITS, DIGITS_EPOCHS, assert_same_records
 
 TRAIN = ["train", *DIGITS, "--epochs", str(DIGITS_EPOCHS), "--resume"]
@@ -65,7 +65,7 @@ def test_killed_while_a_resume_drops_uncommitted_rows_stays_readable(forkserver,
     in what it reads (never in the file), and the next resume completes the run."""
     import hashlib
 
-    from dynamics.superblock import read_superblock
+    from dyn.superblock import read_superblock
 
     path = tmp_path / "run.h5"
     killed_at(forkserver, path, "epoch 1 (metrics, split/val, split/test, weights): flushed")

@@ -24,7 +24,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from dynamics import open_run
+from dyn import open_run
 from helpers import DIGITS, DIGITS_EPOCHS, assert_same_records, run_dyn
 
 KILLS = 30

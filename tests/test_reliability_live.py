@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from dynamics import open_run
+from dyn import open_run
 from helpers import DIGITS, ROOT
 
 ROUNDS = 100
@@ -34,7 +34,7 @@ def analysis(result) -> dict:
 def test_analyses_of_a_live_run_see_whole_epochs_that_never_go_backwards(forkserver, tmp_path):
     path = tmp_path / "live.h5"
     log = tmp_path / "train.log"
-    train = subprocess.Popen([sys.executable, "-m", "dynamics.cli", "train", *DIGITS, "--epochs", "1000",
+    train = subprocess.Popen([sys.executable, "-m", "dyn", "train", *DIGITS, "--epochs", "1000",
                               "--out", str(path)], cwd=ROOT, stderr=log.open("w"))
     try:
         deadline = time.monotonic() + 300

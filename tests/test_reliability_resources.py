@@ -10,7 +10,7 @@ import tempfile
 
 import pytest
 
-from dynamics import open_run
+from dyn import open_run
 from helpers import DIGITS, DIGITS_EPOCHS, assert_same_records
 
 TRAIN = ["train", *DIGITS, "--epochs", str(DIGITS_EPOCHS)]

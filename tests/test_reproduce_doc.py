@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from helpers import ROOT, run_dyn
-from train.cli import train
+from dyn.train.cli import train
 
 DOC = ROOT / "docs" / "reproduce.md"
 IGNORED = ("data_dir", "resume")  # where the data is, and how a rerun continues, are not the run

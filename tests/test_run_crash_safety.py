@@ -10,17 +10,17 @@ import time
 import numpy as np
 import pytest
 
-from dynamics import open_run
-from dynamics.inspect import summary
-from dynamics.synthetic import Synthetic
+from dyn import open_run
+from dyn.inspect import summary
+from dyn.synthetic import Synthetic
 
 SPEC = dict(epochs=240, samples=1003, splits=("val", "test"), decays=(0.9, 0.99), weights_every=3,
             n_params=20000)
 
 WRITER = """
 import sys, time
-from dynamics.synthetic import Synthetic
-from dynamics.writer import RunWriter
+from dyn.synthetic import Synthetic
+from dyn.writer import RunWriter
 path, pause = sys.argv[1], float(sys.argv[2])
 spec = Synthetic(**{spec!r})
 import os

@@ -6,15 +6,15 @@ import sys
 
 import numpy as np
 
-from dynamics import open_run
-from dynamics.synthetic import Synthetic
+from dyn import open_run
+from dyn.synthetic import Synthetic
 
 SPEC = dict(epochs=60, samples=1003, splits=("val", "test"), decays=(0.9, 0.99), weights_every=3, n_params=20000)
 WRITER = f"""
 import os, sys
-from dynamics.synthetic import Synthetic
-from dynamics.writer import RunWriter
-from dynamics.errors import DiskFull
+from dyn.synthetic import Synthetic
+from dyn.writer import RunWriter
+from dyn.errors import DiskFull
 spec = Synthetic(**{SPEC!r})
 path = sys.argv[1]
 w = RunWriter.resume(path) if os.path.exists(path) else RunWriter.create(path, spec.layout(), {{}})

@@ -6,10 +6,10 @@ import h5py
 import numpy as np
 import pytest
 
-from dynamics import Eval, Layout, Network, Param, RunFileError, RunWriter, Split, open_run
-from dynamics.errors import WriterBusy
-from dynamics.superblock import lookup3, read_superblock, repair
-from dynamics.synthetic import Synthetic
+from dyn import Eval, Layout, Network, Param, RunFileError, RunWriter, Split, open_run
+from dyn.errors import WriterBusy
+from dyn.superblock import lookup3, read_superblock, repair
+from dyn.synthetic import Synthetic
 
 
 @pytest.fixture(scope="module")

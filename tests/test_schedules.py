@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from train.schedules import SCHEDULES, build_scheduler, lr_at
+from dyn.train.schedules import SCHEDULES, build_scheduler, lr_at
 
 IPE = 352  # CIFAR-10: ceil(45000 / 128)
 T = 180 * IPE  # 63,360 iterations
@@ -74,7 +74,7 @@ def test_bad_configurations_are_refused():
 
 
 def test_lr_at_module_imports_without_torch():
-    code = "import sys; import train.schedules as s; s.lr_at('cosine', 3, base_lr=1, total_iters=9); " \
+    code = "import sys; import dyn.train.schedules as s; s.lr_at('cosine', 3, base_lr=1, total_iters=9); " \
            "assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 

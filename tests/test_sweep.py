@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from dynamics import open_run
-from dynamics.cli import main
+from dyn import open_run
+from dyn.cli import main
 from helpers import ROOT, run_dyn
-from train.cli import config_from_params, train
-from train.config import PAPER_DECAYS, TrainConfig
+from dyn.train.cli import config_from_params, train
+from dyn.train.config import PAPER_DECAYS, TrainConfig
 
 ENV = {"OMP_NUM_THREADS": "1"}
 
@@ -152,8 +152,8 @@ def test_half_set_torchrun_environment_is_refused(tmp_path):
 def test_gpu_indices_name_the_visible_gpus_in_groups_of_nproc(monkeypatch):
     import torch
 
-    from dynamics.errors import UsageError
-    from train.sweep import gpu_slots
+    from dyn.errors import UsageError
+    from dyn.train.sweep import gpu_slots
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")  # this process sees 4 of a machine's GPUs
@@ -166,7 +166,7 @@ def test_gpu_indices_name_the_visible_gpus_in_groups_of_nproc(monkeypatch):
 
 
 def test_slots_run_in_parallel_each_run_once_and_a_failure_does_not_stop_the_others(tmp_path):
-    from train.sweep import Run, Runner
+    from dyn.train.sweep import Run, Runner
 
     runs = [Run(TrainConfig(seed=k), tmp_path / f"r{k}.h5") for k in range(4)]
     marks = tmp_path / "marks"
@@ -191,7 +191,7 @@ def test_slots_run_in_parallel_each_run_once_and_a_failure_does_not_stop_the_oth
 
 def test_a_sweep_killed_in_the_middle_and_started_again_completes_every_run(tmp_path):
     out_dir = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "dynamics.cli", "sweep", "--dataset", "digits", "--schedule", "constant,cosine",
+    cmd = [sys.executable, "-m", "dyn", "sweep", "--dataset", "digits", "--schedule", "constant,cosine",
            "--seed", "1,2", "--lr", "0.05", "--epochs", "2", "--batch-size", "256", "--decay", "0.9,0.99",
            "--out-dir", str(out_dir)]
     env = {**os.environ, **ENV}
@@ -232,7 +232,7 @@ def test_a_sweep_killed_in_the_middle_and_started_again_completes_every_run(tmp_
 def test_slurm_example_trains_its_line_of_the_sweep(capsys, tmp_path, task, nproc):
     stub = tmp_path / "bin" / "dyn"  # `dyn sweep` for real; `dyn train` only notes its arguments
     stub.parent.mkdir()
-    stub.write_text(f"#!/bin/sh\nif [ \"$1\" = sweep ]; then exec {shlex.quote(sys.executable)} -m dynamics.cli \"$@\"; fi\n"
+    stub.write_text(f"#!/bin/sh\nif [ \"$1\" = sweep ]; then exec {shlex.quote(sys.executable)} -m dyn \"$@\"; fi\n"
                     f"printf '%s\\n' \"$@\" > {shlex.quote(str(tmp_path / 'args'))}\n")
     stub.chmod(0o755)
     env = {**os.environ, "PATH": f"{stub.parent}:{os.environ['PATH']}", "SLURM_ARRAY_TASK_ID": str(task),
@@ -273,7 +273,7 @@ def test_scale_out_doc_commands_are_valid(capsys):
     for words in sweeps:
         code, out, err = dyn(capsys, *words[1:], *([] if "--print" in words else ["--print"]))
         assert code == 0 and out, err
-    trains = [w for w in lines if w[:2] == ["dyn", "train"] or "dynamics.cli" in w]
+    trains = [w for w in lines if w[:2] == ["dyn", "train"] or "dyn.cli" in w]
     help_text = train.get_help(train.make_context("train", []))
     assert len(trains) >= 2
     for words in trains:

@@ -1,7 +1,7 @@
 """`dyn train --dataset cifar10` end to end on a tiny fake CIFAR-10 in torchvision's on-disk layout.
 
 The fake files carry their own md5 sums, not the real ones, so torchvision's integrity check is
-patched; that patch lives in this interpreter, so the command runs in-process (dynamics.cli.main)
+patched; that patch lives in this interpreter, so the command runs in-process (dyn.cli.main)
 rather than through run_dyn.
 """
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from dynamics import open_run
-from dynamics.cli import main
+from dyn import open_run
+from dyn.cli import main
 from test_data import N_PER_BATCH, N_TEST, fake_cifar, no_network, trust_fake_files  # noqa: F401 (fixtures)
 
 N_TRAIN_FILE = 5 * N_PER_BATCH  # the fake 50k training file

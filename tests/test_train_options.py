@@ -2,7 +2,7 @@
 
 Each must train and record a valid run, and change only what it says: channels_last the memory
 layout (the same records up to float rounding), bf16 the precision of the forward passes,
-compile nothing numerical. The runs are in-process (dynamics.cli.main) to spare an interpreter
+compile nothing numerical. The runs are in-process (dyn.cli.main) to spare an interpreter
 start per run, and the compile test swaps inductor's C++ build for a counting backend.
 """
 
@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from dynamics import open_run
-from dynamics.cli import main
+from dyn import open_run
+from dyn.cli import main
 from test_ema import ema_beside_the_hand_formula, tiny_resnet
-from train.data import load_dataset, normalize
-from train.ema import flatten_state
-from train.models import build_model
+from dyn.train.data import load_dataset, normalize
+from dyn.train.ema import flatten_state
+from dyn.train.models import build_model
 
 FLAGS = ["--dataset", "digits", "--schedule", "constant", "--decay", "0.9", "--batch-size", "256",
          "--epochs", "1", "--no-progress"]

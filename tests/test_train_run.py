@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from dynamics import open_run
+from dyn import open_run
 from helpers import ROOT, assert_same_records, run_dyn
 
 TINY = ["--dataset", "digits", "--schedule", "constant", "--lr", "0.05", "--decay", "0.9,0.99",
@@ -32,8 +32,8 @@ def full_run(tmp_path_factory):
 
 
 def test_run_file_is_valid_and_accuracies_match_a_separate_evaluation(full_run):
-    from train.data import load_dataset, normalize
-    from train.models import build_model
+    from dyn.train.data import load_dataset, normalize
+    from dyn.train.models import build_model
 
     data = load_dataset("digits")
     with open_run(full_run) as run:
@@ -62,7 +62,7 @@ def test_run_file_is_valid_and_accuracies_match_a_separate_evaluation(full_run):
 
 def test_resume_after_sigkill_equals_uninterrupted_bit_for_bit(full_run, tmp_path):
     out = tmp_path / "killed.h5"
-    cmd = [sys.executable, "-m", "dynamics.cli", "train", *TINY, "--epochs", "4", "--out", str(out)]
+    cmd = [sys.executable, "-m", "dyn", "train", *TINY, "--epochs", "4", "--out", str(out)]
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in p.stderr:  # kill as soon as epoch 2 is committed, in the middle of epoch 3
         if line.startswith("epoch 2/4"):
@@ -80,7 +80,7 @@ def test_resume_after_sigkill_equals_uninterrupted_bit_for_bit(full_run, tmp_pat
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_stops_cleanly_and_resumes(full_run, tmp_path, sig, code):
     out = tmp_path / "stopped.h5"
-    cmd = [sys.executable, "-m", "dynamics.cli", "train", *TINY, "--epochs", "4", "--out", str(out)]
+    cmd = [sys.executable, "-m", "dyn", "train", *TINY, "--epochs", "4", "--out", str(out)]
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in p.stderr:
         if line.startswith("epoch 1/4"):
@@ -128,5 +128,5 @@ def test_divergence_stops_with_exit_3(tmp_path):
 def test_train_without_torch_says_how_to_install(tmp_path):
     r = run_dyn("train", "--dataset", "digits", "--out", tmp_path / "x.h5", block=("torch", "torchvision"))
     assert r.returncode == 2
-    assert "pip install 'dyn[train]'" in r.stderr and "Traceback" not in r.stderr
+    assert "pip install 'dyn-ema[train]'" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "x.h5").exists()

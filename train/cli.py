@@ -14,8 +14,8 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from dynamics.cli import TORCH_HINT
-from dynamics.errors import DynError, UsageError
+from dyn.cli import TORCH_HINT
+from dyn.errors import DynError, UsageError
 
 from .config import DATASETS, MODELS, PAPER_DECAYS, TrainConfig, parse_floats, parse_ints
 from .schedules import SCHEDULES
@@ -93,7 +93,7 @@ def train(ctx, out, resume, overwrite, progress, nproc, **opts):
       dyn train --resume --out runs/x.h5
     One run on 4 GPUs (DDP), or the same with torchrun itself:
       dyn train --nproc 4 --model resnet50 --epochs 200 --schedule cosine --warmup-iters 5000
-      torchrun --nproc-per-node 4 -m dynamics.cli train --model resnet50 ...
+      torchrun --nproc-per-node 4 -m dyn train --model resnet50 ...
 
     Exit codes: 0 done, 2 bad flags or data, 3 diverged (NaN/inf loss), 130 Ctrl-C, 143 SIGTERM
     (both leave a resumable file).
@@ -191,7 +191,7 @@ def prepare(cfg: TrainConfig, out: Path | None, *, resume: bool, overwrite: bool
     out = Path(out) if out is not None else loop.default_out(cfg)
     if out.is_dir():
         raise UsageError(f"--out: {out} is a directory")
-    from dynamics.fs import check_writable
+    from dyn.fs import check_writable
 
     try:
         check_writable(out)
@@ -240,7 +240,7 @@ def launch(nproc: int, args: list[str], cfg: TrainConfig, out: Path | None, *, r
     if device.type == "cpu" and "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))  # torchrun would set 1
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "dynamics.cli", "train", *args]
+            "-m", "dyn", "train", *args]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, argv, env)
@@ -255,7 +255,7 @@ def killed_before_first_epoch(run) -> bool:
 def _resume_config(cfg, out, given, check_resume, world=1):
     """(the stored config with the given flags checked against it, whether to start the run over);
     None if nothing is left to do."""
-    from dynamics import open_run
+    from dyn import open_run
 
     with open_run(out) as run:
         state, stored = run.state, run.config

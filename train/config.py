@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from dynamics.errors import UsageError
+from dyn.errors import UsageError
 
 from .schedules import SCHEDULES
 

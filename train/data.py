@@ -246,7 +246,7 @@ def _digits():
     spec = importlib.util.find_spec("sklearn")
     if spec is None:
         raise DataNotFound("the digits data set comes with scikit-learn, which is not installed: "
-                           "pip install scikit-learn (or 'dyn[train]')")
+                           "pip install scikit-learn (or 'dyn-ema[train]')")
     path = os.path.join(spec.submodule_search_locations[0], "datasets", "data", "digits.csv.gz")
     if os.path.isfile(path):
         table = np.loadtxt(path, delimiter=",")

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as tdist
 
-from dynamics.errors import UsageError
+from dyn.errors import UsageError
 
 from .evaluate import SplitEval
 from .ranks import shard, torchrun_env

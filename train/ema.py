@@ -35,7 +35,7 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
-from dynamics.format import ema_name
+from dyn.format import ema_name
 
 
 class TableRow(NamedTuple):

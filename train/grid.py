@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 
-from dynamics.errors import UsageError
+from dyn.errors import UsageError
 
 from .cli import config_from_params
 from .config import PAPER_DECAYS, TrainConfig, parse_floats, parse_ints

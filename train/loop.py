@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from dynamics import __version__
-from dynamics.errors import DiskFull, DynError, UsageError
+from dyn import __version__
+from dyn.errors import DiskFull, DynError, UsageError
 
 from .config import RUN_KEYS, TrainConfig
 from .data import DataNotFound, load_dataset, normalize

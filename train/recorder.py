@@ -38,9 +38,9 @@ from typing import Callable, Mapping
 import numpy as np
 import torch
 
-from dynamics.errors import Diverged, RunFileError
-from dynamics.layout import Layout, Network, Param, Split
-from dynamics.writer import Eval, RunWriter
+from dyn.errors import Diverged, RunFileError
+from dyn.layout import Layout, Network, Param, Split
+from dyn.writer import Eval, RunWriter
 
 from .ema import EMA, flatten_state
 from .evaluate import evaluate
@@ -117,7 +117,7 @@ class Recorder:
         """
         writer = None
         if not _writes(dist):  # the other ranks read the state before rank 0 opens (repairs) the file
-            from dynamics import open_run
+            from dyn import open_run
 
             with open_run(path) as run:
                 saved, networks = run.resume_state(), run.networks

@@ -29,8 +29,8 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from dynamics.cli import TORCH_HINT
-from dynamics.errors import DynError, UsageError
+from dyn.cli import TORCH_HINT
+from dyn.errors import DynError, UsageError
 
 from .cli import killed_before_first_epoch, train as train_command
 from .config import MODELS, RUN_KEYS, TrainConfig
@@ -60,7 +60,7 @@ def classify(run: Run) -> None:
     if not run.out.exists():
         run.status = "new"
         return
-    from dynamics import open_run
+    from dyn import open_run
 
     try:
         with open_run(run.out) as f:
@@ -140,7 +140,7 @@ class Runner:
         self.slots, self.nproc = slots, nproc
         self.echo = echo or (lambda text: click.echo(text, err=True))
         # run -> argv of its process: `dyn train` in this interpreter unless given
-        self.command = command or (lambda run: [sys.executable, "-m", "dynamics.cli", *run.argv(self.nproc)])
+        self.command = command or (lambda run: [sys.executable, "-m", "dyn", *run.argv(self.nproc)])
         self.signum = 0
 
     def run(self, runs: list[Run]) -> None:

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 import click
 import numpy as np
 
-from analyze import output, source, stream
-from analyze.accuracy import BANDS, Band, seed_band
-from analyze.accuracy import accuracy as fraction_right
-from analyze.networks import label
-from analyze.options import common, execute
-from analyze.runs import CONFIG_KEYS, group_seeds
-from dynamics.errors import DynError, RunFileError
+from dyn.analyze import output, source, stream
+from dyn.analyze.accuracy import BANDS, Band, seed_band
+from dyn.analyze.accuracy import accuracy as fraction_right
+from dyn.analyze.networks import label
+from dyn.analyze.options import common, execute
+from dyn.analyze.runs import CONFIG_KEYS, group_seeds
+from dyn.errors import DynError, RunFileError
 
 
 @dataclass
@@ -35,7 +35,7 @@ class Result:
 
 
 class _Accuracy:
-    """Fraction right at each row, chunk by chunk (analyze.accuracy.accuracy)."""
+    """Fraction right at each row, chunk by chunk (dyn.analyze.accuracy.accuracy)."""
 
     def __init__(self, n):
         self.n, self.parts = n, []
@@ -126,7 +126,7 @@ def document(result: Result) -> dict:
 
 
 def draw(result: Result, out) -> list:
-    from analyze.plot.accuracy import accuracy_figure
+    from dyn.analyze.plot.accuracy import accuracy_figure
 
     panels = {g.label or f"runs {i + 1}": g.nets for i, g in enumerate(result.groups)}
     lrs = {g.label or f"runs {i + 1}": g.lr for i, g in enumerate(result.groups) if g.lr is not None}

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import click
 import numpy as np
 
-from analyze import output, source, stream
-from analyze.agreement import Agreement, AgreementAccumulator
-from analyze.networks import label
-from analyze.options import common, execute
+from dyn.analyze import output, source, stream
+from dyn.analyze.agreement import Agreement, AgreementAccumulator
+from dyn.analyze.networks import label
+from dyn.analyze.options import common, execute
 
 LABEL_BYTES = 16 << 20  # predicted labels read per step, per network
 
@@ -104,7 +104,7 @@ def document(results) -> dict:
 
 
 def draw(results, out) -> list:
-    from analyze.plot.agreement import agreement_figure
+    from dyn.analyze.plot.agreement import agreement_figure
 
     paths = output.figure_paths(out, [r.info.name for r in results])
     return [output.draw(lambda p: agreement_figure(

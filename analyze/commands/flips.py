@@ -9,11 +9,11 @@ from dataclasses import dataclass
 import click
 import numpy as np
 
-from analyze import output, source, stream
-from analyze.flips import RANK_BY, Flips, FlipsAccumulator, barcode, top_flips
-from analyze.networks import label
-from analyze.options import common, execute
-from dynamics.errors import UsageError
+from dyn.analyze import output, source, stream
+from dyn.analyze.flips import RANK_BY, Flips, FlipsAccumulator, barcode, top_flips
+from dyn.analyze.networks import label
+from dyn.analyze.options import common, execute
+from dyn.errors import UsageError
 
 MAX_BARCODES = 100  # more rows than a page holds
 
@@ -72,7 +72,7 @@ def _key_networks(run, nets, rank_by) -> list:
 
 class _Rows:
     """The window's rows of a network's packed correctness, read by column (byte) only,
-    as analyze.flips.barcode asks for them."""
+    as dyn.analyze.flips.barcode asks for them."""
 
     def __init__(self, run, split, net, win):
         self.args = (run, split, net, win.lo, win.hi)
@@ -127,7 +127,7 @@ def document(results) -> dict:
 
 
 def draw(results, out) -> list:
-    from analyze.plot.barcode import barcode_figure
+    from dyn.analyze.plot.barcode import barcode_figure
 
     paths = output.figure_paths(out, [r.info.name for r in results])
     return [output.draw(lambda p: barcode_figure(p, r.barcodes, r.window.epochs, r.top, images=r.images,

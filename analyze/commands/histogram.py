@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 import click
 
-from analyze import output, source, stream
-from analyze.misclassification import Misclassification, MisclassificationAccumulator
-from analyze.networks import label
-from analyze.options import common, execute
-from analyze.window import second_half
+from dyn.analyze import output, source, stream
+from dyn.analyze.misclassification import Misclassification, MisclassificationAccumulator
+from dyn.analyze.networks import label
+from dyn.analyze.options import common, execute
+from dyn.analyze.window import second_half
 
 
 @dataclass
@@ -87,7 +87,7 @@ def document(results) -> dict:
 
 
 def draw(results, out, logy: bool = False) -> list:
-    from analyze.plot.misclassification import misclassification_figure
+    from dyn.analyze.plot.misclassification import misclassification_figure
 
     paths = output.figure_paths(out, [r.info.name for r in results])
     return [output.draw(lambda p: misclassification_figure(

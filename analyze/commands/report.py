@@ -17,10 +17,10 @@ from pathlib import Path
 
 import click
 
-from analyze import output, source
-from analyze.commands import accuracy, agreement, flips, histogram, stability, weight_diff
-from analyze.options import Common, net_option, parse_nets, split_option, window_options
-from dynamics.errors import DynError, UsageError
+from dyn.analyze import output, source
+from dyn.analyze.commands import accuracy, agreement, flips, histogram, stability, weight_diff
+from dyn.analyze.options import Common, net_option, parse_nets, split_option, window_options
+from dyn.errors import DynError, UsageError
 
 PER_RUN = [("stability", stability, "Prediction stability (Figures 2, 6)"),
            ("histogram", histogram, "Misclassification ratio (Figure 3)"),
@@ -106,8 +106,8 @@ def _try(page, what, fn):
 
 
 def _table(runs, page):
-    from analyze.commands.table import build
-    from analyze.tables import render
+    from dyn.analyze.commands.table import build
+    from dyn.analyze.tables import render
 
     page.section("Final accuracy (Table 1)")
     varying = [k for k in ("model", "dataset", "lr") if len({repr(r.config.get(k)) for r in runs}) > 1]

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import click
 import numpy as np
 
-from analyze import output, source, stream
-from analyze.networks import label
-from analyze.options import common, execute
-from analyze.stability import Stability, StabilityAccumulator
+from dyn.analyze import output, source, stream
+from dyn.analyze.networks import label
+from dyn.analyze.options import common, execute
+from dyn.analyze.stability import Stability, StabilityAccumulator
 
 
 @dataclass
@@ -81,7 +81,7 @@ def document(results) -> dict:
 
 
 def draw(results, out) -> list:
-    from analyze.plot.stability import stability_figure
+    from dyn.analyze.plot.stability import stability_figure
 
     paths = output.figure_paths(out, [r.info.name for r in results])
     return [output.draw(lambda p: stability_figure(

@@ -1,4 +1,4 @@
-"""`dyn table`: the paper's Tables 1 and 2 from any set of runs (analyze.tables over run records).
+"""`dyn table`: the paper's Tables 1 and 2 from any set of runs (dyn.analyze.tables over run records).
 
 A run's record is its config (model, dataset, schedule, lr, seed) and the accuracy of every
 network at the last recorded epoch of the test and train splits, counted from the
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import click
 
-from analyze.networks import decay as name_decay
-from analyze.runs import CONFIG_KEYS
-from dynamics.errors import DynError, UsageError
+from dyn.analyze.networks import decay as name_decay
+from dyn.analyze.runs import CONFIG_KEYS
+from dyn.errors import DynError, UsageError
 
 MISSING = "?"
 
@@ -58,8 +58,8 @@ def check_keys(records, group_by, notes: list) -> None:
 
 
 def build(runs, layout="decay", group_by=None, split="test", decay=None, notes=None):
-    """The analyze.tables.Table of the runs; notes collects what the reader should be told."""
-    from analyze.tables import paper_table
+    """The dyn.analyze.tables.Table of the runs; notes collects what the reader should be told."""
+    from dyn.analyze.tables import paper_table
 
     notes = [] if notes is None else notes
     records = [run_record(run, notes) for run in runs]
@@ -119,8 +119,8 @@ def table(runs, layout, group_by, fmt, detail, digits, split, decay):
       dyn table runs/table2/*.h5 --layout lr --format latex
       dyn table runs/*.h5 --group-by schedule,model --format csv
     """
-    from analyze.source import open_runs
-    from analyze.tables import render
+    from dyn.analyze.source import open_runs
+    from dyn.analyze.tables import render
 
     keys = parse_group_by(group_by)
     notes = []

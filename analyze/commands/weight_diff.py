@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import click
 import numpy as np
 
-from analyze import output, source
-from analyze.networks import label
-from analyze.options import common, execute
-from analyze.weight_diff import WeightDifference, relative_difference
-from dynamics.errors import RunFileError, UsageError
+from dyn.analyze import output, source
+from dyn.analyze.networks import label
+from dyn.analyze.options import common, execute
+from dyn.analyze.weight_diff import WeightDifference, relative_difference
+from dyn.errors import RunFileError, UsageError
 
 
 @dataclass
@@ -131,7 +131,7 @@ def curves(results) -> dict:
 
 
 def draw(results, out, logy: bool = False) -> list:
-    from analyze.plot.weight_diff import weight_diff_figure
+    from dyn.analyze.plot.weight_diff import weight_diff_figure
 
     return [output.draw(lambda p: weight_diff_figure(p, curves(results), logy=logy), out)]
 

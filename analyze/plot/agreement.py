@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from analyze.plot import style
-from analyze.plot.save import DPI, save
+from dyn.analyze.plot import style
+from dyn.analyze.plot.save import DPI, save
 
 
 def agreement_figure(path, epochs, correct_mismatch, label_mismatch=None, histogram=None, *,

@@ -4,8 +4,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from analyze.plot import style
-from analyze.plot.save import DPI, save
+from dyn.analyze.plot import style
+from dyn.analyze.plot.save import DPI, save
 
 
 def misclassification_figure(path, histograms: Mapping, *, density: bool = True, logy: bool = False,

@@ -8,7 +8,7 @@ match curves across figures; other decays take the remaining colours in order.
 
 from contextlib import contextmanager
 
-from analyze.networks import decay, label, order  # noqa: F401  (re-exported for the figures)
+from dyn.analyze.networks import decay, label, order  # noqa: F401  (re-exported for the figures)
 
 SINGLE = 3.3   # inches, one column
 DOUBLE = 6.9   # inches, full width

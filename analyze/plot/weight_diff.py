@@ -4,8 +4,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from analyze.plot import style
-from analyze.plot.save import DPI, save
+from dyn.analyze.plot import style
+from dyn.analyze.plot.save import DPI, save
 
 
 def weight_diff_figure(path, curves: Mapping, *, logy: bool = False, title: str | None = None,

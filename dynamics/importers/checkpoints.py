@@ -26,7 +26,7 @@ from .. import __version__
 from ..errors import DynError, UsageError
 from ..format import ema_name
 from ..layout import Layout, Network, Param
-from .layouts import Detection, LayoutError, Ref, detect, select
+from .layouts import Detection, Found, LayoutError, Ref, detect, select
 from .load import SUFFIXES, load
 from .records import ORDERS, Part, Record, order_records, records_auto, records_paired
 from .sources import expand, stem
@@ -42,18 +42,6 @@ def is_buffer(name: str, dtype: str) -> bool:
 
 
 # ------------------------------------------------------------------------- first pass
-@dataclass
-class Found:
-    """What one file holds: its layout and, per network it provides, where and which tensors."""
-
-    path: Path
-    format: str
-    det: Detection
-    refs: dict[str, Ref]  # "sgd" / "ema" -> where in the file
-    tensors: dict[str, dict[str, tuple[tuple[int, ...], str]]]  # net -> {name: (shape, dtype)}
-    notes: dict[str, list[str]] = field(default_factory=dict)
-
-
 def scan(path: Path, sgd_key=None, ema_key=None, role: str | None = None) -> Found:
     """Look at one file without reading its tensor data. `role` ("sgd" or "ema"): the file
     holds that one network (pair mode, --sgd/--ema), whatever its layout calls it."""

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from ..errors import UsageError
+from .. import plugins
+from ..errors import DynError, UsageError
 
 
 def _warn(msg: str) -> None:
@@ -107,11 +108,15 @@ def checkpoints(sources, out, sgd, ema, sgd_key, ema_key, decay, order, epoch_of
     from .checkpoints import describe, import_checkpoints
 
     evaluator = None
-    if evaluate:
-        from .evaluate import Evaluator
-
-        evaluator = Evaluator(model=model, model_factory=model_factory, dataset=dataset, data_dir=data_dir,
-                              splits=splits, val_size=val_size, batch_size=batch_size, device=device)
+    if evaluate:  # the training stage evaluates (models, data); the core finds it by entry point
+        Evaluator = plugins.load("dyn.evaluators", "checkpoints", "--evaluate")
+        try:
+            evaluator = Evaluator(model=model, model_factory=model_factory, dataset=dataset, data_dir=data_dir,
+                                  splits=splits, val_size=val_size, batch_size=batch_size, device=device)
+        except ModuleNotFoundError as e:
+            if not plugins.missing_torch(e):
+                raise
+            raise DynError(f"--evaluate {plugins.TORCH_HINT}", exit_code=2) from None
     elif model or model_factory:
         raise UsageError("--model/--model-factory only make sense with --evaluate")
     plan, path = import_checkpoints(sources, out, sgd=sgd, ema=ema, sgd_key=sgd_key, ema_key=ema_key,

@@ -24,6 +24,7 @@ torch.compile's `_orig_mod.` prefixes and AveragedModel's `n_averaged` counter.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -308,3 +309,15 @@ def _int(v) -> int | None:
 def _float(v) -> float | None:
     v = _scalar(v)
     return None if v is None or not np.isfinite(v) else float(v)
+
+
+@dataclass
+class Found:
+    """What one file holds: its layout and, per network it provides, where and which tensors."""
+
+    path: Path
+    format: str
+    det: Detection
+    refs: dict[str, Ref]  # "sgd" / "ema" -> where in the file
+    tensors: dict[str, dict[str, tuple[tuple[int, ...], str]]]  # net -> {name: (shape, dtype)}
+    notes: dict[str, list[str]] = field(default_factory=dict)

@@ -11,14 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..errors import DynError, UsageError
-from .layouts import partner_kind
+from .layouts import Found, partner_kind
 from .sources import natural_key, number_in_name, stem
-
-if TYPE_CHECKING:
-    from .checkpoints import Found
 
 ORDERS = ("auto", "epoch", "step", "name", "given")
 

@@ -1,10 +1,12 @@
-"""`--evaluate`: run every imported network on a data split, so checkpoints become a full run.
+"""`dyn import checkpoints --evaluate`: run every imported network on a data split, so
+checkpoints become a full run.
 
-Needs torch and the training stage (`train`): the model comes from train.models.build_model
+The training stage's part of `dyn import`: the core reads the files and finds this class
+through the `dyn.evaluators` entry point (pyproject.toml), so it never imports the stage. The model comes from dyn.train.models.build_model
 (`--model`) or from the user's own `package.module:function` (`--model-factory`, called with
-no arguments, returning an nn.Module), the data from train.data.load_dataset, and the
+no arguments, returning an nn.Module), the data from dyn.train.data.load_dataset, and the
 per-sample evaluation (eval mode, no grad, batches, cross-entropy per sample, predicted =
-argmax) from train.evaluate.evaluate, the same code `dyn train` records with. Everything
+argmax) from dyn.train.evaluate.evaluate, the same code `dyn train` records with. Everything
 torch is imported when an Evaluator is built, never when this module is imported.
 
 With a model the parameter table follows the model: its named_buffers are the buffers, and
@@ -20,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DynError, UsageError
-from ..layout import Param, Split
-from ..writer import Eval
+from dyn.errors import DynError, UsageError
+from dyn.layout import Param, Split
+from dyn.writer import Eval
 
 SPLITS = ("val", "test", "train")
 
@@ -54,15 +56,11 @@ class Evaluator:
         for s in splits:
             if s not in SPLITS:
                 raise UsageError(f"--split {s!r}: choose from {', '.join(SPLITS)}")
-        try:
-            import torch
+        import torch
 
-            from train.data import DataNotFound, load_dataset, normalize
-            from train.evaluate import evaluate
-            from train.models import build_model
-        except ModuleNotFoundError as e:
-            raise DynError(f"--evaluate needs PyTorch and dyn's training stage ({e.name} is missing): "
-                           "pip install 'dyn[train]'", exit_code=2) from None
+        from .data import DataNotFound, load_dataset, normalize
+        from .evaluate import evaluate
+        from .models import build_model
         self.torch, self._evaluate = torch, evaluate
         self.device = torch.device(device)
         try:

@@ -1,0 +1,5 @@
+"""`python -m dyn ...` (and `torchrun ... -m dyn train ...`): the `dyn` command."""
+
+from .cli import main
+
+main()
