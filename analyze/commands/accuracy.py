@@ -10,8 +10,8 @@ import click
 import numpy as np
 
 from dyn.analyze import output, source, stream
-from dyn.analyze.accuracy import BANDS, Band, seed_band
-from dyn.analyze.accuracy import accuracy as fraction_right
+from dyn.analyze.measures.accuracy import BANDS, Band, seed_band
+from dyn.analyze.measures.accuracy import accuracy as fraction_right
 from dyn.analyze.networks import label
 from dyn.analyze.options import common, execute
 from dyn.analyze.runs import CONFIG_KEYS, group_seeds
@@ -35,7 +35,7 @@ class Result:
 
 
 class _Accuracy:
-    """Fraction right at each row, chunk by chunk (dyn.analyze.accuracy.accuracy)."""
+    """Fraction right at each row, chunk by chunk (dyn.analyze.measures.accuracy.accuracy)."""
 
     def __init__(self, n):
         self.n, self.parts = n, []

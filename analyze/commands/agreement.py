@@ -10,7 +10,7 @@ import click
 import numpy as np
 
 from dyn.analyze import output, source, stream
-from dyn.analyze.agreement import Agreement, AgreementAccumulator
+from dyn.analyze.measures.agreement import Agreement, AgreementAccumulator
 from dyn.analyze.networks import label
 from dyn.analyze.options import common, execute
 

@@ -10,7 +10,7 @@ import click
 import numpy as np
 
 from dyn.analyze import output, source, stream
-from dyn.analyze.flips import RANK_BY, Flips, FlipsAccumulator, barcode, top_flips
+from dyn.analyze.measures.flips import RANK_BY, Flips, FlipsAccumulator, barcode, top_flips
 from dyn.analyze.networks import label
 from dyn.analyze.options import common, execute
 from dyn.errors import UsageError
@@ -72,7 +72,7 @@ def _key_networks(run, nets, rank_by) -> list:
 
 class _Rows:
     """The window's rows of a network's packed correctness, read by column (byte) only,
-    as dyn.analyze.flips.barcode asks for them."""
+    as dyn.analyze.measures.flips.barcode asks for them."""
 
     def __init__(self, run, split, net, win):
         self.args = (run, split, net, win.lo, win.hi)

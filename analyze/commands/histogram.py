@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import click
 
 from dyn.analyze import output, source, stream
-from dyn.analyze.misclassification import Misclassification, MisclassificationAccumulator
+from dyn.analyze.measures.misclassification import Misclassification, MisclassificationAccumulator
 from dyn.analyze.networks import label
 from dyn.analyze.options import common, execute
 from dyn.analyze.window import second_half

@@ -12,7 +12,7 @@ import numpy as np
 from dyn.analyze import output, source, stream
 from dyn.analyze.networks import label
 from dyn.analyze.options import common, execute
-from dyn.analyze.stability import Stability, StabilityAccumulator
+from dyn.analyze.measures.stability import Stability, StabilityAccumulator
 
 
 @dataclass

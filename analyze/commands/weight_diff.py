@@ -15,7 +15,7 @@ import numpy as np
 from dyn.analyze import output, source
 from dyn.analyze.networks import label
 from dyn.analyze.options import common, execute
-from dyn.analyze.weight_diff import WeightDifference, relative_difference
+from dyn.analyze.measures.weight_diff import WeightDifference, relative_difference
 from dyn.errors import RunFileError, UsageError
 
 

@@ -12,8 +12,8 @@ from dyn.analyze.plot.save import DPI, save
 def accuracy_figure(path, panels: Mapping, lr: Mapping | None = None, *, ncols: int = 3,
                     ylim=None, ylabel: str = "Validation accuracy", width="double", dpi: int = DPI):
     """panels: {panel title (e.g. schedule): {network: band}}, where a band is an
-    dyn.analyze.accuracy.Band (mean line and lo..hi band) or a plain (epochs, values).
-    lr: {schedule: (epochs, lr)} for a last panel (see dyn.analyze.accuracy.lr_at).
+    dyn.analyze.measures.accuracy.Band (mean line and lo..hi band) or a plain (epochs, values).
+    lr: {schedule: (epochs, lr)} for a last panel (see dyn.analyze.measures.accuracy.lr_at).
     Returns the path."""
     data = {title: {net: _band(title, net, b) for net, b in nets.items()} for title, nets in panels.items()}
     lrs = {name: tuple(np.asarray(a, dtype=float) for a in c) for name, c in (lr or {}).items()}

@@ -11,7 +11,7 @@ from dyn.analyze.plot.save import DPI, save
 
 def barcode_figure(path, barcodes: Mapping, epochs, samples, images=None, *,
                    title: str | None = None, width="double", dpi: int = DPI):
-    """barcodes: {network: (k, T) bool} as from dyn.analyze.flips.barcode(); epochs: (T,);
+    """barcodes: {network: (k, T) bool} as from dyn.analyze.measures.flips.barcode(); epochs: (T,);
     samples: (k,) sample indices, for the labels; images: optional (k, H, W, C)
     uint8 with C 1 or 3. Returns the path."""
     epochs = np.asarray(epochs)
