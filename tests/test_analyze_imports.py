@@ -12,7 +12,7 @@ PURE = ["measures", "measures.accuracy", "measures.agreement", "bits", "measures
         "window"]
 PLOT = ["plot", "plot.style", "plot.save", "plot.stability", "plot.misclassification",
         "plot.barcode", "plot.weight_diff", "plot.accuracy", "plot.agreement"]
-CLI = ["cli", "source", "stream", "output", "options", "commands", "commands.stability", "commands.histogram",
+CLI = ["api", "figures", "cli", "source", "stream", "output", "options", "commands", "commands.stability", "commands.histogram",
        "commands.flips", "commands.weight_diff", "commands.accuracy", "commands.agreement", "commands.table",
        "commands.report"]
 

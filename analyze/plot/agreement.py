@@ -12,7 +12,7 @@ def agreement_figure(path, epochs, correct_mismatch, label_mismatch=None, histog
     """epochs, correct_mismatch (and label_mismatch): per-epoch fractions of samples
     where the two networks' correctness (predicted labels) differ; histogram:
     (edges, counts) of the per-sample mismatch, drawn in a second panel. The title always
-    names the two networks (`title` goes before them). Returns the path, or with path None
+    names the two networks (`title` is added after them). Returns the path, or with path None
     the figure (drawn on `fig`, a Figure or SubFigure, when given)."""
     e = np.asarray(epochs)
     lines = {"correctness differs": np.asarray(correct_mismatch, dtype=float)}
@@ -35,7 +35,7 @@ def agreement_figure(path, epochs, correct_mismatch, label_mismatch=None, histog
         style.epoch_axis(ax)
         ax.set_ylabel("Fraction of samples")
         ax.legend()
-        ax.set_title(f"{title}: {pair}" if title else f"Mismatch, {pair}")
+        ax.set_title(f"Mismatch, {pair}" + (f" ({title})" if title else ""))
         if histogram is not None:
             total = counts.sum()
             ax = axes[1]
