@@ -27,6 +27,7 @@ def agreement_figure(path, epochs, correct_mismatch, label_mismatch=None, histog
             raise ValueError(f"histogram: {counts.size} counts need {counts.size + 1} edges")
     pair = f"{style.label(names[0])} vs {style.label(names[1])}"
     with style.context():
+        new = fig is None
         fig = style.canvas(fig, width, 2.2)
         axes = fig.subplots(1, 2 if histogram is not None else 1, squeeze=False)[0]
         ax = axes[0]
@@ -45,4 +46,6 @@ def agreement_figure(path, epochs, correct_mismatch, label_mismatch=None, histog
             ax.set_xlabel("Fraction of epochs where correctness differs")
             ax.set_ylabel("Fraction of samples")
             ax.set_title("Per-sample mismatch")
+        if new:
+            fig.tight_layout()  # the right panel's y label clear of the left panel
         return style.finish(fig, path, dpi)

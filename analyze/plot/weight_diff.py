@@ -41,7 +41,10 @@ def weight_diff_figure(path, curves: Mapping, *, logy: bool = False, title: str 
             ax.set_yscale("log")
         style.epoch_axis(ax)
         ax.set_ylabel(r"$\|\theta_\mathrm{EMA}-\theta_\mathrm{SGD}\|\,/\,\|\theta_\mathrm{SGD}\|$")
-        ax.legend()
+        if len(data) > 4:  # many runs: beside the panel, not over the curves
+            ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        else:
+            ax.legend()
         if title:
             ax.set_title(title)
         return style.finish(fig, path, dpi)
