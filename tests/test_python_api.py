@@ -3,6 +3,7 @@ command's --csv holds on the same run, with the command's defaults; runs may be 
 runs; plotting functions draw on a given figure; examples/notebook.py runs."""
 
 import os
+import re
 import runpy
 from pathlib import Path
 
@@ -135,3 +136,35 @@ def test_the_notebook_example_runs_and_draws(tmp_path, monkeypatch):
     for name in ("stab", "hist", "flip", "wd", "acc", "agree"):
         assert isinstance(ns[name], pd.DataFrame) and len(ns[name]), name
     assert os.path.basename(ns["RUN"]).endswith(".h5")
+
+
+DOC = (ROOT / "docs" / "python-api.md").read_text()
+
+
+def test_documented_columns_are_the_columns(run):
+    documented = {}
+    for fn, body in re.findall(r"^### `(\w+)\(.*?\)`\n(.*?)(?=^### |^## )", DOC, re.M | re.S):
+        (cols,) = re.findall(r"^Columns: (.*)$", body, re.M)
+        documented[fn] = re.findall(r"`(\w+)`", cols)
+    from dyn.analyze import api
+
+    assert sorted(documented) == sorted(api.__all__)
+    for fn, cols in documented.items():
+        kw = {"networks": "sgd,ema-0.9"} if fn == "agreement" else {}
+        assert list(getattr(da, fn)(run, **kw).columns) == cols, fn
+
+
+@pytest.mark.slow
+def test_documented_examples_run(tmp_path):
+    import subprocess
+    import sys
+
+    code = "\n".join(re.findall(r"```python\n(.*?)```", DOC, re.S))
+    names = sorted(set(re.findall(r'"(runs/[\w.-]+\.h5)"', code)))
+    (tmp_path / "runs").mkdir()
+    for i, name in enumerate(names):  # a run of its own per name: the accuracy example averages seeds
+        Synthetic(epochs=100, samples=60, weights_every=20, seed=i).write(tmp_path / name, config={"seed": i})
+    r = subprocess.run([sys.executable, "-c", "import dyn.analyze as da\n" + code], capture_output=True, text=True,
+                       cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "stability-and-weights.png").stat().st_size > 10_000
