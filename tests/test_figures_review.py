@@ -97,7 +97,10 @@ def test_a_one_epoch_series_is_drawn_with_markers(runs, monkeypatch, tmp_path):
     assert len(lines) == 3 and all(len(ln.get_xdata()) == 1 and ln.get_marker() not in ("None", "", None)
                                    for ln in lines)
     (fig,) = drawn(monkeypatch, tmp_path, "accuracy", runs["short"], "--split", "test", "--from-epoch", "3")
-    assert all(ln.get_marker() not in ("None", "", None) for ln in fig.axes[0].get_lines())
+    ax = fig.axes[0]
+    assert all(ln.get_marker() not in ("None", "", None) for ln in ax.get_lines())
+    lo, hi = ax.get_xlim()  # around the one epoch, whole epochs only (not 2.975, 3.0, 3.025)
+    assert lo < 3 < hi and all(float(t).is_integer() for t in ax.get_xticks() if lo <= t <= hi)
 
 
 def test_short_runs_get_whole_epoch_ticks(runs, monkeypatch, tmp_path):

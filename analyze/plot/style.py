@@ -114,9 +114,14 @@ def series(ax, e, v, **kw):
 
 def epoch_axis(ax, label: str = "Epoch") -> None:
     """Epochs are whole numbers: integer ticks only (a 3-epoch run got 0.5, 1.5...)."""
+    import numpy as np
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    lo, hi = ax.dataLim.intervalx
+    if np.isfinite([lo, hi]).all() and hi - lo < 2:  # one or two epochs: show whole epochs around them
+        mid = (lo + hi) / 2
+        ax.set_xlim(min(lo, mid - 1), max(hi, mid + 1))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.set_xlabel(label)
 
 
