@@ -36,7 +36,8 @@ def _open(runs):
 def _opts(networks, split, from_epoch, to_epoch, figure=False):
     from dyn.analyze.options import Common, parse_nets
 
-    nets = [networks] if isinstance(networks, str) else list(networks or ())
+    nets = [networks] if isinstance(networks, (str, float)) else list(networks or ())
+    nets = [str(n) for n in nets]  # a decay may be given as a number: 0.9995
     return Common(runs=(), nets=parse_nets(nets), split=split, first=from_epoch, last=to_epoch,
                   out="figure" if figure else None, csv=None, as_json=False)
 

@@ -95,6 +95,7 @@ def test_stability_by_hand_and_over_open_runs_and_several(run, tmp_path):
     np.testing.assert_allclose(a["accuracy"], truth.mean(axis=1))
     np.testing.assert_allclose(a["stability"].to_numpy()[1:], (truth[1:] == truth[:-1]).mean(axis=1))
     assert np.isnan(a["stability"].iloc[0]) and len(df[df["run"] == str(other)]) == 6
+    assert list(da.stability(run, networks=[0.9995, "sgd"])["network"].unique()) == ["ema-0.9995", "sgd"]
 
 
 def test_plot_functions_draw_on_a_given_figure_and_refuse_an_ambiguous_run(run, tmp_path):
