@@ -1,7 +1,35 @@
-"""Analyses of recorded training dynamics: pure numpy functions, no torch.
+"""Analyses of recorded training dynamics, from Python and from `dyn analyze`.
 
-Each module is one analysis over numpy arrays (packed correctness rows, weight
-vectors, run summaries); dyn.analyze.plot draws their results and is the only place
-matplotlib is imported, lazily, when a figure is drawn. Nothing is imported here
-so that `import analyze.<module>` stays light.
+The functions, for notebooks (each over one run or several, returning a tidy pandas
+DataFrame; docs/python-api.md):
+
+    stability, misclassification, flips, weight_difference, accuracy, agreement
+
+and one plotting function per figure over their DataFrames, taking fig= or ax= and returning
+the figure: plot_stability, plot_misclassification, plot_flips, plot_weight_difference,
+plot_accuracy, plot_agreement.
+
+The analyses themselves are pure numpy in dyn.analyze.measures; dyn.analyze.plot draws, and is
+the only place matplotlib is imported, when a figure is drawn. Nothing is imported here: the
+names above load on first use (module __getattr__), so `import dyn.analyze` stays light.
 """
+
+_API = ("stability", "misclassification", "flips", "weight_difference", "accuracy", "agreement")
+_FIGURES = ("plot_stability", "plot_misclassification", "plot_flips", "plot_weight_difference",
+            "plot_accuracy", "plot_agreement")
+
+__all__ = [*_API, *_FIGURES]
+
+
+def __getattr__(name):
+    import importlib
+
+    if name in _API:
+        return getattr(importlib.import_module("dyn.analyze.api"), name)
+    if name in _FIGURES:
+        return getattr(importlib.import_module("dyn.analyze.figures"), name)
+    raise AttributeError(f"module 'dyn.analyze' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

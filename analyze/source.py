@@ -1,6 +1,6 @@
 """From run files to the analyses' inputs: which networks, which epochs, what a run must hold.
 
-The analyses (dyn.analyze.stability, .flips, ...) are pure functions over arrays; this module
+The analyses (dyn.analyze.measures.stability, .flips, ...) are pure functions over arrays; this module
 answers the questions between a command line and them, each with one line naming the run
 and the problem when the answer is "no": an unknown network, a window outside the recorded
 epochs, a run that lacks correctness bits or weights (imported runs may hold only one).

@@ -146,9 +146,9 @@ def analysis(run, name: str):
 
 
 def accumulators(name: str, n: int, epochs):
-    from dyn.analyze.flips import FlipsAccumulator
-    from dyn.analyze.misclassification import MisclassificationAccumulator
-    from dyn.analyze.stability import StabilityAccumulator
+    from dyn.analyze.measures.flips import FlipsAccumulator
+    from dyn.analyze.measures.misclassification import MisclassificationAccumulator
+    from dyn.analyze.measures.stability import StabilityAccumulator
 
     if name == "stability":
         return StabilityAccumulator(n, epochs)

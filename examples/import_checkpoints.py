@@ -10,7 +10,7 @@
 3. Computes ||theta_EMA - theta_SGD|| / ||theta_SGD|| per epoch from the run (the paper's
    Figure 5) and draws it to FOLDER/weight_diff.png.
 
-Step 3 uses the analysis stage's functions (dyn.analyze.weight_diff, dyn.analyze.plot.weight_diff);
+Step 3 uses the analysis stage's functions (dyn.analyze.measures.weight_diff, dyn.analyze.plot.weight_diff);
 with its command line installed it is `dyn analyze weight-diff FOLDER/run.h5`.
 """
 
@@ -60,7 +60,7 @@ def dyn(*args) -> None:
 def weight_diff(run_path: Path, figure: Path):
     import dyn
     from dyn.analyze.plot.weight_diff import weight_diff_figure
-    from dyn.analyze.weight_diff import weight_difference
+    from dyn.analyze.measures.weight_diff import weight_difference
 
     ema = f"ema-{DECAY!r}"
     with dyn.open_run(run_path) as run:

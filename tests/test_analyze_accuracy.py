@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dyn.analyze.accuracy import accuracy, lr_at, seed_band, seed_bands
+from dyn.analyze.measures.accuracy import accuracy, lr_at, seed_band, seed_bands
 from dyn.analyze.runs import group_seeds
 
 

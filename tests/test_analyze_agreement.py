@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dyn.analyze.agreement import AgreementAccumulator, agreement
+from dyn.analyze.measures.agreement import AgreementAccumulator, agreement
 
 A = np.array([[1, 0, 0, 1],
               [1, 1, 0, 1],

@@ -4,7 +4,7 @@ a naive boolean computation."""
 import numpy as np
 import pytest
 
-from dyn.analyze.flips import FlipsAccumulator, barcode, flips_per_sample, top_flips
+from dyn.analyze.measures.flips import FlipsAccumulator, barcode, flips_per_sample, top_flips
 
 HAND = np.array([[1, 0, 0],
                  [1, 1, 0],

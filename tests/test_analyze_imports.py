@@ -7,11 +7,12 @@ from pathlib import Path
 
 import dyn.analyze
 
-PURE = ["accuracy", "agreement", "bits", "flips", "histogram", "kernels", "misclassification", "networks", "runs",
-        "stability", "tables", "weight_diff", "window"]
+PURE = ["measures", "measures.accuracy", "measures.agreement", "bits", "measures.flips", "histogram", "kernels",
+        "measures.misclassification", "networks", "runs", "measures.stability", "tables", "measures.weight_diff",
+        "window"]
 PLOT = ["plot", "plot.style", "plot.save", "plot.stability", "plot.misclassification",
         "plot.barcode", "plot.weight_diff", "plot.accuracy", "plot.agreement"]
-CLI = ["cli", "source", "stream", "output", "options", "commands", "commands.stability", "commands.histogram",
+CLI = ["api", "figures", "cli", "source", "stream", "output", "options", "commands", "commands.stability", "commands.histogram",
        "commands.flips", "commands.weight_diff", "commands.accuracy", "commands.agreement", "commands.table",
        "commands.report"]
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from dyn.analyze import kernels
-from dyn.analyze.agreement import agreement
+from dyn.analyze.measures.agreement import agreement
 from dyn.analyze.bits import pack
-from dyn.analyze.flips import FlipsAccumulator
-from dyn.analyze.misclassification import MisclassificationAccumulator
-from dyn.analyze.stability import StabilityAccumulator
+from dyn.analyze.measures.flips import FlipsAccumulator
+from dyn.analyze.measures.misclassification import MisclassificationAccumulator
+from dyn.analyze.measures.stability import StabilityAccumulator
 
 SIZES = [1, 7, 8, 9, 63, 64, 65, 127, 1000, 1001, 2053, 16 * 1024 + 3]  # 16k+3: more than one C tile
 

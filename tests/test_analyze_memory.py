@@ -4,10 +4,10 @@ import tracemalloc
 
 import numpy as np
 
-from dyn.analyze.agreement import AgreementAccumulator
-from dyn.analyze.flips import FlipsAccumulator
-from dyn.analyze.misclassification import MisclassificationAccumulator
-from dyn.analyze.stability import StabilityAccumulator
+from dyn.analyze.measures.agreement import AgreementAccumulator
+from dyn.analyze.measures.flips import FlipsAccumulator
+from dyn.analyze.measures.misclassification import MisclassificationAccumulator
+from dyn.analyze.measures.stability import StabilityAccumulator
 
 N, CHUNK = 200_000, 16
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dyn.analyze.histogram import fraction_histogram
-from dyn.analyze.misclassification import MisclassificationAccumulator, misclassification
+from dyn.analyze.measures.misclassification import MisclassificationAccumulator, misclassification
 
 HAND = np.array([[1, 0, 0],
                  [1, 1, 0],

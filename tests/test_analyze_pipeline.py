@@ -4,10 +4,10 @@ facts we planted and every figure drawn from the results."""
 import numpy as np
 import pytest
 
-from dyn.analyze.agreement import AgreementAccumulator
-from dyn.analyze.flips import FlipsAccumulator, barcode, top_flips
-from dyn.analyze.misclassification import MisclassificationAccumulator
-from dyn.analyze.stability import StabilityAccumulator
+from dyn.analyze.measures.agreement import AgreementAccumulator
+from dyn.analyze.measures.flips import FlipsAccumulator, barcode, top_flips
+from dyn.analyze.measures.misclassification import MisclassificationAccumulator
+from dyn.analyze.measures.stability import StabilityAccumulator
 
 N, T = 5000, 181      # the paper's validation split and epochs 0..180
 

@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from dyn.analyze.accuracy import seed_band  # noqa: E402
+from dyn.analyze.measures.accuracy import seed_band  # noqa: E402
 from dyn.analyze.plot import style  # noqa: E402
 from dyn.analyze.plot.accuracy import accuracy_figure  # noqa: E402
 from dyn.analyze.plot.agreement import agreement_figure  # noqa: E402

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dyn.analyze.stability import StabilityAccumulator, stability
+from dyn.analyze.measures.stability import StabilityAccumulator, stability
 from dyn.analyze.window import Cursor, check_epochs, rows_in, second_half
 
 # 3 samples over epochs 0..3

@@ -4,7 +4,7 @@ and NaN always paired with its reason."""
 import numpy as np
 import pytest
 
-from dyn.analyze.weight_diff import norms, relative_difference, weight_difference
+from dyn.analyze.measures.weight_diff import norms, relative_difference, weight_difference
 
 
 def test_hand_worked():

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 import dyn
-from dyn.analyze.weight_diff import weight_difference
+from dyn.analyze.measures.weight_diff import weight_difference
 from dyn.errors import DynError
 from dyn.importers.checkpoints import describe, import_checkpoints
 

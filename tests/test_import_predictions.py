@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 
 import dyn
-from dyn.analyze.agreement import agreement
-from dyn.analyze.flips import flips_per_sample
-from dyn.analyze.misclassification import misclassification
-from dyn.analyze.stability import stability
+from dyn.analyze.measures.agreement import agreement
+from dyn.analyze.measures.flips import flips_per_sample
+from dyn.analyze.measures.misclassification import misclassification
+from dyn.analyze.measures.stability import stability
 from dyn.errors import DynError
 from dyn.importers.predictions import import_predictions
 

@@ -190,6 +190,13 @@ for epoch in range(1, 4):
 rec.finish()
 with dyn.open_run("run.h5") as run:
     print("epochs", run.epochs("val").tolist(), "networks", run.networks)
+stab = dyn.analyze.stability("run.h5")       # the analyses from Python, as a notebook calls them
+wd = dyn.analyze.weight_difference("run.h5")
+print("stability rows", len(stab), "accuracy", stab["accuracy"].round(4).tolist()[:4])
+print("weight rows", len(wd), "networks", sorted(set(wd["network"])))
+with dyn.open_run("run.h5") as run:
+    bits = run.correct("val", "sgd")
+print("by hand", np.round(bits.mean(axis=1), 4).tolist())
 '''
 
 
@@ -202,3 +209,7 @@ def test_a_users_train_py_beside_their_own_analyze_and_dynamics(tmp_path):
     r = subprocess.run([sys.executable, "train.py"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "epochs [0, 1, 2, 3] networks ['sgd', 'ema-0.9']" in r.stdout
+    out = dict(line.split(" ", 1) for line in r.stdout.splitlines())
+    assert out["stability"].startswith("rows 8 accuracy")  # 4 epochs x (sgd, ema-0.9)
+    assert out["stability"].split("accuracy ")[1] == out["by"].split("hand ")[1]  # sgd's, counted by hand
+    assert out["weight"] == "rows 4 networks ['ema-0.9']"

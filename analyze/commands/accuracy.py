@@ -10,8 +10,8 @@ import click
 import numpy as np
 
 from dyn.analyze import output, source, stream
-from dyn.analyze.accuracy import BANDS, Band, seed_band
-from dyn.analyze.accuracy import accuracy as fraction_right
+from dyn.analyze.measures.accuracy import BANDS, Band, seed_band
+from dyn.analyze.measures.accuracy import accuracy as fraction_right
 from dyn.analyze.networks import label
 from dyn.analyze.options import common, execute
 from dyn.analyze.runs import CONFIG_KEYS, group_seeds
@@ -35,7 +35,7 @@ class Result:
 
 
 class _Accuracy:
-    """Fraction right at each row, chunk by chunk (dyn.analyze.accuracy.accuracy)."""
+    """Fraction right at each row, chunk by chunk (dyn.analyze.measures.accuracy.accuracy)."""
 
     def __init__(self, n):
         self.n, self.parts = n, []
@@ -125,13 +125,21 @@ def document(result: Result) -> dict:
         "lr": None if g.lr is None else {"epochs": g.lr[0], "lr": g.lr[1]}} for g in result.groups]}
 
 
-def draw(result: Result, out) -> list:
-    from dyn.analyze.plot.accuracy import accuracy_figure
+def frame(result: Result):
+    """The records as a DataFrame (dyn.analyze.accuracy); split, band and lr curves in attrs."""
+    from dyn.analyze.api import dataframe
 
-    panels = {g.label or f"runs {i + 1}": g.nets for i, g in enumerate(result.groups)}
     lrs = {g.label or f"runs {i + 1}": g.lr for i, g in enumerate(result.groups) if g.lr is not None}
-    ylabel = {"val": "Validation accuracy", "test": "Test accuracy"}.get(result.split, f"{result.split} accuracy")
-    return [output.draw(lambda p: accuracy_figure(p, panels, lr=lrs or None, ylabel=ylabel), out)]
+    return dataframe(*records(result), split=result.split, band=result.band, lr=lrs,
+                     groups={g.label: {"config": g.config, "runs": g.paths} for g in result.groups})
+
+
+def draw(result: Result, out) -> list:
+    from dyn.analyze.figures import plot_accuracy
+    from dyn.analyze.plot.save import save
+
+    df = frame(result)
+    return [output.draw(lambda p: save(plot_accuracy(df), p), out)]
 
 
 @click.command("accuracy")

@@ -10,7 +10,7 @@ import click
 import numpy as np
 
 from dyn.analyze import output, source, stream
-from dyn.analyze.agreement import Agreement, AgreementAccumulator
+from dyn.analyze.measures.agreement import Agreement, AgreementAccumulator
 from dyn.analyze.networks import label
 from dyn.analyze.options import common, execute
 
@@ -103,14 +103,25 @@ def document(results) -> dict:
     return {"analysis": "agreement", "runs": docs}
 
 
-def draw(results, out) -> list:
-    from dyn.analyze.plot.agreement import agreement_figure
+def frame(results):
+    """The records as a DataFrame (dyn.analyze.agreement); each run's per-sample mismatch
+    histogram in attrs["runs"][run]["histogram"]."""
+    from dyn.analyze.api import dataframe, run_attrs
 
+    attrs = run_attrs(results)
+    for r in results:
+        attrs[r.info.path]["histogram"] = r.result.histogram(r.bins)
+    return dataframe(*records(results), runs=attrs)
+
+
+def draw(results, out) -> list:
+    from dyn.analyze.figures import plot_agreement
+    from dyn.analyze.plot.save import save
+
+    df = frame(results)
     paths = output.figure_paths(out, [r.info.name for r in results])
-    return [output.draw(lambda p: agreement_figure(
-        p, r.result.epochs, r.result.epoch_mismatch, r.result.label_mismatch, r.result.histogram(r.bins),
-        names=r.pair, title=f"{r.info.title}: mismatch" if r.info.title else None), path)
-        for r, path in zip(results, paths)]
+    return [output.draw(lambda p: save(plot_agreement(df, run=r.info.path), p), path)
+            for r, path in zip(results, paths)]
 
 
 @click.command()

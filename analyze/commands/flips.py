@@ -10,7 +10,7 @@ import click
 import numpy as np
 
 from dyn.analyze import output, source, stream
-from dyn.analyze.flips import RANK_BY, Flips, FlipsAccumulator, barcode, top_flips
+from dyn.analyze.measures.flips import RANK_BY, Flips, FlipsAccumulator, barcode, top_flips
 from dyn.analyze.networks import label
 from dyn.analyze.options import common, execute
 from dyn.errors import UsageError
@@ -72,7 +72,7 @@ def _key_networks(run, nets, rank_by) -> list:
 
 class _Rows:
     """The window's rows of a network's packed correctness, read by column (byte) only,
-    as dyn.analyze.flips.barcode asks for them."""
+    as dyn.analyze.measures.flips.barcode asks for them."""
 
     def __init__(self, run, split, net, win):
         self.args = (run, split, net, win.lo, win.hi)
@@ -126,12 +126,30 @@ def document(results) -> dict:
                 for i, (s, d, y) in enumerate(zip(r.top, r.dataset_index, r.labels))]} for r in results]}
 
 
-def draw(results, out) -> list:
-    from dyn.analyze.plot.barcode import barcode_figure
+def frame(results):
+    """dyn.analyze.flips's DataFrame: the records long (one row per run, network and sample),
+    with each sample's barcode; the window's epochs and the images in attrs."""
+    from dyn.analyze.api import dataframe, run_attrs
 
+    cols = ["run", "network", "rank", "sample", "dataset_index", "label", "flips", "transitions", "barcode"]
+    rows = [{"run": r.info.path, "network": n, "rank": i + 1, "sample": int(s), "dataset_index": int(d),
+             "label": int(y), "flips": int(f.flips[s]), "transitions": f.transitions,
+             "barcode": None if r.barcodes is None else "".join("1" if b else "0" for b in r.barcodes[n][i])}
+            for r in results for n, f in r.nets.items()
+            for i, (s, d, y) in enumerate(zip(r.top, r.dataset_index, r.labels))]
+    attrs = run_attrs(results)
+    for r in results:
+        attrs[r.info.path]["images"] = r.images
+    return dataframe(cols, rows, runs=attrs)
+
+
+def draw(results, out) -> list:
+    from dyn.analyze.figures import plot_flips
+    from dyn.analyze.plot.save import save
+
+    df = frame(results)
     paths = output.figure_paths(out, [r.info.name for r in results])
-    return [output.draw(lambda p: barcode_figure(p, r.barcodes, r.window.epochs, r.top, images=r.images,
-                                                 title=r.info.title), path)
+    return [output.draw(lambda p: save(plot_flips(df, run=r.info.path), p), path)
             for r, path in zip(results, paths) if len(r.top)]
 
 

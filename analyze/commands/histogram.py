@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import click
 
 from dyn.analyze import output, source, stream
-from dyn.analyze.misclassification import Misclassification, MisclassificationAccumulator
+from dyn.analyze.measures.misclassification import Misclassification, MisclassificationAccumulator
 from dyn.analyze.networks import label
 from dyn.analyze.options import common, execute
 from dyn.analyze.window import second_half
@@ -86,14 +86,21 @@ def document(results) -> dict:
     return {"analysis": "histogram", "runs": docs}
 
 
-def draw(results, out, logy: bool = False) -> list:
-    from dyn.analyze.plot.misclassification import misclassification_figure
+def frame(results):
+    """The records as a DataFrame (dyn.analyze.misclassification), figure inputs in attrs."""
+    from dyn.analyze.api import dataframe, run_attrs
 
+    return dataframe(*records(results), runs=run_attrs(results))
+
+
+def draw(results, out, logy: bool = False) -> list:
+    from dyn.analyze.figures import plot_misclassification
+    from dyn.analyze.plot.save import save
+
+    df = frame(results)
     paths = output.figure_paths(out, [r.info.name for r in results])
-    return [output.draw(lambda p: misclassification_figure(
-        p, {net: m.histogram(r.bins) for net, m in r.nets.items()}, logy=logy,
-        title=r.info.title, xlabel=f"Misclassification ratio, epochs {r.window.span}"), path)
-        for r, path in zip(results, paths)]
+    return [output.draw(lambda p: save(plot_misclassification(df, run=r.info.path, logy=logy), p), path)
+            for r, path in zip(results, paths)]
 
 
 @click.command()

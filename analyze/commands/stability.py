@@ -12,7 +12,7 @@ import numpy as np
 from dyn.analyze import output, source, stream
 from dyn.analyze.networks import label
 from dyn.analyze.options import common, execute
-from dyn.analyze.stability import Stability, StabilityAccumulator
+from dyn.analyze.measures.stability import Stability, StabilityAccumulator
 
 
 @dataclass
@@ -80,14 +80,21 @@ def document(results) -> dict:
                            **summary(s)} for net, s in r.nets.items()}} for r in results]}
 
 
-def draw(results, out) -> list:
-    from dyn.analyze.plot.stability import stability_figure
+def frame(results):
+    """The records as a DataFrame (dyn.analyze.stability), with what the figure needs in attrs."""
+    from dyn.analyze.api import dataframe, run_attrs
 
+    return dataframe(*records(results), runs=run_attrs(results))
+
+
+def draw(results, out) -> list:
+    from dyn.analyze.figures import plot_stability
+    from dyn.analyze.plot.save import save
+
+    df = frame(results)
     paths = output.figure_paths(out, [r.info.name for r in results])
-    return [output.draw(lambda p: stability_figure(
-        p, {net: (s.stability_epochs, s.stability) for net, s in r.nets.items()},
-        {net: (s.epochs, s.accuracy) for net, s in r.nets.items()}, title=r.info.title), path)
-        for r, path in zip(results, paths)]
+    return [output.draw(lambda p: save(plot_stability(df, run=r.info.path), p), path)
+            for r, path in zip(results, paths)]
 
 
 @click.command()

@@ -15,7 +15,7 @@ import numpy as np
 from dyn.analyze import output, source
 from dyn.analyze.networks import label
 from dyn.analyze.options import common, execute
-from dyn.analyze.weight_diff import WeightDifference, relative_difference
+from dyn.analyze.measures.weight_diff import WeightDifference, relative_difference
 from dyn.errors import RunFileError, UsageError
 
 
@@ -116,24 +116,19 @@ def document(results) -> dict:
         for r in results]}
 
 
-def curves(results) -> dict:
-    """{legend label: (epochs, relative)}: each run by its label (a lone run by its schedule),
-    and by the EMA network's decay where that is needed to tell curves apart."""
-    out = {}
-    for r in results:
-        name = r.info.label if len(results) > 1 else r.info.title
-        for n, w in r.nets.items():
-            parts = [name] if name else []
-            if len(r.nets) > 1 or not name:
-                parts.append(label(n))
-            out[", ".join(parts)] = (w.epochs, w.relative)
-    return out
+def frame(results):
+    """The records as a DataFrame (dyn.analyze.weight_difference), run names in attrs."""
+    from dyn.analyze.api import dataframe, run_attrs
+
+    return dataframe(*records(results), runs=run_attrs(results), buffers=results[0].buffers)
 
 
 def draw(results, out, logy: bool = False) -> list:
-    from dyn.analyze.plot.weight_diff import weight_diff_figure
+    from dyn.analyze.figures import plot_weight_difference
+    from dyn.analyze.plot.save import save
 
-    return [output.draw(lambda p: weight_diff_figure(p, curves(results), logy=logy), out)]
+    df = frame(results)
+    return [output.draw(lambda p: save(plot_weight_difference(df, logy=logy), p), out)]
 
 
 @click.command("weight-diff")

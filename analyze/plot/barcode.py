@@ -6,14 +6,15 @@ from collections.abc import Mapping
 import numpy as np
 
 from dyn.analyze.plot import style
-from dyn.analyze.plot.save import DPI, save
+from dyn.analyze.plot.save import DPI
 
 
 def barcode_figure(path, barcodes: Mapping, epochs, samples, images=None, *,
-                   title: str | None = None, width="double", dpi: int = DPI):
-    """barcodes: {network: (k, T) bool} as from dyn.analyze.flips.barcode(); epochs: (T,);
+                   title: str | None = None, width="double", dpi: int = DPI, fig=None):
+    """barcodes: {network: (k, T) bool} as from dyn.analyze.measures.flips.barcode(); epochs: (T,);
     samples: (k,) sample indices, for the labels; images: optional (k, H, W, C)
-    uint8 with C 1 or 3. Returns the path."""
+    uint8 with C 1 or 3. Returns the path, or with path None the figure (drawn on `fig`,
+    a Figure or SubFigure, when given)."""
     epochs = np.asarray(epochs)
     samples = np.asarray(samples).ravel()
     k, t = len(samples), len(epochs)
@@ -44,7 +45,7 @@ def barcode_figure(path, barcodes: Mapping, epochs, samples, images=None, *,
         cmap = ListedColormap([style.WRONG_COLOR, style.RIGHT_COLOR])
         row_h = 0.14 * len(nets) + 0.12
         height = 0.45 + row_h * k
-        fig = style.figure(width, height)
+        fig = style.canvas(fig, width, height)
         grid = fig.add_gridspec(k, 2 if images is not None else 1, hspace=0.35, wspace=0.02,
                                 top=1 - 0.25 / height, bottom=0.3 / height,
                                 width_ratios=[row_h, 1] if images is not None else None)
@@ -63,7 +64,7 @@ def barcode_figure(path, barcodes: Mapping, epochs, samples, images=None, *,
             if i < k - 1:
                 ax.tick_params(labelbottom=False)
             else:
-                ax.set_xlabel("Epoch")
+                style.epoch_axis(ax)
             if images is not None:
                 iax = fig.add_subplot(grid[i, 0])
                 img = images[i]
@@ -77,4 +78,4 @@ def barcode_figure(path, barcodes: Mapping, epochs, samples, images=None, *,
                    loc="upper right", ncols=2, bbox_to_anchor=(1.0, 1.0))
         if title:
             fig.suptitle(title, x=0.02, ha="left")
-        return save(fig, path, dpi)
+        return style.finish(fig, path, dpi)

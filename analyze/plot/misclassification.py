@@ -5,14 +5,15 @@ from collections.abc import Mapping
 import numpy as np
 
 from dyn.analyze.plot import style
-from dyn.analyze.plot.save import DPI, save
+from dyn.analyze.plot.save import DPI
 
 
 def misclassification_figure(path, histograms: Mapping, *, density: bool = True, logy: bool = False,
                              title: str | None = None, width="single", dpi: int = DPI,
-                             xlabel: str = "Misclassification ratio"):
+                             xlabel: str = "Misclassification ratio", fig=None, ax=None):
     """histograms: {network: (edges (B+1,), counts (B,))} as from Misclassification.histogram().
-    density: show fractions of samples rather than counts. Returns the path."""
+    density: show fractions of samples rather than counts. Returns the path, or with path
+    None the figure (drawn on `ax`, or on `fig`, when given)."""
     hists = {}
     for net, (edges, counts) in histograms.items():
         edges, counts = np.asarray(edges, dtype=float), np.asarray(counts, dtype=float)
@@ -23,8 +24,9 @@ def misclassification_figure(path, histograms: Mapping, *, density: bool = True,
     if not hists:
         raise ValueError("no histograms to draw")
     with style.context():
-        fig = style.figure(width)
-        ax = fig.subplots()
+        if ax is None:
+            ax = style.canvas(fig, width).subplots()
+        fig = ax.figure
         for net in style.order(hists):
             edges, values = hists[net]
             c = style.color(net, hists)
@@ -38,4 +40,4 @@ def misclassification_figure(path, histograms: Mapping, *, density: bool = True,
         ax.legend(loc="upper center")
         if title:
             ax.set_title(title)
-        return save(fig, path, dpi)
+        return style.finish(fig, path, dpi)

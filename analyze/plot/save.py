@@ -31,12 +31,16 @@ def save(fig, path, dpi: int = DPI) -> Path:
     """Write `fig` to `path` (.png at `dpi`, .pdf, .svg); returns the path written."""
     import matplotlib
 
+    from dyn.analyze.plot.style import RC
+
     path, fmt = target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Not mkstemp: its 0600 mode would outlive the rename; open(..., "x") honours the umask.
     tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
-        with open(tmp, "xb") as f, matplotlib.rc_context({"svg.hashsalt": "dyn"}):
+        # the style's save-time settings (tight box, fonts as text) also for a figure drawn by
+        # the Python API and saved here after its drawing function returned
+        with open(tmp, "xb") as f, matplotlib.rc_context({**RC, "svg.hashsalt": "dyn"}):
             fig.savefig(f, format=fmt, dpi=dpi, metadata=METADATA[fmt])
         os.replace(tmp, path)
     except BaseException:

@@ -5,28 +5,31 @@ from collections.abc import Mapping
 import numpy as np
 
 from dyn.analyze.plot import style
-from dyn.analyze.plot.save import DPI, save
+from dyn.analyze.plot.save import DPI
 
 
 def stability_figure(path, stability: Mapping, accuracy: Mapping | None = None, *,
-                     title: str | None = None, width="single", dpi: int = DPI):
+                     title: str | None = None, width="single", dpi: int = DPI, fig=None):
     """stability, accuracy: {network: (epochs, values)} with networks named "sgd",
-    "ema-<decay>". Accuracy, when given, is drawn in a panel below. Returns the path."""
+    "ema-<decay>". Accuracy, when given, is drawn in a panel below. Returns the path,
+    or with path None the figure (drawn on `fig`, a Figure or SubFigure, when given)."""
     curves = [_curves(stability, "stability")] + ([_curves(accuracy, "accuracy")] if accuracy else [])
     with style.context():
-        fig = style.figure(width, 1.0 + 1.35 * len(curves))
+        fig = style.canvas(fig, width, 1.0 + 1.35 * len(curves))
         axes = fig.subplots(len(curves), 1, sharex=True, squeeze=False)[:, 0]
         for ax, data, ylabel in zip(axes, curves, ["Stability", "Accuracy"]):
             for net in style.order(data):
                 e, v = data[net]
-                ax.plot(e, v, color=style.color(net, data), label=style.label(net))
+                style.series(ax, e, v, color=style.color(net, data), label=style.label(net))
             ax.set_ylabel(ylabel)
+            if not any(np.isfinite(v).any() for _, v in data.values()):
+                style.empty_note(ax, f"no {ylabel.lower()} to draw: the window has no values")
         axes[0].legend(loc="lower right")
-        axes[-1].set_xlabel("Epoch")
+        style.epoch_axis(axes[-1])
         if title:
             axes[0].set_title(title)
         fig.align_ylabels(axes)
-        return save(fig, path, dpi)
+        return style.finish(fig, path, dpi)
 
 
 def _curves(data: Mapping, what: str) -> dict:

@@ -3,7 +3,7 @@
 flips(sample) = number of consecutive recorded epochs within the window between
 which its correctness changed: the vertical popcount of row[t] XOR row[t-1].
 A window of T epochs has T - 1 transitions; the row before the window is not
-used (as in dyn.analyze.stability).
+used (as in dyn.analyze.measures.stability).
 """
 
 from dataclasses import dataclass

@@ -1,0 +1,148 @@
+"""One plotting function per figure, over the DataFrames of dyn.analyze's functions.
+
+Each takes the DataFrame, an optional `fig=` (a matplotlib Figure or SubFigure: compose the
+paper's figures with your own, e.g. fig.subfigures(1, 2)) or, for one-panel figures, `ax=`,
+and returns the figure. The `dyn analyze` commands draw through these same functions, so a
+figure drawn here is the one `--out` writes. Figures that show one run (stability,
+misclassification, flips, agreement) take `run=` when the DataFrame holds several.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["plot_stability", "plot_misclassification", "plot_flips", "plot_weight_difference",
+           "plot_accuracy", "plot_agreement"]
+
+
+def _one_run(df, run):
+    runs = list(dict.fromkeys(df["run"]))
+    if run is None:
+        if len(runs) != 1:
+            raise ValueError(f"the DataFrame holds {len(runs)} runs; choose one with run= ({', '.join(runs)})")
+        run = runs[0]
+    elif str(run) not in runs:
+        raise ValueError(f"run {run!r} is not in the DataFrame ({', '.join(runs)})")
+    run = str(run)
+    return run, df[df["run"] == run], df.attrs.get("runs", {}).get(run, {})
+
+
+def _titled(title, split) -> str:
+    """A figure's title naming the split: `--split test` must not look like val."""
+    where = f"{split} split" if split else ""
+    return ", ".join(t for t in (title, where) if t)
+
+
+def _networks(df, column="network") -> list:
+    return list(dict.fromkeys(df[column]))
+
+
+def plot_stability(df, *, run=None, fig=None):
+    """Stability above accuracy, one curve per network (`dyn analyze stability --out`)."""
+    from dyn.analyze.plot.stability import stability_figure
+
+    run, d, meta = _one_run(df, run)
+    stab, acc = {}, {}
+    for net in _networks(d):
+        rows = d[d["network"] == net]
+        e, s, a = rows["epoch"].to_numpy(), rows["stability"].to_numpy(float), rows["accuracy"].to_numpy(float)
+        stab[net], acc[net] = (e[1:], s[1:]), (e, a)  # no stability at the window's first epoch
+    return stability_figure(None, stab, acc, title=_titled(meta.get("title"), meta.get("split")), fig=fig)
+
+
+def plot_misclassification(df, *, run=None, logy: bool = False, fig=None, ax=None):
+    """Per-sample misclassification ratio histograms, overlaid (`dyn analyze histogram --out`)."""
+    from dyn.analyze.plot.misclassification import misclassification_figure
+
+    run, d, meta = _one_run(df, run)
+    hists = {}
+    for net in _networks(d):
+        rows = d[d["network"] == net]
+        edges = np.r_[rows["bin_lo"].to_numpy(float), rows["bin_hi"].to_numpy(float)[-1:]]
+        hists[net] = (edges, rows["samples"].to_numpy())
+    span = f"{int(d['first_epoch'].iloc[0])}..{int(d['last_epoch'].iloc[0])}"
+    return misclassification_figure(None, hists, logy=logy, title=_titled(meta.get("title"), meta.get("split")),
+                                    xlabel=f"Misclassification ratio, epochs {span}", fig=fig, ax=ax)
+
+
+def plot_flips(df, *, run=None, fig=None):
+    """Barcodes of the least stable samples, one row per network (`dyn analyze flips --out`)."""
+    from dyn.analyze.plot.barcode import barcode_figure
+
+    run, d, meta = _one_run(df, run)
+    if d.empty:
+        raise ValueError(f"{run}: no samples to draw (top 0)")
+    nets = _networks(d)
+    first = d[d["network"] == nets[0]].sort_values("rank")
+    samples = first["sample"].to_numpy()
+    codes = {}
+    for net in nets:
+        rows = d[d["network"] == net].set_index("sample").loc[samples]
+        codes[net] = np.array([[c == "1" for c in b] for b in rows["barcode"]], dtype=bool)
+    return barcode_figure(None, codes, np.asarray(meta["epochs"]), samples, images=meta.get("images"),
+                          title=_titled(meta.get("title"), meta.get("split")), fig=fig)
+
+
+def plot_weight_difference(df, *, logy: bool = False, fig=None, ax=None):
+    """Relative weight difference of each EMA network and SGD over epochs, every run in one
+    panel (`dyn analyze weight-diff --out`): each network in its own colour (the same as in
+    every other figure), each run in its own line style."""
+    from dyn.analyze.plot import style
+    from dyn.analyze.plot.weight_diff import weight_diff_figure
+
+    runs = list(dict.fromkeys(df["run"]))
+    meta = df.attrs.get("runs", {})
+    dashes = ["-", "--", ":", "-."]
+    curves, colors, styles, notes = {}, {}, {}, {}
+    for i, run in enumerate(runs):
+        d = df[df["run"] == run]
+        nets = _networks(d)
+        m = meta.get(run, {})
+        name = m.get("label") if len(runs) > 1 else m.get("title")
+        for net in nets:
+            rows = d[d["network"] == net]
+            parts = ([name] if name else []) + ([style.label(net)] if len(nets) > 1 or not name else [])
+            key = ", ".join(parts)
+            curves[key] = (rows["epoch"].to_numpy(), rows["relative"].to_numpy(float))
+            colors[key], styles[key] = style.color(net, nets), dashes[i % len(dashes)]
+            why = [r for r in rows["reason"] if r]
+            if why:
+                notes[key] = why[0]
+    return weight_diff_figure(None, curves, logy=logy, colors=colors, linestyles=styles, notes=notes,
+                              fig=fig, ax=ax)
+
+
+def plot_accuracy(df, *, fig=None):
+    """Accuracy over epochs, one panel per group of seeds with its band, and the lr panel when
+    the DataFrame carries it (`dyn analyze accuracy --out`)."""
+    from dyn.analyze.measures.accuracy import Band
+    from dyn.analyze.plot.accuracy import accuracy_figure
+
+    panels = {}
+    for i, group in enumerate(dict.fromkeys(df["group"])):
+        d = df[df["group"] == group]
+        nets = {}
+        for net in _networks(d):
+            r = d[d["network"] == net]
+            nets[net] = Band(r["epoch"].to_numpy(), r["mean"].to_numpy(float), r["lo"].to_numpy(float),
+                             r["hi"].to_numpy(float), int(r["runs"].iloc[0]), df.attrs.get("band", "minmax"))
+        panels[group or f"runs {i + 1}"] = nets
+    lrs = df.attrs.get("lr") or None
+    split = df.attrs.get("split", "val")
+    ylabel = {"val": "Validation accuracy", "test": "Test accuracy",
+              "train": "Train accuracy"}.get(split, f"{split} accuracy")
+    return accuracy_figure(None, panels, lr=lrs, ylabel=ylabel, fig=fig)
+
+
+def plot_agreement(df, *, run=None, fig=None):
+    """Per-epoch mismatch of the two networks and the per-sample histogram
+    (`dyn analyze agreement --out`)."""
+    from dyn.analyze.plot.agreement import agreement_figure
+
+    run, d, meta = _one_run(df, run)
+    lab = d["label_differs"].to_numpy(float)
+    hist = meta.get("histogram")
+    title = _titled(meta.get("title"), meta.get("split"))
+    return agreement_figure(None, d["epoch"].to_numpy(), d["correct_differs"].to_numpy(float),
+                            None if np.isnan(lab).all() else lab, hist,
+                            names=(d["network_a"].iloc[0], d["network_b"].iloc[0]), title=title or None, fig=fig)
