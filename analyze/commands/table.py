@@ -38,7 +38,8 @@ def train_split(runs, choice: str | None, notes: list) -> str:
         raise UsageError(f"--train-split augmented: {', '.join(lacking[:3])} record no 'train-augmented' split "
                          "(older or imported runs); use --train-split clean")
     notes.append(f"Train is measured on clean training images, not augmented ones as in the paper: "
-                 f"{', '.join(lacking[:3])}{' and others' if len(lacking) > 3 else ''} record no "
+                 f"{', '.join(lacking[:3])}{' and others' if len(lacking) > 3 else ''} "
+                 f"record{'s' if len(lacking) == 1 else ''} no "
                  "'train-augmented' split")
     return "train"
 
