@@ -187,13 +187,19 @@ def describe(runs) -> list[RunInfo]:
 
 
 def labels(runs) -> list[str]:
+    """What differs between the runs' configs; a run whose config does not say which
+    experiment it is (no seed, model or data set: imported runs) by its file name."""
+    from dyn.analyze.runs import known
+
     cfgs = [run.config for run in runs]
-    keys = [k for k in LABEL_KEYS if len({repr(c.get(k)) for c in cfgs}) > 1]
+    names = stems(runs)
+    ok = [known(c) for c in cfgs]
+    keys = [k for k in LABEL_KEYS if len({repr(c.get(k)) for c, o in zip(cfgs, ok) if o}) > 1]
     if keys and len(runs) > 1:
-        out = [config_label(c, keys) for c in cfgs]
+        out = [config_label(c, keys) if o else n for c, o, n in zip(cfgs, ok, names)]
         if len(set(out)) == len(out):
             return out
-    return stems(runs)
+    return names
 
 
 def stems(runs) -> list[str]:
