@@ -11,7 +11,6 @@ import pytest
 
 from dyn import open_run
 from dyn.analyze import source
-from dyn.analyze.runs import pool
 from dyn.cli import main
 from dyn.synthetic import Synthetic
 from dyn.writer import RunWriter
@@ -109,6 +108,8 @@ def test_runs_of_unknown_identity_are_named_by_file_and_never_pooled(dyn, tmp_pa
 
 
 def test_the_rule_itself():
+    from dyn.analyze.runs import pool
+
     run = lambda path, state="complete", **cfg: SimpleNamespace(path=path, config=cfg, state=state)  # noqa: E731
     runs = [run("x/a.h5", **BASE, seed=1, environment={"host": "m1"}, data_dir="d1"),
             run("x/b.h5", **BASE, seed=2, environment={"host": "m2"}, data_dir="d2"),  # where it ran: same experiment
