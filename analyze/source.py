@@ -98,6 +98,17 @@ def pair(run, wanted=None) -> tuple[str, str]:
                      f"{emas[-1] if emas else 'NAME'} (networks: {', '.join(run.networks)})")
 
 
+def pairs(run, wanted=None) -> list[tuple[str, str]]:
+    """The pairs to compare: `wanted` if given (exactly two networks), else sgd with each EMA
+    network, by increasing decay (the paper's comparison)."""
+    if wanted:
+        return [pair(run, wanted)]
+    emas = ema_networks(run)
+    if "sgd" in run.networks and emas:
+        return [("sgd", e) for e in emas]
+    return [pair(run)]  # its one-line refusal: what the run has, and how to choose
+
+
 # -------------------------------------------------------------------------------- splits
 
 def need_correctness(run, split: str, what: str) -> None:
