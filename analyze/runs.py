@@ -84,17 +84,27 @@ def pool(items, config=lambda x: x.config, state=lambda x: getattr(x, "state", "
 
     A pool with at least one complete run leaves out its runs that are not complete (still
     being written, stopped): mixing a partial run's last epoch with finished ones would be wrong.
+    ValueError when a run is given twice, or two runs are the same experiment and seed.
     Labels: the values of the keys that differ between the pools (model, dataset, schedule,
     lr first, then the others by name); a pool of unknown identity is labelled by file name.
     """
     pools: dict = {}
+    given: dict = {}
     for i, item in enumerate(items):
+        where = str(getattr(item, "path", "")) or name(item)
+        if where in given:
+            raise ValueError(f"{where} is given twice; give each run once")
+        given[where] = item
         cfg = dict(config(item))
         if known(cfg):
             key = _value_key(experiment(cfg))
             p = pools.setdefault(key, Pool([], experiment(cfg), True, name(item)))
         else:
             p = pools.setdefault(("alone", i), Pool([], experiment(cfg), False, name(item)))
+        twin = [m for m in p.members if p.known and config(m).get(SEED) == cfg[SEED]]
+        if twin:
+            raise ValueError(f"{twin[0].path if hasattr(twin[0], 'path') else name(twin[0])} and {where} are the "
+                             f"same experiment and seed ({cfg[SEED]}); give each run once")
         p.members.append(item)
     out = list(pools.values())
     for p in out:

@@ -106,7 +106,9 @@ def pairs(run, wanted=None) -> list[tuple[str, str]]:
     emas = ema_networks(run)
     if "sgd" in run.networks and emas:
         return [("sgd", e) for e in emas]
-    return [pair(run)]  # its one-line refusal: what the run has, and how to choose
+    lacks = "no EMA network" if "sgd" in run.networks else "no 'sgd' network"
+    raise UsageError(f"{run.path}: agreement compares sgd with each EMA network, and it has {lacks} (networks: "
+                     f"{', '.join(run.networks) or 'none'}); name the two to compare with --net A,B")
 
 
 # -------------------------------------------------------------------------------- splits

@@ -81,7 +81,7 @@ def test_table_gives_mixed_models_rows_of_their_own(table1, tmp_path):
         assert r.stdout.splitlines()[0].startswith("| schedule | model | No EMA |")
         assert "| constant | resnet32 | 50.0 |" in r.stdout and "| constant | resnet20 | **86.3** |" in r.stdout
     r = run_dyn("table", table1[0], table1[0], block=("torch",))
-    assert r.returncode == 2 and f"{table1[0]} and {table1[0]} are the same experiment and seed (1111)" in r.stderr
+    assert r.returncode == 2 and f"{table1[0]} is given twice; give each run once" in r.stderr
 
 
 def test_table2_layout_and_increase(tmp_path):

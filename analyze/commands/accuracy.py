@@ -53,8 +53,12 @@ class _Accuracy:
 def compute(runs, opts, band: str = "minmax", lr: bool = False) -> Result:
     """One group per experiment (dyn.analyze.runs.pool: runs that differ only in seed); what
     is left out of a group, or cut to the epochs its seeds share, is noted on the group."""
+    try:
+        pools = pooling.pool(runs)
+    except ValueError as e:
+        raise DynError(f"cannot average over seeds: {e}") from None
     out = []
-    for p in pooling.pool(runs):
+    for p in pools:
         records = []
         for run in p.members:
             source.need_correctness(run, opts.split, "accuracy")

@@ -97,21 +97,19 @@ def build(runs, layout="decay", group_by=None, split="test", decay=None, notes=N
             raise UsageError(f"--group-by {key}: no run's config has {key!r}")
     shows_train = layout != "decay" or split == "train"
     train_name = train_split(runs, train, notes) if shows_train else "train"
-    pools = pooling.pool(runs)
+    try:
+        pools = pooling.pool(runs)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     keys = row_keys(pools, layout, group_by)
     records = []
     for p in pools:
-        seen = {}
         for run in p.members:
             rec = run_record(run, [k for k in keys if k != RUN], train_name)
             if all(q.known for q in pools):  # for the title: model and data set, when all runs share them
                 rec.update({k: run.config[k] for k in pooling.IDENTITY if k not in keys})
             if RUN in keys:
                 rec[RUN] = "" if p.known else p.name
-            if rec["seed"] in seen:
-                raise UsageError(f"{seen[rec['seed']]} and {run.path} are the same experiment and seed "
-                                 f"({rec['seed']}); give each run once")
-            seen[rec["seed"]] = run.path
             records.append(rec)
             if run.state != "complete":
                 notes.append(f"{run.path} is {run.state}: its last recorded epoch "
