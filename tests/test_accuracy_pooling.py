@@ -81,7 +81,7 @@ def test_a_run_being_written_is_left_out_and_the_outputs_say_so(dyn, tmp_path, m
     drawn = {}
     monkeypatch.setattr(plot, "accuracy_figure", lambda path, panels, **kw: drawn.update(panels) or path)
     assert dyn("analyze", "accuracy", a, b, live, "--split", "val", "--out", tmp_path / "f.png").returncode == 0
-    assert list(drawn) == ["constant\n(1 run left out (not complete))"]
+    assert list(drawn) == ["constant\n(1 run left out: not complete)"]
 
 
 def test_seeds_of_different_lengths_are_cut_and_the_outputs_say_so(dyn, tmp_path):

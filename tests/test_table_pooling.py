@@ -72,6 +72,14 @@ def test_runs_differing_in_one_key_beside_the_seed_are_not_averaged(table, tmp_p
     doc = json.loads(r.stdout)
     assert [row["key"] for row in doc["rows"]] == [{"epochs": 8}, {"epochs": 60}]
     assert [row["cells"]["No EMA"]["n"] for row in doc["rows"]] == [2, 1]
+    # a list-valued key (decays) makes rows too
+    d = write(tmp_path / "d.h5", cfg(seed=4, decays=[0.9995]), {"sgd": 0.4, EMA: 0.5})
+    e = write(tmp_path / "e.h5", cfg(seed=5, decays=[0.99, 0.9995]), {"sgd": 0.6, EMA: 0.7})
+    r = table(d, e, "--detail", "mean")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == "| schedule | decays | No EMA | 0.9995 |"
+    assert sorted(r.stdout.splitlines()[2:4]) == ["| constant | 0.99,0.9995 | **60.0** | **70.0** |",
+                                                  "| constant | 0.9995 | 40.0 | 50.0 |"]
     r = table(a, b, "--group-by", "batch_size")
     assert r.returncode == 2 and r.stderr.strip() == "dyn: error: --group-by batch_size: no run's config has 'batch_size'"
 

@@ -87,7 +87,7 @@ def _notes(p, records, bands) -> tuple[list, str]:
     for run, why in p.left_out:
         notes.append(f"left out {run.path} ({why})")
     if p.left_out:
-        short.append(f"{len(p.left_out)} run{'s' * (len(p.left_out) > 1)} left out (not complete)")
+        short.append(f"{len(p.left_out)} run{'s' * (len(p.left_out) > 1)} left out: not complete")
     shared = set()
     for b in bands.values():
         shared.update(int(e) for e in b.epochs)

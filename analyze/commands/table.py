@@ -10,7 +10,7 @@ file. Whatever was left out or stood in for something is said under the table it
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
 
 import click
 
@@ -47,7 +47,7 @@ def train_split(runs, choice: str | None, notes: list) -> str:
 def run_record(run, keys, train: str) -> dict:
     """{row keys..., "seed", "path", "final": {network: {"test": acc, "train": acc}}} of one run."""
     cfg = run.config
-    rec = {k: cfg.get(k, MISSING) if cfg.get(k) is not None else MISSING for k in keys}
+    rec = {k: _cell(cfg.get(k)) for k in keys}
     rec["seed"] = cfg.get("seed", str(run.path)) if pooling.known(cfg) else str(run.path)
     rec["path"] = str(run.path)
     final = {}
@@ -59,6 +59,17 @@ def run_record(run, keys, train: str) -> dict:
             final.setdefault(net, {})[name] = float(run.accuracy(split, net, last)[0])
     rec["final"] = final
     return rec
+
+
+def _cell(value):
+    """A config value as a row key: numbers and text as they are, lists as "0.9,0.99"."""
+    if value is None:
+        return MISSING
+    if isinstance(value, (list, tuple)):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return value
 
 
 def row_keys(pools, layout, group_by) -> tuple:
