@@ -230,12 +230,14 @@ def slug(text: str) -> str:
 
 
 def config_label(cfg: dict, keys) -> str:
-    """"constant, lr 0.1, seed 1111": the values of `keys` in a config (missing ones as ?)."""
-    return ", ".join(_kv(k, cfg.get(k, "?")) for k in keys)
+    """"constant, lr 0.1, seed 1111": the values of `keys` in a config (a missing one as "no lr")."""
+    return ", ".join(_kv(k, cfg.get(k)) for k in keys)
 
 
 def _kv(key, value) -> str:
-    if key in ("schedule", "model", "dataset") or value == "?":
+    if value is None:
+        return f"no {key}"
+    if key in ("schedule", "model", "dataset"):
         return str(value)
     return f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
 
