@@ -70,7 +70,7 @@ class Pool:
     known: bool                   # False: one run of unknown identity, named by its file
     name: str                     # that file's name (the first member's)
     left_out: list = field(default_factory=list)  # (item, why): same experiment, not pooled
-    differs: dict = field(default_factory=dict)   # {key: value} of the keys that vary between pools
+    differs: dict = field(default_factory=dict)   # {key: value} of the keys that tell the pools apart
     label: str = ""               # what tells it from the other pools ("" when it is the only one)
 
 
@@ -85,8 +85,9 @@ def pool(items, config=lambda x: x.config, state=lambda x: getattr(x, "state", "
     A pool with at least one complete run leaves out its runs that are not complete (still
     being written, stopped): mixing a partial run's last epoch with finished ones would be wrong.
     ValueError when a run is given twice, or two runs are the same experiment and seed.
-    Labels: the values of the keys that differ between the pools (model, dataset, schedule,
-    lr first, then the others by name); a pool of unknown identity is labelled by file name.
+    Labels: the values of the fewest keys that tell the pools apart (distinguishing_keys: model,
+    dataset, schedule, lr first, then the others by name); a pool of unknown identity is labelled
+    by file name.
     """
     pools: dict = {}
     given: dict = {}
@@ -129,8 +130,27 @@ def differing_keys(pools) -> list[str]:
 LABEL_ORDER = ("model", "dataset", "schedule", "lr")
 
 
+def distinguishing_keys(pools, start=()) -> list[str]:
+    """The fewest differing keys, added in differing_keys' order to `start`, that tell every
+    pool of known identity from the others. Keys that change only together with one already
+    taken say nothing more: Table 3's multistep run has other milestones and no warm-up, and
+    its schedule alone names its row."""
+    ps = [p for p in pools if p.known]
+    keys = list(start)
+
+    def distinct(ks):
+        return len({tuple(_value_key(p.config.get(k)) for k in ks) for p in ps})
+
+    for k in differing_keys(pools):
+        if distinct(keys) == len(ps):
+            break
+        if k not in keys and distinct([*keys, k]) > distinct(keys):
+            keys.append(k)
+    return keys[len(start):]
+
+
 def _label(pools) -> None:
-    keys = differing_keys(pools)
+    keys = distinguishing_keys(pools)
     names = [p.name for p in pools]
     for p in pools:
         p.differs = {k: p.config.get(k) for k in keys}

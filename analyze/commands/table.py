@@ -73,11 +73,11 @@ def _cell(value):
 
 
 def row_keys(pools, layout, group_by) -> tuple:
-    """The row levels: --group-by (default schedule, or lr), every other key the pools differ
-    in, and `run` when a run's identity is unknown. Table 3's layout shows only schedules:
+    """The row levels: --group-by (default schedule, or lr), the other keys it takes to tell the
+    experiments apart, and `run` when a run's identity is unknown. Table 3's layout shows only schedules:
     runs that differ in anything else are refused, naming the key."""
     group = tuple(group_by or (("lr",) if layout == "lr" else ("schedule",)))
-    extra = [k for k in pooling.differing_keys(pools) if k not in group]
+    extra = pooling.distinguishing_keys(pools, group)
     extra += [RUN] if any(not p.known for p in pools) else []
     if layout == "table3" and (extra or group != ("schedule",)):
         if group != ("schedule",):
