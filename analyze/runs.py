@@ -167,7 +167,7 @@ def _label(pools) -> None:
 def value_label(key, value) -> str:
     """"constant", "lr 0.1", "epochs 60", "decays 0.9,0.99": one config value as a label shows it."""
     if value is None:
-        return f"no {key}"
+        return f"no {key.replace('_', ' ')}"
     if key in ("schedule", "model", "dataset"):
         return str(value)
     if isinstance(value, (list, tuple)):

@@ -119,6 +119,6 @@ def test_the_rule_itself():
             run("x/f.h5", **BASE, seed=6, state="running")]       # partial: left out of a's pool
     pools = pool(runs)
     assert [[m.path for m in p.members] for p in pools] == [["x/a.h5", "x/b.h5"], ["x/c.h5"], ["x/d.h5"], ["x/e.h5"]]
-    assert [p.label for p in pools] == ["lr 0.05, no warmup_iters", "lr 0.05, warmup iters 5", "lr 0.1, no warmup_iters",
+    assert [p.label for p in pools] == ["lr 0.05, no warmup iters", "lr 0.05, warmup iters 5", "lr 0.1, no warmup iters",
                                         "e"]
     assert [m.path for m, _ in pools[0].left_out] == ["x/f.h5"]
