@@ -10,11 +10,11 @@ import click
 import numpy as np
 
 from dyn.analyze import output, source, stream
+from dyn.analyze import runs as pooling
 from dyn.analyze.accuracy import BANDS, Band, seed_band
 from dyn.analyze.accuracy import accuracy as fraction_right
 from dyn.analyze.networks import label
 from dyn.analyze.options import common, execute
-from dyn.analyze import runs as pooling
 from dyn.analyze.runs import CONFIG_KEYS
 from dyn.errors import DynError, RunFileError
 
