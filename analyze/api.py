@@ -128,10 +128,10 @@ def accuracy(runs, networks=None, split: str = "val", from_epoch: int | None = N
 
 def agreement(runs, networks=None, split: str = "val", from_epoch: int | None = None,
               to_epoch: int | None = None, bins: int = 20):
-    """Where two networks differ (networks: the pair; default sgd and the run's only EMA).
+    """Where two networks differ (networks: the pair; default SGD with each EMA network).
 
     One row per run and epoch: run, network_a, network_b, epoch, correct_differs (fraction
     of samples whose correctness differs), label_differs (predicted labels; NaN when not
-    recorded). attrs["runs"][run]["histogram"] holds the per-sample mismatch histogram.
+    recorded). attrs["runs"][run]["histograms"]["a vs b"] holds each pair's per-sample mismatch histogram.
     """
     return _run("agreement", runs, _opts(networks, split, from_epoch, to_epoch), bins=bins)

@@ -126,7 +126,8 @@ def plot_accuracy(df, *, fig=None):
             r = d[d["network"] == net]
             nets[net] = Band(r["epoch"].to_numpy(), r["mean"].to_numpy(float), r["lo"].to_numpy(float),
                              r["hi"].to_numpy(float), int(r["runs"].iloc[0]), df.attrs.get("band", "minmax"))
-        panels[group or f"runs {i + 1}"] = nets
+        short = (df.attrs.get("groups") or {}).get(group, {}).get("short")  # what was cut or left out
+        panels[(group or f"runs {i + 1}") + (f"\n({short})" if short else "")] = nets
     lrs = df.attrs.get("lr") or None
     split = df.attrs.get("split", "val")
     ylabel = {"val": "Validation accuracy", "test": "Test accuracy",
@@ -134,15 +135,21 @@ def plot_accuracy(df, *, fig=None):
     return accuracy_figure(None, panels, lr=lrs, ylabel=ylabel, fig=fig)
 
 
-def plot_agreement(df, *, run=None, fig=None):
-    """Per-epoch mismatch of the two networks and the per-sample histogram
-    (`dyn analyze agreement --out`)."""
+def plot_agreement(df, *, run=None, pair=None, fig=None):
+    """Per-epoch mismatch of two networks and the per-sample histogram
+    (`dyn analyze agreement --out`); pair=(a, b) picks one where the frame holds several."""
     from dyn.analyze.plot.agreement import agreement_figure
 
     run, d, meta = _one_run(df, run)
+    pairs = list(dict.fromkeys(zip(d["network_a"], d["network_b"])))
+    if pair is None:
+        if len(pairs) != 1:
+            raise ValueError(f"the DataFrame holds {len(pairs)} pairs of {run}; choose one with pair=")
+        pair = pairs[0]
+    d = d[(d["network_a"] == pair[0]) & (d["network_b"] == pair[1])]
     lab = d["label_differs"].to_numpy(float)
-    hist = meta.get("histogram")
+    hist = (meta.get("histograms") or {}).get("{} vs {}".format(*pair))
     title = _titled(meta.get("title"), meta.get("split"))
     return agreement_figure(None, d["epoch"].to_numpy(), d["correct_differs"].to_numpy(float),
                             None if np.isnan(lab).all() else lab, hist,
-                            names=(d["network_a"].iloc[0], d["network_b"].iloc[0]), title=title or None, fig=fig)
+                            names=tuple(pair), title=title or None, fig=fig)

@@ -98,6 +98,19 @@ def pair(run, wanted=None) -> tuple[str, str]:
                      f"{emas[-1] if emas else 'NAME'} (networks: {', '.join(run.networks)})")
 
 
+def pairs(run, wanted=None) -> list[tuple[str, str]]:
+    """The pairs to compare: `wanted` if given (exactly two networks), else sgd with each EMA
+    network, by increasing decay (the paper's comparison)."""
+    if wanted:
+        return [pair(run, wanted)]
+    emas = ema_networks(run)
+    if "sgd" in run.networks and emas:
+        return [("sgd", e) for e in emas]
+    lacks = "no EMA network" if "sgd" in run.networks else "no 'sgd' network"
+    raise UsageError(f"{run.path}: agreement compares sgd with each EMA network, and it has {lacks} (networks: "
+                     f"{', '.join(run.networks) or 'none'}); name the two to compare with --net A,B")
+
+
 # -------------------------------------------------------------------------------- splits
 
 def need_correctness(run, split: str, what: str) -> None:
@@ -187,13 +200,19 @@ def describe(runs) -> list[RunInfo]:
 
 
 def labels(runs) -> list[str]:
+    """What differs between the runs' configs; a run whose config does not say which
+    experiment it is (no seed, model or data set: imported runs) by its file name."""
+    from dyn.analyze.runs import known
+
     cfgs = [run.config for run in runs]
-    keys = [k for k in LABEL_KEYS if len({repr(c.get(k)) for c in cfgs}) > 1]
+    names = stems(runs)
+    ok = [known(c) for c in cfgs]
+    keys = [k for k in LABEL_KEYS if len({repr(c.get(k)) for c, o in zip(cfgs, ok) if o}) > 1]
     if keys and len(runs) > 1:
-        out = [config_label(c, keys) for c in cfgs]
+        out = [config_label(c, keys) if o else n for c, o, n in zip(cfgs, ok, names)]
         if len(set(out)) == len(out):
             return out
-    return stems(runs)
+    return names
 
 
 def stems(runs) -> list[str]:
@@ -211,12 +230,14 @@ def slug(text: str) -> str:
 
 
 def config_label(cfg: dict, keys) -> str:
-    """"constant, lr 0.1, seed 1111": the values of `keys` in a config (missing ones as ?)."""
-    return ", ".join(_kv(k, cfg.get(k, "?")) for k in keys)
+    """"constant, lr 0.1, seed 1111": the values of `keys` in a config (a missing one as "no lr")."""
+    return ", ".join(_kv(k, cfg.get(k)) for k in keys)
 
 
 def _kv(key, value) -> str:
-    if key in ("schedule", "model", "dataset") or value == "?":
+    if value is None:
+        return f"no {key}"
+    if key in ("schedule", "model", "dataset"):
         return str(value)
     return f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
 

@@ -29,7 +29,7 @@ from dyn.analyze.networks import decay as ema_decay
 from dyn.analyze.runs import CONFIG_KEYS, group_seeds
 
 SCHEDULE_ORDER = ("multistep", "step", "cosine", "linear", "constant")
-LAYOUTS = ("decay", "lr")
+LAYOUTS = ("decay", "lr", "table3")
 FORMATS = ("markdown", "csv", "latex", "json")
 DETAILS = ("mean", "std", "full")
 NO_EMA = "No EMA"
@@ -57,39 +57,48 @@ class Table:
 
 
 def paper_table(records, layout: str = "decay", group_by=None, split: str = "test",
-                decay=None) -> Table:
-    """Table 1 (layout="decay") or Table 2 (layout="lr") as a Table of DataFrames.
+                decay=None, keys=None) -> Table:
+    """Table 1 (layout="decay"), Table 2 (layout="lr") or Table 3 (layout="table3") as a
+    Table of DataFrames.
 
-    group_by: config keys that make rows (default ("schedule",) or ("lr",)).
-    Any other config key (model, dataset, schedule, lr) must take one value
-    over all records, else ValueError: mixing them in one mean would be wrong.
-    split: the accuracy shown by layout="decay". decay: the EMA network of
-    layout="lr" (default: the only decay present).
+    group_by: record keys that make rows (default ("schedule",), or ("lr",) for "lr").
+    keys: the keys that identify an experiment (default model, dataset, schedule, lr and
+    group_by): records that differ in one of them outside group_by are refused (ValueError),
+    as mixing them in one mean would be wrong; records that share all of them are seeds.
+    split: the accuracy shown by layout="decay". decay: the EMA network of layouts "lr" and
+    "table3" (default: the only decay present). "table3" is Table 3 as printed: rows by
+    schedule in the paper's order, No EMA Train/Test and EMA Train/Test, nothing else.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
     records = list(records)
     if not records:
         raise ValueError("no run records")
-    group_by = tuple(group_by or (("schedule",) if layout == "decay" else ("lr",)))
-    if not set(group_by) <= set(CONFIG_KEYS):
-        raise ValueError(f"group_by must name config keys among {', '.join(CONFIG_KEYS)}")
-    groups = group_seeds(records)  # validates the keys and refuses repeated seeds
-    for i, key in enumerate(CONFIG_KEYS):
-        values = sorted({cfg[i] for cfg in groups}, key=str)
+    group_by = tuple(group_by or (("lr",) if layout == "lr" else ("schedule",)))
+    if layout == "table3" and group_by != ("schedule",):
+        raise ValueError(f"layout 'table3' has one row per schedule; cannot group by {', '.join(group_by)}")
+    ident = tuple(dict.fromkeys((*(keys if keys is not None else CONFIG_KEYS), *group_by)))
+    groups = group_seeds(records, ident)  # validates the keys and refuses repeated seeds
+    for i, key in enumerate(ident):
+        values = sorted({str(cfg[i]) for cfg in groups})
         if key not in group_by and len(values) > 1:
-            raise ValueError(f"records mix {key} values {', '.join(map(str, values))}; "
+            raise ValueError(f"records mix {key} values {', '.join(values)}; "
                              f"add {key!r} to group_by or select the runs first")
     rows = {}
     for cfg, runs in groups.items():
-        rows[tuple(cfg[CONFIG_KEYS.index(k)] for k in group_by)] = runs
-    keys = sorted(rows, key=lambda k: tuple(_order(name, v) for name, v in zip(group_by, k)))
+        rows[tuple(cfg[ident.index(k)] for k in group_by)] = runs
+    keys_ = sorted(rows, key=lambda k: tuple(_order(name, v) for name, v in zip(group_by, k)))
     if layout == "decay":
-        columns, cells = _decay_cells(records, [rows[k] for k in keys], split)
+        columns, cells = _decay_cells(records, [rows[k] for k in keys_], split)
     else:
-        columns, cells = _lr_cells(records, [rows[k] for k in keys], decay)
-    index = (pd.Index([k[0] for k in keys], name=group_by[0]) if len(group_by) == 1
-             else pd.MultiIndex.from_tuples(keys, names=group_by))
+        columns, cells = _lr_cells(records, [rows[k] for k in keys_], decay)
+        if layout == "table3":  # as printed: no Increase column
+            columns, cells = columns[:4], [row[:4] for row in cells]
+    names = list(group_by)
+    if layout == "table3":  # the paper's header and row names
+        names, keys_ = ["Schedule"], [(str(k[0]).capitalize(),) for k in keys_]
+    index = (pd.Index([k[0] for k in keys_], name=names[0]) if len(names) == 1
+             else pd.MultiIndex.from_tuples(keys_, names=names))
     frame = lambda j: pd.DataFrame([[c[j] for c in row] for row in cells],  # noqa: E731
                                    index=index, columns=list(columns))
     if not any(c[2] for row in cells for c in row):
@@ -97,7 +106,8 @@ def paper_table(records, layout: str = "decay", group_by=None, split: str = "tes
     first = records[0]
     what = split if layout == "decay" else "train/test"
     title = (f"{what} accuracy (%) of {first['model']} on {first['dataset']}, mean over seeds"
-             if not {"model", "dataset"} & set(group_by) else f"{what} accuracy (%), mean over seeds")
+             if "model" in first and "dataset" in first and not {"model", "dataset"} & set(group_by)
+             else f"{what} accuracy (%), mean over seeds")
     return Table(frame(0).astype(float), frame(1).astype(float), frame(2).astype(int), layout, title)
 
 
@@ -117,9 +127,10 @@ def render(table: Table, fmt: str = "markdown", detail: str = "mean", digits: in
 
 
 def to_markdown(table: Table, detail: str = "mean", digits: int = 1) -> str:
+    """Pipe table; the best cell of each column in **bold**, as in the paper."""
     head = [*table.mean.index.names, *map(str, table.mean.columns)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for key, texts in _text_rows(table, detail, digits, dash="—", pm="±"):
+    for key, texts in _bold_rows(table, detail, digits, "—", "±", lambda t: f"**{t}**"):
         lines.append("| " + " | ".join([*key, *texts]) + " |")
     return "\n".join(lines) + "\n"
 
@@ -128,31 +139,47 @@ def to_latex(table: Table, detail: str = "mean", digits: int = 1) -> str:
     """booktabs tabular; the best cell of each column in bold (ties at the shown
     precision all bold, as in the paper)."""
     nk, cols = table.mean.index.nlevels, list(table.mean.columns)
-    best = {}
-    for col in cols:
-        shown = [f"{m:.{digits}f}" for m, k in zip(table.mean[col], table.n[col]) if k > 0]
-        best[col] = max(shown, key=float) if shown else None
     lines = [r"\begin{tabular}{" + "l" * nk + "r" * len(cols) + "}", r"\toprule"]
     names = [_tex(str(x)) for x in table.mean.index.names]
     if table.layout == "decay" and len(cols) > 1:
         lines.append(" & " * (nk + 1) + rf"\multicolumn{{{len(cols) - 1}}}{{c}}{{Decay rate ($\lambda$)}} \\")
         lines.append(rf"\cmidrule(lr){{{nk + 2}-{nk + len(cols)}}}")
         head = [*names, *map(_tex, map(str, cols))]
-    elif table.layout == "lr":
+    elif table.layout in ("lr", "table3"):
         names = [r"$\eta$" if x == "lr" else x for x in names]
-        lines.append(" & " * nk + r"\multicolumn{2}{c}{No EMA} & \multicolumn{2}{c}{EMA} & \\")
+        lines.append(" & " * nk + r"\multicolumn{2}{c}{No EMA} & \multicolumn{2}{c}{EMA}"
+                     + (r" & \\" if table.layout == "lr" else r" \\"))
         lines.append(rf"\cmidrule(lr){{{nk + 1}-{nk + 2}}} \cmidrule(lr){{{nk + 3}-{nk + 4}}}")
-        head = [*names, "Train", "Test", "Train", "Test", r"Increase (\%)"]
+        head = [*names, "Train", "Test", "Train", "Test"] + ([r"Increase (\%)"] if table.layout == "lr" else [])
     else:
         head = [*names, *map(_tex, map(str, cols))]
     lines += [" & ".join(head) + r" \\", r"\midrule"]
-    for (key, texts), (_, means) in zip(_text_rows(table, detail, digits, dash="--", pm=r"$\pm$"),
-                                        table.mean.iterrows()):
-        cells = [rf"\textbf{{{t}}}" if k > 0 and f"{m:.{digits}f}" == best[c] else t
-                 for t, m, c, k in zip(texts, means, cols, table.n.loc[means.name])]
+    for key, cells in _bold_rows(table, detail, digits, "--", r"$\pm$", lambda t: rf"\textbf{{{t}}}"):
         lines.append(" & ".join([*map(_tex, key), *cells]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
+
+
+def best_cells(table: Table, digits: int = 1) -> pd.DataFrame:
+    """True where a cell is the best of its column at the shown precision (ties all best);
+    a column with fewer than two filled cells has no best (there is nothing to compare)."""
+    best = pd.DataFrame(False, index=table.mean.index, columns=table.mean.columns)
+    for col in table.mean.columns:
+        shown = [(i, float(f"{m:.{digits}f}")) for i, (m, k) in enumerate(zip(table.mean[col], table.n[col]))
+                 if k > 0]
+        if len(shown) < 2:
+            continue
+        top = max(v for _, v in shown)
+        for i, v in shown:
+            if v == top:
+                best.iloc[i, best.columns.get_loc(col)] = True
+    return best
+
+
+def _bold_rows(table, detail, digits, dash, pm, bold):
+    best = best_cells(table, digits)
+    for i, (key, texts) in enumerate(_text_rows(table, detail, digits, dash=dash, pm=pm)):
+        yield key, [bold(t) if best.iat[i, j] else t for j, t in enumerate(texts)]
 
 
 def to_csv(table: Table) -> str:

@@ -241,16 +241,19 @@ ROWS = [
         "Invalid value for '--band': 'wide' is not one of 'minmax', 'std'"),
     row("accuracy-lr-not-recorded", ["analyze", "accuracy", "{w}/imported.h5", "--lr"], 1,
         "{w}/imported.h5: its metrics have no 'lr' column; --lr needs it"),
-    row("accuracy-same-seed-twice", ["analyze", "accuracy", "{w}/preds.h5", "{w}/preds.h5"], 1,
-        "cannot average over seeds: two runs of"),
+    row("accuracy-same-run-twice", ["analyze", "accuracy", "{w}/preds.h5", "{w}/preds.h5"], 1,
+        "cannot average over seeds: {w}/preds.h5 is given twice; give each run once"),
+    row("accuracy-same-seed-twice", ["analyze", "accuracy", "{w}/preds.h5", "{w}/preds-copy.h5"], 1,
+        "cannot average over seeds: {w}/preds.h5 and {w}/preds-copy.h5 are the same experiment and seed (0)"),
     row("accuracy-no-such-split", ["analyze", "accuracy", "{w}/run.h5", "--split", "train"], 2,
         "--split train: {w}/run.h5 has no split 'train'"),
 
     # ------------------------------------------------------------------ dyn analyze agreement
     row("agreement-one-net", ["analyze", "agreement", "{w}/run.h5", "--net", "sgd"], 2,
         "--net: agreement compares two networks; got 1 (sgd)"),
-    row("agreement-which-two", ["analyze", "agreement", "{w}/two.h5"], 2,
-        "{w}/two.h5: choose the two networks to compare with --net, e.g. --net sgd,ema-0.99"),
+    row("agreement-no-ema", ["analyze", "agreement", "{w}/imported.h5"], 2,
+        "{w}/imported.h5: agreement compares sgd with each EMA network, and it has no EMA network (networks: sgd); "
+        "name the two to compare with --net A,B"),
     row("agreement-bins-0", ["analyze", "agreement", "{w}/run.h5", "--bins", "0"], 2,
         "Invalid value for '--bins': 0 is not in the range 1<=x<=1000"),
     row("agreement-empty-file", ["analyze", "agreement", "{w}/run.h5", "{w}/empty.h5"], 1,
@@ -286,9 +289,16 @@ ROWS = [
     row("table-no-train-split", ["table", "{w}/run.h5", "--split", "train"], 1, "no run records the 'train' split"),
     row("table-format-html", ["table", "{w}/run.h5", "--format", "html"], 2, "Invalid value for '--format': 'html'"),
     row("table-group-by-unknown", ["table", "{w}/run.h5", "--group-by", "color"], 2,
-        "--group-by color: keys are among model, dataset, schedule, lr"),
-    row("table-same-run-twice", ["table", "{w}/run.h5", "{w}/run.h5"], 2,
-        "are the same experiment and seed (0); give each run once"),
+        "--group-by color: no run's config has 'color'"),
+    row("table-split-val", ["table", "{w}/run.h5", "--split", "val"], 2,
+        "--split val: the tables show final accuracies on test (or train), as the paper's tables do; val is not used"),
+    row("table-train-split-unknown", ["table", "{w}/run.h5", "--train-split", "flipped"], 2,
+        "Invalid value for '--train-split': 'flipped' is not one of 'augmented', 'clean'"),
+    row("table-table3-other-key", ["table", "{w}/run.h5", "{w}/one.h5", "--layout", "table3"], 2,
+        "--layout table3 has one row per schedule, but the runs also differ in"),
+    row("table-same-run-twice", ["table", "{w}/run.h5", "{w}/run.h5"], 2, "{w}/run.h5 is given twice; give each run once"),
+    row("table-same-seed-twice", ["table", "{w}/preds.h5", "{w}/preds-copy.h5"], 2,
+        "{w}/preds.h5 and {w}/preds-copy.h5 are the same experiment and seed (0); give each run once"),
     row("table-lr-layout-which-decay", ["table", "{w}/two.h5", "--layout", "lr"], 2,
         "records hold EMA decays 0.9, 0.99; choose one with --decay"),
     row("table-lr-layout-unknown-decay", ["table", "{w}/run.h5", "--layout", "lr", "--decay", "0.5"], 2,
@@ -404,6 +414,7 @@ def work(forkserver):
     _set_state(w / "diverged.h5", 2, 1)
     Synthetic(epochs=4, samples=20, decays=(0.9, 0.99), n_params=40).write(w / "two.h5")
     Synthetic(epochs=3, samples=20, weights_every=0).write(w / "preds.h5")
+    shutil.copy(w / "preds.h5", w / "preds-copy.h5")
     Synthetic(epochs=1, samples=20, n_params=40).write(w / "one.h5")
     Synthetic(epochs=3, samples=20, n_params=40).write(w / "stopped-synthetic.h5")
     _set_state(w / "stopped-synthetic.h5", 3)

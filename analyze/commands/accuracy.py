@@ -4,17 +4,18 @@ seed as mean and band (Figures 1a-e), and with --lr each schedule's learning rat
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import click
 import numpy as np
 
 from dyn.analyze import output, source, stream
+from dyn.analyze import runs as pooling
 from dyn.analyze.measures.accuracy import BANDS, Band, seed_band
 from dyn.analyze.measures.accuracy import accuracy as fraction_right
 from dyn.analyze.networks import label
 from dyn.analyze.options import common, execute
-from dyn.analyze.runs import CONFIG_KEYS, group_seeds
+from dyn.analyze.runs import CONFIG_KEYS
 from dyn.errors import DynError, RunFileError
 
 
@@ -25,6 +26,8 @@ class Group:
     paths: list
     nets: dict                # {network: Band}
     lr: tuple | None          # (epochs, lr) of the group's first run
+    notes: list = field(default_factory=list)  # runs left out or cut, said on every output
+    short: str = ""           # the same, short enough for the figure's panel title
 
 
 @dataclass
@@ -48,33 +51,59 @@ class _Accuracy:
 
 
 def compute(runs, opts, band: str = "minmax", lr: bool = False) -> Result:
-    records = []
-    for run in runs:
-        source.need_correctness(run, opts.split, "accuracy")
-        nets = source.networks(run, opts.nets)
-        win = source.window(run, opts.split, opts.first, opts.last, what="accuracy")
-        n = run.split_size(opts.split)
-        res = stream.feed(run, opts.split, nets, win.lo, win.hi, lambda net: [_Accuracy(n)])
-        cfg = {k: run.config.get(k, "?") for k in CONFIG_KEYS}
-        records.append({**cfg, "seed": run.config.get("seed", str(run.path)), "path": str(run.path),
-                        "curves": {net: (win.epochs, r[0]) for net, r in res.items()},
-                        "lr_curve": _lr(run) if lr else None})
+    """One group per experiment (dyn.analyze.runs.pool: runs that differ only in seed); what
+    is left out of a group, or cut to the epochs its seeds share, is noted on the group."""
     try:
-        groups = group_seeds(records)
+        pools = pooling.pool(runs)
     except ValueError as e:
         raise DynError(f"cannot average over seeds: {e}") from None
-    varying = [k for i, k in enumerate(CONFIG_KEYS) if len({g[i] for g in groups}) > 1]
     out = []
-    for cfg, recs in groups.items():
-        nets = list(dict.fromkeys(n for r in recs for n in r["curves"]))
+    for p in pools:
+        records = []
+        for run in p.members:
+            source.need_correctness(run, opts.split, "accuracy")
+            nets = source.networks(run, opts.nets)
+            win = source.window(run, opts.split, opts.first, opts.last, what="accuracy")
+            n = run.split_size(opts.split)
+            res = stream.feed(run, opts.split, nets, win.lo, win.hi, lambda net: [_Accuracy(n)])
+            records.append({"path": str(run.path), "state": run.state, "epochs": win.epochs,
+                            "curves": {net: (win.epochs, r[0]) for net, r in res.items()},
+                            "lr_curve": _lr(run) if lr else None})
+        nets = list(dict.fromkeys(n for r in records for n in r["curves"]))
         try:
-            bands = {n: seed_band([r["curves"][n] for r in recs if n in r["curves"]], band) for n in nets}
+            bands = {n: seed_band([r["curves"][n] for r in records if n in r["curves"]], band) for n in nets}
         except ValueError as e:
-            raise DynError(f"{', '.join(r['path'] for r in recs)}: {e}") from None
-        config = dict(zip(CONFIG_KEYS, cfg))
-        name = source.config_label(config, varying) or str(config["schedule"] if config["schedule"] != "?" else "")
-        out.append(Group(name, config, [r["path"] for r in recs], bands, recs[0]["lr_curve"]))
+            raise DynError(f"{', '.join(r['path'] for r in records)}: {e}") from None
+        notes, short = _notes(p, records, bands)
+        name = p.label or (str(p.config["schedule"]) if p.config.get("schedule") is not None else "")
+        config = {**{k: p.config.get(k) for k in CONFIG_KEYS}, **p.differs}
+        out.append(Group(name, config, [r["path"] for r in records], bands, records[0]["lr_curve"], notes, short))
     return Result(opts.split, band, out)
+
+
+def _notes(p, records, bands) -> tuple[list, str]:
+    """What the group's numbers leave out or cut, in full (table, JSON) and short (figure)."""
+    notes, short = [], []
+    for run, why in p.left_out:
+        notes.append(f"left out {run.path} ({why})")
+    if p.left_out:
+        short.append(f"{len(p.left_out)} run{'s' * (len(p.left_out) > 1)} left out: not complete")
+    shared = set()
+    for b in bands.values():
+        shared.update(int(e) for e in b.epochs)
+    cut = [r for r in records if len(set(map(int, r["epochs"])) - shared)]
+    if cut:
+        lo, hi = min(shared), max(shared)
+        for r in cut:
+            notes.append(f"{r['path']} cut to epochs {lo}..{hi}, the epochs its seeds share "
+                         f"(it records {int(r['epochs'][0])}..{int(r['epochs'][-1])})")
+        short.append(f"cut to epochs {lo}..{hi} shared by its runs")
+    for r in records:
+        if r["state"] != "complete":
+            notes.append(f"{r['path']} is {r['state']}: epochs up to {int(r['epochs'][-1])} so far")
+            if not any(s.startswith("not complete") for s in short):
+                short.append("not complete")
+    return notes, "; ".join(short)
 
 
 def _lr(run):
@@ -105,8 +134,9 @@ def table(result: Result) -> str:
                          s["best_epoch"]])
     head = ["runs of", "network", "runs", "last epoch", "accuracy", "band lo", "band hi", "best", "at epoch"]
     notes = {_last(b)["note"] for g in result.groups for b in g.nets.values()} - {None}
+    said = [f"\nnote: {n}" for g in result.groups for n in g.notes]
     return (f"{result.split} accuracy, mean over seeds (band: {result.band})\n" + output.text_table(head, rows)
-            + "".join(f"\n—: {note}" for note in sorted(notes)))
+            + "".join(f"\n—: {note}" for note in sorted(notes)) + "".join(said))
 
 
 def records(result: Result):
@@ -119,7 +149,7 @@ def records(result: Result):
 
 def document(result: Result) -> dict:
     return {"analysis": "accuracy", "split": result.split, "groups": [{
-        "label": g.label, "config": g.config, "runs": g.paths,
+        "label": g.label, "config": g.config, "runs": g.paths, "notes": g.notes,
         "networks": {n: {"epochs": b.epochs, "mean": b.mean, "lo": b.lo, "hi": b.hi, "runs": b.n_runs,
                          "band": b.kind, **_last(b)} for n, b in g.nets.items()},
         "lr": None if g.lr is None else {"epochs": g.lr[0], "lr": g.lr[1]}} for g in result.groups]}
@@ -131,7 +161,8 @@ def frame(result: Result):
 
     lrs = {g.label or f"runs {i + 1}": g.lr for i, g in enumerate(result.groups) if g.lr is not None}
     return dataframe(*records(result), split=result.split, band=result.band, lr=lrs,
-                     groups={g.label: {"config": g.config, "runs": g.paths} for g in result.groups})
+                     groups={g.label: {"config": g.config, "runs": g.paths, "short": g.short}
+                             for g in result.groups})
 
 
 def draw(result: Result, out) -> list:
@@ -151,8 +182,11 @@ def draw(result: Result, out) -> list:
 def accuracy_cmd(band, with_lr, **kw):
     """Accuracy over epochs for every network (Figures 1a-f).
 
-    Counted from the per-sample correctness bits. Runs that differ only in seed (same model,
-    dataset, schedule and lr) are drawn as their mean with a band, one panel per group.
+    Counted from the per-sample correctness bits. Runs whose configs differ only in the seed
+    are drawn as their mean with a band, one panel per group, titled by what differs between
+    the groups (runs without a seed, model or data set in their config: one panel each, named
+    by file). A run not yet complete is left out of a group that has complete runs; seeds of
+    different lengths are cut to the epochs they share; the panel title and the table say so.
 
     \b
     Examples:

@@ -4,7 +4,7 @@ epoch and per sample (the "mismatch" plots of the authors' code)."""
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import click
 import numpy as np
@@ -31,9 +31,14 @@ def compute(runs, opts, bins: int = 20, pair=None) -> list[RunResult]:
     out = []
     for run, info in zip(runs, source.describe(runs)):
         source.need_correctness(run, opts.split, "agreement")
-        a, b = pair(run) if callable(pair) else source.pair(run, opts.nets)
+        chosen = [pair(run)] if callable(pair) else source.pairs(run, opts.nets)
         win = source.window(run, opts.split, opts.first, opts.last, what="agreement")
-        out.append(RunResult(info, opts.split, win, (a, b), bins, _agreement(run, opts.split, a, b, win)))
+        for a, b in chosen:
+            if len(chosen) > 1:  # one figure per pair: the run's name and the EMA network's
+                info_ab = replace(info, name=source.slug(f"{info.name}-{b}"))
+            else:
+                info_ab = info
+            out.append(RunResult(info_ab, opts.split, win, (a, b), bins, _agreement(run, opts.split, a, b, win)))
     return out
 
 
@@ -64,7 +69,7 @@ def summary(g: Agreement) -> dict:
 
 
 def table(results) -> str:
-    many = len(results) > 1
+    many = len({r.info.path for r in results}) > 1
     rows = []
     for r in results:
         s = summary(r.result)
@@ -75,7 +80,8 @@ def table(results) -> str:
     head = (["run"] if many else []) + ["networks", "correctness differs: mean", "last",
                                         "label differs: mean", "last", "samples never differ", "always differ"]
     r0 = results[0]
-    where = f"{r0.info.path}: split {r0.split}, epochs {r0.window.span}" if not many else f"split {r0.split}"
+    one_run = len({r.info.path for r in results}) == 1
+    where = f"{r0.info.path}: split {r0.split}, epochs {r0.window.span}" if one_run else f"split {r0.split}"
     note = ("" if all(r.result.label_differs is not None for r in results)
             else "\n(— : no predicted labels recorded)")
     return f"agreement ({where}); fractions of samples\n" + output.text_table(head, rows) + note
@@ -105,12 +111,12 @@ def document(results) -> dict:
 
 def frame(results):
     """The records as a DataFrame (dyn.analyze.agreement); each run's per-sample mismatch
-    histogram in attrs["runs"][run]["histogram"]."""
+    histogram of each pair in attrs["runs"][run]["histograms"]["a vs b"]."""
     from dyn.analyze.api import dataframe, run_attrs
 
     attrs = run_attrs(results)
-    for r in results:
-        attrs[r.info.path]["histogram"] = r.result.histogram(r.bins)
+    for r in results:  # a run compared pair by pair (SGD with each EMA): one histogram per pair
+        attrs[r.info.path].setdefault("histograms", {})["{} vs {}".format(*r.pair)] = r.result.histogram(r.bins)
     return dataframe(*records(results), runs=attrs)
 
 
@@ -120,7 +126,7 @@ def draw(results, out) -> list:
 
     df = frame(results)
     paths = output.figure_paths(out, [r.info.name for r in results])
-    return [output.draw(lambda p: save(plot_agreement(df, run=r.info.path), p), path)
+    return [output.draw(lambda p: save(plot_agreement(df, run=r.info.path, pair=r.pair), p), path)
             for r, path in zip(results, paths)]
 
 
@@ -134,10 +140,12 @@ def agreement(bins, **kw):
     Per epoch, the fraction of samples whose correctness differs between the two networks
     (and, when predictions are recorded, whose predicted labels differ); per sample, the
     fraction of epochs in which correctness differs, as a histogram. --net names the two
-    networks; without it, sgd and the run's only EMA network.
+    networks; without it, sgd is compared with each EMA network (the paper's comparison), one
+    figure per pair (the EMA network's name added to --out's).
 
     \b
     Examples:
+      dyn analyze agreement runs/x.h5 --out mismatch.png
       dyn analyze agreement runs/x.h5 --net sgd,ema-0.9995 --out mismatch.png
     """
     execute(sys.modules[__name__], kw, bins=bins)

@@ -106,21 +106,22 @@ def _try(page, what, fn):
 
 
 def _table(runs, page):
-    from dyn.analyze.commands.table import build
+    from dyn.analyze.commands.table import build, with_notes
     from dyn.analyze.tables import render
 
     page.section("Final accuracy (Table 1)")
-    varying = [k for k in ("model", "dataset", "lr") if len({repr(r.config.get(k)) for r in runs}) > 1]
     notes = []
-    try:
-        t = build(runs, "decay", ("schedule", *varying), "test", notes=notes)
+    try:  # rows: schedule and whatever else the runs differ in (dyn.analyze.runs.pool)
+        t = build(runs, "decay", None, "test", notes=notes)
     except DynError as e:
         page.skip("table", str(e))
         return
+    notes = list(dict.fromkeys(notes))
     md = render(t, "markdown", "full")
-    page.text("table.md", md + f"\nTable: {t.title}\n", _md_html(md, t.title))
+    page.text("table.md", with_notes(md, t.title, notes, "markdown"), _md_html(md, t.title))
     for fmt, ext in (("csv", "csv"), ("latex", "tex"), ("json", "json")):
-        output.write_text(page.folder / f"table.{ext}", render(t, fmt, "full"), "--out-dir")
+        output.write_text(page.folder / f"table.{ext}", with_notes(render(t, fmt, "full"), t.title, notes, fmt),
+                          "--out-dir")
         page.files.append(f"table.{ext}")
     for note in dict.fromkeys(notes):
         page.parts.append(f'<p class="skip">note: {html.escape(note)}</p>')
@@ -129,7 +130,12 @@ def _table(runs, page):
 def _md_html(md: str, title: str) -> str:
     lines = [ln.strip().strip("|").split("|") for ln in md.strip().splitlines()]
     head, body = lines[0], lines[2:]
-    cell = lambda tag, x: f"<{tag}>{html.escape(x.strip())}</{tag}>"  # noqa: E731
+    def cell(tag, x):
+        x = x.strip()
+        bold = len(x) > 4 and x.startswith("**") and x.endswith("**")  # the best of its column
+        text = f"<b>{html.escape(x[2:-2])}</b>" if bold else html.escape(x)
+        return f"<{tag}>{text}</{tag}>"
+
     rows = "".join("<tr>" + "".join(cell("td", x) for x in r) + "</tr>" for r in body)
     return (f"<table><caption>{html.escape(title)}</caption><tr>{''.join(cell('th', x) for x in head)}</tr>"
             f'{rows}</table><p><a href="table.md">Markdown</a> · <a href="table.tex">LaTeX</a> · '
