@@ -76,10 +76,12 @@ def test_a_run_being_written_is_left_out_and_the_outputs_say_so(dyn, tmp_path, m
     r = dyn("analyze", "accuracy", a, b, live, "--split", "val")
     assert f"note: left out {live} (interrupted, not pooled with complete runs)" in r.stdout
     # the figure: the panel title says it
+    from matplotlib.figure import Figure
+
     from dyn.analyze.plot import accuracy as plot
 
     drawn = {}
-    monkeypatch.setattr(plot, "accuracy_figure", lambda path, panels, **kw: drawn.update(panels) or path)
+    monkeypatch.setattr(plot, "accuracy_figure", lambda path, panels, **kw: drawn.update(panels) or Figure())
     assert dyn("analyze", "accuracy", a, b, live, "--split", "val", "--out", tmp_path / "f.png").returncode == 0
     assert list(drawn) == ["constant\n(1 run left out: not complete)"]
 
