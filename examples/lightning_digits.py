@@ -79,7 +79,7 @@ def digits(seed=0):
     return (x[tr], y[tr]), (x[va], y[va]), (x[te], y[te])
 
 
-def main(argv=None):
+def main(argv=None, callbacks=()):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("runs/lightning-digits.h5"), help="run file to write")
     p.add_argument("--epochs", type=int, default=10)
@@ -103,7 +103,7 @@ def main(argv=None):
     # commits an epoch before the checkpoint that includes it is saved
     ckpt = pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=-1,
                                         filename="{epoch}-{step}")
-    trainer = pl.Trainer(max_epochs=args.epochs, accumulate_grad_batches=args.accumulate, callbacks=[record, ckpt],
+    trainer = pl.Trainer(max_epochs=args.epochs, accumulate_grad_batches=args.accumulate, callbacks=[record, *callbacks, ckpt],
                          accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, deterministic=True)
     trainer.fit(model, train, ckpt_path=ckpt_dir / "last.ckpt" if args.resume else None)
