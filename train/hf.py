@@ -106,7 +106,8 @@ class RecordEMACallback(TrainerCallback):
     and the labels integers (else -1 and NaN).
 
     Resuming: at each save the EMA state goes into the Trainer's checkpoint folder
-    (`checkpoint-N/dyn_record_ema.pt`); `trainer.train(resume_from_checkpoint=...)` continues
+    (`checkpoint-N/dyn_record_ema.pt`, and each EMA network as `ema-<decay>.safetensors`, which
+    `dyn import checkpoints` reads beside model.safetensors); `trainer.train(resume_from_checkpoint=...)` continues
     the EMA from it and the run file from its committed epochs. Only the main process writes.
     """
 
@@ -155,6 +156,20 @@ class RecordEMACallback(TrainerCallback):
                 tmp = folder / (STATE_FILE + ".tmp")
                 torch.save(self.recording.state(), tmp)
                 tmp.replace(folder / STATE_FILE)
+                self._save_emas(folder, state)
+
+    def _save_emas(self, folder: Path, state):
+        """Every EMA network as ema-<decay>.safetensors beside model.safetensors, so that
+        `dyn import checkpoints` reads the Trainer's folders with their EMA weights."""
+        from safetensors.torch import save_file
+
+        ema = self.recording.ema
+        for k, (d, name) in enumerate(zip(ema.decays, ema.names)):
+            sd = {n: t.detach().cpu().contiguous().clone() for n, t in ema.state_dict_for(k).items()}
+            meta = {"decay": repr(d), "global_step": str(state.global_step), "format": "pt"}
+            tmp = folder / f"{name}.safetensors.tmp"
+            save_file(sd, str(tmp), metadata=meta)
+            tmp.replace(folder / f"{name}.safetensors")
 
     def on_train_end(self, args, state, control, **kwargs):
         self.recording.finish()
