@@ -8,8 +8,8 @@ training_args.bin, a pickle of arbitrary objects). Large models are sharded:
 says which shard holds each tensor (the same for `pytorch_model-*.bin`). Such a folder is read
 as one checkpoint: its shards merged into one state through the index.
 
-EMA networks saved beside the model as `ema-<decay>.safetensors` (dyn.train.hf's callback writes
-them at every save) come with it: the folder then holds entries `model` and `ema-<decay>`.
+EMA networks saved beside the model as `ema-<decay>.safetensors` (the training stage's
+Trainer callback writes them at every save) come with it: the folder then holds entries `model` and `ema-<decay>`.
 
 No torch is needed for safetensors folders; the JSON files are parsed, never evaluated.
 """
@@ -26,7 +26,7 @@ from ..errors import DynError
 MODEL_FILES = (("model.safetensors.index.json", "model.safetensors"),
                ("pytorch_model.bin.index.json", "pytorch_model.bin"))
 TRAINER_STATE = "trainer_state.json"
-EMA_PREFIX = "ema-"  # ema-<decay>.safetensors beside the model: EMA networks (dyn.train.hf writes them)
+EMA_PREFIX = "ema-"  # ema-<decay>.safetensors beside the model: EMA networks
 
 
 def is_checkpoint_folder(path: Path) -> bool:
@@ -118,7 +118,7 @@ def load_folder(path: Path, lazy: bool = True):
     emas = sorted(p for p in path.glob(f"{EMA_PREFIX}*.safetensors") if p.is_file())
     if not emas:
         return Checkpoint(path, tree, fmt, meta)
-    # EMA networks saved beside the model (dyn.train.hf.RecordEMACallback): entries "model" and
+    # EMA networks saved beside the model (the training stage's Trainer callback): entries "model" and
     # "ema-<decay>"; with one of them the layout is found alone, else --sgd-key/--ema-key choose
     out = {"model": tree}
     for f in emas:
