@@ -9,7 +9,8 @@ which `dyn import checkpoints` reads as a run of their own:
 
     python examples/hf_text_classification.py --out runs/hf.h5 --output-dir runs/hf-trainer/
     dyn analyze report runs/hf.h5 --out-dir report/
-    dyn import checkpoints runs/hf-trainer/ --out runs/hf-checkpoints.h5
+    dyn import checkpoints runs/hf-trainer/ --sgd-key model --ema-key ema-0.99 --out runs/hf-ck.h5
+    python examples/hf_text_classification.py --out runs/hf.h5 --output-dir runs/hf-trainer/ --resume  # after a kill
 
 Needs `pip install dyn-ema[train,hf]`. About 30 s on 2 CPU cores, most of it imports.
 """
@@ -60,14 +61,16 @@ def features(ids):
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
-def main(argv=None):
+def main(argv=None, callbacks=()):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=Path("runs/hf-text.h5"), help="run file to write (replaced)")
+    p.add_argument("--out", type=Path, default=Path("runs/hf-text.h5"), help="run file to write (replaced unless --resume)")
     p.add_argument("--output-dir", type=Path, default=None,
                    help="the Trainer's output_dir, where it saves checkpoint-N/ (default: <out>.trainer/)")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--decays", default="0.9,0.99", help="comma list: one EMA network per decay")
     p.add_argument("--accumulate", type=int, default=1, help="gradient_accumulation_steps")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint-N/ in --output-dir (and --out) after a kill")
     args = p.parse_args(argv)
     torch.set_num_threads(min(torch.get_num_threads(), 2))
 
@@ -79,16 +82,18 @@ def main(argv=None):
     model = BertForSequenceClassification(config)
     record = RecordEMACallback(args.out, decays=[float(d) for d in args.decays.split(",")],
                                val=(features(val[0]), val[1]), test=(features(test[0]), test[1]),
-                               num_classes=2, overwrite=True)
+                               num_classes=2, overwrite=not args.resume)
     targs = TrainingArguments(
         output_dir=str(args.output_dir or args.out.with_suffix(".trainer")), num_train_epochs=args.epochs,
         per_device_train_batch_size=32, gradient_accumulation_steps=args.accumulate, learning_rate=3e-3,
         warmup_steps=0, weight_decay=0.0, save_strategy="epoch", eval_strategy="no", logging_strategy="no",
         report_to=[], use_cpu=True, seed=0, disable_tqdm=True, dataloader_num_workers=0)
-    Trainer(model=model, args=targs, train_dataset=Sentences(*train), callbacks=[record]).train()
+    trainer = Trainer(model=model, args=targs, train_dataset=Sentences(*train), callbacks=[record, *callbacks])
+    trainer.train(resume_from_checkpoint=True if args.resume else None)
     print(f"wrote {args.out} and {targs.output_dir}/checkpoint-N/\nAnalyse them:\n  dyn inspect {args.out}\n"
           f"  dyn analyze report {args.out} --out-dir report/\n"
-          f"  dyn import checkpoints {targs.output_dir} --out checkpoints.h5")
+          f"  dyn import checkpoints {targs.output_dir} --sgd-key model --ema-key {record.ema.names[-1]} "
+          "--out checkpoints.h5")
     return 0
 
 

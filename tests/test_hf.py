@@ -158,3 +158,33 @@ def test_dyn_help_and_dyn_analyze_import_neither_library():
     r = subprocess.run([sys.executable, "-c", "import sys, dyn.analyze, dyn.analyze.commands; " + probe],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0 and r.stdout == "LOADED=\n", r.stderr
+
+
+KILLER = """
+import importlib.util, os, signal, sys
+from transformers import TrainerCallback
+spec = importlib.util.spec_from_file_location("ex", {example!r})
+ex = importlib.util.module_from_spec(spec); spec.loader.exec_module(ex)
+class Kill(TrainerCallback):
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == {step}:
+            os.kill(os.getpid(), signal.SIGKILL)
+sys.exit(ex.main(sys.argv[1:], callbacks=[Kill()]))
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_and_resume_from_the_trainers_checkpoint_equals_an_uninterrupted_run(hf_run, tmp_path):
+    from helpers import assert_same_records
+
+    args = ["--out", tmp_path / "hf.h5", "--output-dir", tmp_path / "trainer", "--epochs", EPOCHS]
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-c", KILLER.format(example=str(EXAMPLE), step=STEPS + 5), *map(str, args)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == -9, r.stderr[-3000:]
+    with open_run(tmp_path / "hf.h5") as run:
+        assert list(run.epochs("val")) == [0, 1] and run.state != "complete"
+    r = subprocess.run([sys.executable, str(EXAMPLE), *map(str, args), "--resume"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_same_records(hf_run / "hf.h5", tmp_path / "hf.h5")
