@@ -61,6 +61,7 @@ class Recorder:
         self.transform, self.optimizer, self.state_fn = transform, optimizer, state_fn
         self.checkpoint_every, self.eval_batch_size = checkpoint_every, eval_batch_size
         self.autocast = autocast
+        self.evaluate_fn = evaluate  # (model, states, x, y, batch_size=, transform=, autocast=) -> SplitEval per net
         self.networks = ["sgd", *ema.names]
         self.iteration = 0
         self.eval_seconds = 0.0  # time spent evaluating and writing at the last epoch end
@@ -168,6 +169,13 @@ class Recorder:
         train loss/accuracy on the device (no synchronisation)."""
         self.ema.update()
         self.iteration += 1
+        self.observe(loss, logits, labels)
+
+    @torch.no_grad()
+    def observe(self, loss: torch.Tensor | None = None, logits: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None) -> None:
+        """Add one batch to the running train loss/accuracy without an EMA update (the batches of
+        a gradient accumulation that end in no optimizer step)."""
         if loss is not None:
             n = len(labels) if labels is not None else 1
             part = loss.detach().float() * n
@@ -239,11 +247,11 @@ class Recorder:
         out = {}
         for s, (x, y) in splits.items():
             if self.dist is None:
-                out[s] = evaluate(self.model, states, x, y, batch_size=self.eval_batch_size,
+                out[s] = self.evaluate_fn(self.model, states, x, y, batch_size=self.eval_batch_size,
                                   transform=self.transform, autocast=self.autocast)
             else:  # this rank's contiguous shard, then everyone's results in sample order
                 part = shard(len(y), self.dist.rank, self.dist.world)
-                mine = evaluate(self.model, states, x[part], y[part], batch_size=self.eval_batch_size,
+                mine = self.evaluate_fn(self.model, states, x[part], y[part], batch_size=self.eval_batch_size,
                                 transform=self.transform, autocast=self.autocast)
                 out[s] = self.dist.gather_evals(mine, len(y))
         return out

@@ -28,7 +28,7 @@ from ..format import ema_name
 from ..layout import Layout, Network, Param
 from .layouts import Detection, Found, LayoutError, Ref, detect, select
 from .load import SUFFIXES, load
-from .records import ORDERS, Part, Record, order_records, records_auto, records_paired
+from .records import ORDERS, Part, Record, drop_last_copies, order_records, records_auto, records_paired
 from .sources import expand, stem
 
 BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
@@ -51,6 +51,12 @@ def scan(path: Path, sgd_key=None, ema_key=None, role: str | None = None) -> Fou
     except LayoutError as e:
         raise DynError(f"{path}: {e}") from None
     _from_metadata(det, ck.metadata)
+    if det.decay is None and det.ema is not None and ck.path.is_dir() and len(det.ema.path) == 1:
+        try:  # a checkpoint folder's ema-<decay>.safetensors (importers/folders.py), chosen by --ema-key
+            det.decay = float(det.ema.path[0].removeprefix("ema-")) if det.ema.path[0].startswith("ema-") else None
+            det.decay_from = f"the file name {det.ema.path[0]}.safetensors" if det.decay is not None else ""
+        except ValueError:
+            pass
     if role is None:
         refs = {n: r for n, r in (("sgd", det.sgd), ("ema", det.ema)) if r is not None}
     else:
@@ -87,6 +93,8 @@ def _from_metadata(det: Detection, meta: dict) -> None:
                 continue
             setattr(det, attr, value)
             setattr(det, f"{attr}_from", f"metadata {key!r}")
+    if "trainer_epoch" in meta:  # a Trainer checkpoint saved mid-epoch: no whole epoch to give
+        det.notes.append(f"Trainer epoch {meta['trainer_epoch']}")
 
 
 # -------------------------------------------------------------------------------- plan
@@ -117,16 +125,16 @@ def plan(sources=(), *, sgd=None, ema=None, sgd_key=None, ema_key=None, decay=No
     if sources and (sgd or ema):
         raise UsageError("give either SOURCES or --sgd/--ema, not both")
     if sgd or ema:
-        s_files = expand([sgd], SUFFIXES, "--sgd") if sgd else []
-        e_files = expand([ema], SUFFIXES, "--ema") if ema else []
+        s_files = expand([sgd], SUFFIXES, "--sgd", folders=True) if sgd else []
+        e_files = expand([ema], SUFFIXES, "--ema", folders=True) if ema else []
         founds_s = [scan(p, sgd_key, None, "sgd") for p in s_files]
         founds_e = [scan(p, None, ema_key, "ema") for p in e_files]
         founds, mode = founds_s + founds_e, "pair"
         records = records_paired(founds_s, founds_e)
     else:
-        files = expand(sources, SUFFIXES)
+        files = expand(sources, SUFFIXES, folders=True)
         founds, mode = [scan(p, sgd_key, ema_key) for p in files], "auto"
-        records = records_auto(founds)
+        records = drop_last_copies(records_auto(founds))
     _check_networks(records, ema_key)  # before ordering: a file without EMA may also number its epoch otherwise
     records = order_records(records, order, epoch_offset)
     dec, dec_from = _decay(records, decay)

@@ -63,14 +63,15 @@ def import_():
 @click.option("--device", default="cpu", help="With --evaluate: cpu, cuda or cuda:N.")
 def checkpoints(sources, out, sgd, ema, sgd_key, ema_key, decay, order, epoch_offset, strict, overwrite,
                 dry_run, evaluate, model, model_factory, dataset, data_dir, splits, val_size, batch_size, device):
-    """Import SOURCES (files, folders or globs of .pt .pth .ckpt .bin .pth.tar .safetensors)
-    as one run of SGD and EMA weights.
+    """Import SOURCES (files, folders or globs of .pt .pth .ckpt .bin .pth.tar .safetensors,
+    or Hugging Face checkpoint folders) as one run of SGD and EMA weights.
 
     \b
     Examples:
       dyn import checkpoints output/train/ --out runs/timm.h5            # timm's checkpoint-*.pth.tar
       dyn import checkpoints 'ckpts/model_*.pth' --out runs/tv.h5 --decay 0.9998
       dyn import checkpoints lightning_logs/version_0/checkpoints/ --out runs/pl.h5
+      dyn import checkpoints trainer_output/ --out runs/hf.h5          # a Trainer's checkpoint-N/
       dyn import checkpoints --sgd 'w/sgd_*.safetensors' --ema 'w/ema_*.safetensors' --out runs/x.h5
       dyn import checkpoints ckpts/ --dry-run                          # what is where, per file
       dyn import checkpoints ckpts/ --out runs/x.h5 --evaluate --model resnet20 --dataset cifar10
@@ -85,6 +86,11 @@ def checkpoints(sources, out, sgd, ema, sgd_key, ema_key, decay, order, epoch_of
       the paper's code  model (SGD); a *_averaged_model.pt beside each checkpoint (EMA, decay)
       NeMo              a *-EMA.ckpt beside each checkpoint (EMA)
       plain state_dict  the SGD weights (an AveragedModel's state_dict: the EMA)
+      HF folders        checkpoint-N/ (model.safetensors or pytorch_model.bin, sharded
+                        through their *.index.json) is one checkpoint, its step and epoch
+                        from trainer_state.json; a Trainer's output_dir is its checkpoint-N/
+                        folders; ema-<decay>.safetensors beside the model are its EMA
+                        (entries model and ema-<decay>: --ema-key chooses among several)
     DDP's module. and torch.compile's _orig_mod. prefixes are removed. --dry-run shows the
     choice; --sgd-key/--ema-key override it.
 

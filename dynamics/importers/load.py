@@ -70,7 +70,11 @@ class Checkpoint:
 
 
 def kind_of(path: Path) -> str:
-    """'safetensors' or 'torch', from the file name."""
+    """'safetensors' or 'torch', from the file name (a checkpoint folder: from its model files)."""
+    if path.is_dir():
+        from .folders import model_files
+
+        return kind_of(model_files(path)[0][0])
     return "safetensors" if path.name.endswith(SAFETENSORS_SUFFIXES) else "torch"
 
 
@@ -78,7 +82,20 @@ def load(path, lazy: bool = True) -> Checkpoint:
     """Load `path` safely. DynError with one line naming the file when that is not possible.
 
     lazy: memory-map torch files (zip format) so that looking at the keys reads no tensor data.
+    A folder in the Hugging Face layout (checkpoint-500/, sharded or not) is one checkpoint
+    (folders.py).
     """
+    path = Path(path)
+    if path.is_dir():
+        from .folders import is_checkpoint_folder, load_folder
+
+        if is_checkpoint_folder(path):
+            return load_folder(path, lazy)
+    return load_file(path, lazy)
+
+
+def load_file(path, lazy: bool = True) -> Checkpoint:
+    """Load one checkpoint file (see load)."""
     path = Path(path)
     if not path.is_file():
         raise DynError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")

@@ -80,6 +80,16 @@ def records_auto(founds: list[Found]) -> list[Record]:
     return out
 
 
+def drop_last_copies(records: list[Record]) -> list[Record]:
+    """Lightning's `last.ckpt` (save_last=True) repeats the newest epoch=E-step=S.ckpt: drop a
+    `last*` file whose epoch and step another file of the run records too."""
+    def key(r):
+        return r.file_epoch()[0], r.file_step()
+
+    named = {key(r) for r in records if not stem(r.first.path).startswith("last") and None not in key(r)}
+    return [r for r in records if not (stem(r.first.path).startswith("last") and key(r) in named)] or records
+
+
 def records_paired(sgd_files: list[Found], ema_files: list[Found]) -> list[Record]:
     """Records from --sgd GLOB --ema GLOB: files paired by the epoch in them or in their
     names (else by position, when the counts match)."""
@@ -125,8 +135,12 @@ def order_records(records: list[Record], order: str, epoch_offset: int = 0) -> l
         raise DynError(f"{records[epochs.index(None)].first.path}: --order epoch, but the file records no epoch")
     if order == "step" and None in steps:
         raise DynError(f"{records[steps.index(None)].first.path}: --order step, but the file records no step")
+    distinct = lambda xs: None not in xs and len(set(xs)) == len(xs)  # noqa: E731
     if order == "auto":
-        order = "epoch" if None not in epochs else "step" if None not in steps else "name"
+        # checkpoints saved within epochs (Lightning's every_n_train_steps, a Trainer's
+        # save_steps) repeat an epoch: their steps order them
+        order = ("epoch" if distinct(epochs) else "step" if distinct(steps)
+                 else "epoch" if None not in epochs else "step" if None not in steps else "name")
     if order == "epoch":
         records = sorted(records, key=lambda r: r.file_epoch()[0])
     elif order == "step":
@@ -135,7 +149,11 @@ def order_records(records: list[Record], order: str, epoch_offset: int = 0) -> l
         records = sorted(records, key=lambda r: natural_key(r.first.path))
 
     names = [number_in_name(r.first.path) for r in records]
-    if None not in [r.file_epoch()[0] for r in records]:
+    file_epochs = [r.file_epoch()[0] for r in records]
+    if order == "step" and distinct(steps) and None not in file_epochs and not distinct(file_epochs):
+        for r in records:  # several checkpoints per epoch: number them by their steps
+            r.epoch, r.epoch_from = r.file_step(), "the step (the files' epochs repeat: saved within epochs)"
+    elif None not in file_epochs:
         for r in records:
             r.epoch, r.epoch_from = r.file_epoch()
     elif None not in names and all(a < b for a, b in zip(names, names[1:])):

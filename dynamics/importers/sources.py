@@ -2,7 +2,9 @@
 
 A folder contributes the files directly inside it (not below) whose names end in one of
 the importer's suffixes; a glob contributes what it matches; a file named outright is taken
-whatever its suffix (the user chose it). Files are returned once each, in natural order of
+whatever its suffix (the user chose it). For checkpoints (folders=True), a Hugging Face
+checkpoint folder (checkpoint-500/ with model.safetensors, sharded or not) counts as one file,
+and a Trainer's output_dir as its checkpoint folders (importers/folders.py). Files are returned once each, in natural order of
 their names ("ckpt-2" before "ckpt-10"), which is the order of last resort.
 """
 
@@ -18,14 +20,24 @@ _DIGITS = re.compile(r"(\d+)")
 _EPOCH_IN_NAME = re.compile(r"epoch[=_\-]?(\d+)", re.IGNORECASE)
 
 
-def expand(sources, suffixes: tuple[str, ...], what: str = "SOURCES") -> list[Path]:
+def expand(sources, suffixes: tuple[str, ...], what: str = "SOURCES", folders: bool = False) -> list[Path]:
     """The files named by `sources`; DynError for a missing path, an empty folder or a glob
-    that matches nothing."""
+    that matches nothing. folders: checkpoint folders (folders.py) count as files."""
     if not sources:
         raise UsageError(f"no {what} given")
     files: list[Path] = []
     for src in map(str, sources):
         p = Path(src)
+        if folders and p.is_dir():
+            from .folders import checkpoint_folders, is_checkpoint_folder
+
+            # a Hugging Face checkpoint folder is one checkpoint; a Trainer's output_dir, its
+            # checkpoint-N/ folders (when it holds no checkpoint files itself)
+            inner = [] if is_checkpoint_folder(p) else checkpoint_folders(p)
+            if is_checkpoint_folder(p) or (inner and not any(
+                    f.is_file() and f.name.endswith(suffixes) for f in p.iterdir())):
+                files += inner or [p]
+                continue
         if p.is_dir():
             found = [f for f in p.iterdir() if f.is_file() and f.name.endswith(suffixes)
                      and not f.name.startswith(".")]
@@ -34,7 +46,8 @@ def expand(sources, suffixes: tuple[str, ...], what: str = "SOURCES") -> list[Pa
         elif p.is_file():
             found = [p]
         elif glob.has_magic(src):
-            found = [Path(f) for f in glob.glob(src, recursive=True) if Path(f).is_file()]
+            found = [Path(f) for f in glob.glob(src, recursive=True) if Path(f).is_file()
+                     or (folders and _is_checkpoint_folder(Path(f)))]
             if not found:
                 raise DynError(f"{src}: matches no files")
         else:
@@ -47,6 +60,12 @@ def expand(sources, suffixes: tuple[str, ...], what: str = "SOURCES") -> list[Pa
             seen.add(key)
             unique.append(f)
     return unique
+
+
+def _is_checkpoint_folder(path: Path) -> bool:
+    from .folders import is_checkpoint_folder
+
+    return is_checkpoint_folder(path)
 
 
 def natural_key(path) -> tuple:
