@@ -33,7 +33,7 @@ def run_record(run, notes: list) -> dict:
         if split not in run.splits or not len(run.epochs(split)):
             continue
         last = slice(len(run.epochs(split)) - 1, None)
-        for net in run.networks:
+        for net in (n for n in run.networks if run.has(split, n, "correct")):
             final.setdefault(net, {})[split] = float(run.accuracy(split, net, last)[0])
     for net in run.networks:
         if net != "sgd" and name_decay(net) is None:
