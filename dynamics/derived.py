@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 
 from .errors import DynError, RunFileError, short_error
+from .faults import test_point as _test_point
 from .format import packed_width, row_chunks, weight_chunk
 from .fs import fsync
 from .layout import valid_name
@@ -63,6 +64,7 @@ class DerivedWriter:
             try:
                 shutil.copyfile(self.src, self.tmp)
                 self.f = h5py.File(self.tmp, "r+", libver="latest", locking=False)
+                _test_point("derive: copied")
             except OSError as e:
                 self.tmp.unlink(missing_ok=True)
                 raise DynError(f"{self.dst}: cannot write a copy of {self.src} beside it ({short_error(e)})") from None
@@ -96,6 +98,7 @@ class DerivedWriter:
         g["params"][row] = np.asarray(params, dtype=np.float32)
         if "buffers" in g:
             g["buffers"][row] = np.asarray(buffers, dtype=np.float64)
+        _test_point(f"derive: {name} row {row} written")
 
     def add_dataset(self, name: str, key: str, data, **attrs) -> None:
         """Any further per-network dataset (e.g. how the network was derived)."""
@@ -135,6 +138,7 @@ class DerivedWriter:
     def commit(self) -> None:
         self.f.close()
         fsync(self.tmp)
+        _test_point("derive: complete")
         os.replace(self.tmp, self.dst)
         fsync(self.dst.parent)
         self._release()
