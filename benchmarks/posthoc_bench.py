@@ -48,6 +48,20 @@ def make_run(path: Path, epochs: int, n_params: int, n_buffers: int, steps: int)
         w.finish()
 
 
+class _Clock:
+    """Wall and CPU seconds of a block (on a shared machine the CPU figure is the steadier one)."""
+
+    def __enter__(self):
+        self.w, self.c = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall, self.cpu = time.perf_counter() - self.w, time.process_time() - self.c
+
+    def __str__(self):
+        return f"{self.wall:.2f} s wall, {self.cpu:.2f} s CPU"
+
+
 class _Discard:
     """A writer that keeps nothing: the combination alone is timed."""
 
@@ -74,28 +88,24 @@ def main():
         print(f"  synthetic run written: {path.stat().st_size / 2**20:.0f} MiB in {time.perf_counter() - t:.1f} s")
         with open_run(path) as run:
             snap = snapshots(run)
-            t = time.perf_counter()
-            for n in dict.fromkeys(snap[0]):  # the floor: every stored weight read once
-                for e in run.weight_epochs():
-                    run.params(n, int(e)), run.buffers(n, int(e))
-            floor = time.perf_counter() - t
-            t = time.perf_counter()
-            table, X = posthoc.coefficients(snap[1], snap[2], snap[3], targets, run.weight_epochs())
-            solve = time.perf_counter() - t
+            with _Clock() as floor:  # the floor: every stored weight read once
+                for n in dict.fromkeys(snap[0]):
+                    for e in run.weight_epochs():
+                        run.params(n, int(e)), run.buffers(n, int(e))
+            with _Clock() as solve:
+                table, X = posthoc.coefficients(snap[1], snap[2], snap[3], targets, run.weight_epochs())
             J = table["snapshots"]
-            # one solve at the last epoch, all targets, its snapshots only: the per-solve figure
-            t = time.perf_counter()
-            posthoc.coefficients(snap[1], snap[2], snap[3], targets[:1], run.weight_epochs()[-1:])
-            one = time.perf_counter() - t
-            t = time.perf_counter()
-            synthesize(run, _Discard(), targets, table, X, snap)
-            combine = time.perf_counter() - t
+            with _Clock() as one:  # one solve: the last epoch, one target
+                posthoc.coefficients(snap[1], snap[2], snap[3], targets[:1], run.weight_epochs()[-1:])
+            with _Clock() as combine:
+                synthesize(run, _Discard(), targets, table, X, snap)
+        print(f"  solve, all {len(table)} (decay, epoch) pairs: {solve} "
+              f"({1e3 * solve.cpu / len(table):.1f} ms CPU each; {J.min()}..{J.max()} snapshots per epoch)")
+        print(f"  one solve at epoch {epochs - 1} ({J.iloc[-1]} snapshots, {snap[2].max():,} steps): {one}")
+        print(f"  floor, reading every stored weight once: {floor}")
+        print(f"  weight combination, all {len(table)} networks: {combine} = {combine.wall / floor.wall:.2f}x "
+              f"the floor's wall time, {combine.cpu / floor.cpu:.2f}x its CPU time")
         past = table[table["epoch"] >= 10]
-        print(f"  solve, all {len(table)} (decay, epoch) pairs: {solve:.2f} s "
-              f"({1e3 * solve / len(table):.1f} ms each; {J.min()}..{J.max()} snapshots per epoch)")
-        print(f"  one solve at epoch {epochs - 1} ({J.iloc[-1]} snapshots, {snap[2].max():,} steps): {1e3 * one:.0f} ms")
-        print(f"  floor, reading every stored weight once: {floor:.2f} s")
-        print(f"  weight combination, all {len(table)} networks: {combine:.2f} s = {combine / floor:.2f}x the floor")
         print(f"  residual past epoch 10: max {past['residual'].max():.2g} (decay {past.loc[past['residual'].idxmax(), 'decay']}), "
               f"median {past['residual'].median():.2g}; coefficients' L1 max {past['l1'].max():.3g}; "
               f"refused (> {posthoc.MAX_RESIDUAL}): {int(past['refused'].sum())}")

@@ -166,6 +166,17 @@ def test_posthoc_reproduces_trained_emas(digits_pair, tmp_path):
                 a, b = p.correct(split, f"posthoc-{d}"), t.correct(split, f"ema-{d}")
                 assert (a == b).mean(axis=1).min() >= 0.995
                 assert np.abs(a.mean(axis=1) - b.mean(axis=1)).max() <= 0.005
+        final = {n: p.accuracy("test", n)[-1] for n in p.networks}
+    # dyn analyze decays sees recorded and post-hoc networks alike
+    import json
+
+    r = run_dyn("analyze", "decays", out, "--split", "test", "--json")
+    assert r.returncode == 0, r.stderr
+    nets = {n["network"]: n for n in json.loads(r.stdout)["runs"][0]["networks"]}
+    assert set(nets) == {"ema-0.9", "ema-0.99", "posthoc-0.95", "posthoc-0.98", "posthoc-0.995"}
+    for n, rec in nets.items():
+        assert rec["accuracy"] == pytest.approx(final[n])
+        assert rec["kind"] == ("posthoc" if n.startswith("posthoc") else "ema")
 
 
 @pytest.mark.slow
@@ -209,3 +220,18 @@ def test_sigkill_mid_write_leaves_the_run_intact(digits_pair, tmp_path, point):
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
     with open_run(run) as r:
         assert r.networks[-1] == "posthoc-0.95"
+
+
+def test_decay_table_by_hand():
+    from dyn.analyze.decays import decay_table
+
+    # 4 samples, 3 epochs: network a flips sample 0 twice, network b never flips
+    a = np.array([[1, 1, 0, 0], [0, 1, 0, 0], [1, 1, 1, 0]], bool)
+    b = np.array([[1, 0, 0, 0]] * 3, bool)
+    t = decay_table(["posthoc-0.95", "ema-0.9"], [0.95, 0.9], ["posthoc", "ema"], [a, b], [0.01, np.nan])
+    assert list(t["network"]) == ["ema-0.9", "posthoc-0.95"]  # by decay
+    assert list(t["accuracy"]) == [0.25, 0.75]
+    assert t["stability"][1] == pytest.approx((3 / 4 + 2 / 4) / 2)
+    assert t["stability"][0] == 1.0
+    assert t["residual"][1] == 0.01 and np.isnan(t["residual"][0])
+    assert decay_table(["x"], [0.9], ["ema"], [a], at=0)["accuracy"][0] == 0.5
