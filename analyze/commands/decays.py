@@ -11,6 +11,7 @@ import numpy as np
 
 from dyn.analyze import output, source
 from dyn.analyze.decays import decay_table
+from dyn.analyze.posthoc import MAX_RESIDUAL
 from dyn.analyze.options import common, execute
 from dyn.errors import RunFileError, UsageError
 
@@ -101,8 +102,9 @@ def draw(result, out) -> list:
 
     paths = []
     for r, target in zip(result, output.figure_paths(Path(out), [Path(r.path).stem for r in result])):
-        title = f"{Path(r.path).name}: {r.split}, epoch {r.epoch}"
-        paths.append(output.draw(lambda p, r=r, title=title: decays_figure(p, r.table, title=title, sgd=r.sgd),
+        title = (f"{Path(r.path).name}, {r.split}: accuracy at epoch {r.epoch},\n"
+                 f"stability over epochs {r.window[0]}..{r.window[1]}")
+        paths.append(output.draw(lambda p, r=r, title=title: decays_figure(p, r.table, title=title, sgd=r.sgd, bound=MAX_RESIDUAL),
                                  target))
     return paths
 
