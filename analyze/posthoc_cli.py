@@ -11,7 +11,7 @@ import click
 import numpy as np
 
 from dyn.analyze import posthoc
-from dyn.errors import DynError, RunFileError, UsageError
+from dyn.errors import DynError, RunFileError, UsageError, short_error
 
 
 def _targets(values) -> list:
@@ -78,18 +78,16 @@ def snapshots(run):
             np.array([j[3] for j in J], np.int64), np.array([j[4] for j in J], np.int64))
 
 
-def synthesize(run, writer, targets, table, X, snap, progress=None):
-    """Write every synthesized row (params and buffers) through `writer`; returns
-    {epoch: {network: (params, buffers)}} for evaluation when `progress` asks to keep them."""
+def synthesize(run, writer, targets, table, X, snap, on_epoch=None):
+    """Write every synthesized row (params and buffers) through `writer`; `on_epoch(epoch,
+    {network: (params, buffers)})` sees each epoch's networks once they are made."""
     nets, _, _, epochs, rows = snap
-    int_buffers = None
     t = run.param_table
     buf = t[t["kind"] == "buffer"]
     int_buffers = np.concatenate([np.arange(r.offset, r.offset + r.size) for r in buf.itertuples()
                                   if np.dtype(r.dtype if r.dtype != "bfloat16" else "float32").kind in "iub"]
                                  or [np.zeros(0, np.int64)])
     cache: dict = {}
-    kept = {}
     row_of = {int(e): int(r) for e, r in zip(epochs, rows)}
     for e in sorted(set(table["epoch"])):
         here = np.flatnonzero((table["epoch"] == e).to_numpy() & ~table["refused"].to_numpy())
@@ -110,12 +108,13 @@ def synthesize(run, writer, targets, table, X, snap, progress=None):
         buffers = Xe[:, cols] @ Bm if Bm.shape[1] else np.zeros((len(here), 0))
         if len(int_buffers):  # integer buffers (num_batches_tracked): the latest SGD snapshot's
             buffers[:, int_buffers] = run.buffers("sgd", int(e))[int_buffers]
+        made = {}
         for k, i in enumerate(here):
             name = table["network"].iat[i]
             writer.write_weights(name, row_of[int(e)], params[k], buffers[k])
-            if progress is not None:
-                kept.setdefault(int(e), {})[name] = (params[k].astype(np.float32), buffers[k])
-    return kept
+            made[name] = (params[k].astype(np.float32), buffers[k])
+        if on_epoch is not None:
+            on_epoch(int(e), made)
 
 
 def state_dict(param_table, params, buffers) -> dict:
@@ -164,7 +163,6 @@ def posthoc_cmd(run, decays, epochs, out, max_residual, evaluate, data_dir, devi
       dyn posthoc runs/x.h5 --decay 0.95 --epochs 10-20 --out runs/x-posthoc.h5
       dyn posthoc runs/x.h5 --decay warmup:0.999,sigma:0.05 --evaluate
     """
-    from dyn.derived import DerivedWriter
     from dyn.reader import open_run
 
     targets = _targets(decays)
@@ -186,32 +184,44 @@ def posthoc_cmd(run, decays, epochs, out, max_residual, evaluate, data_dir, devi
         evaluator = None
         if evaluate:
             evaluator = _evaluator(r, data_dir, device, batch_size, asked)
-        with DerivedWriter(run, out) as w:
-            for tg in targets:
-                w.add_network(tg.name, "posthoc", tg.decay, attrs={"target": tg.describe()})
-            kept = synthesize(r, w, targets, table, X, snap, progress=evaluator)
-            W = len(r.weight_epochs())
-            row_of = {int(e): i for i, e in enumerate(r.weight_epochs())}
-            sources = np.array([(n.encode(), int(e)) for n, e in zip(snap[0], snap[3])],
-                               dtype=[("network", f"S{max(len(n) for n in snap[0])}"), ("epoch", "<i8")])
-            for tg in targets:
-                mine = table[table["network"] == tg.name]
-                coef = np.full((W, len(sources)), np.nan)
-                res, l1 = np.full(W, np.nan), np.full(W, np.nan)
-                for i, e in zip(mine.index, mine["epoch"]):
-                    coef[row_of[int(e)]], res[row_of[int(e)]], l1[row_of[int(e)]] = X[i], mine.at[i, "residual"], mine.at[i, "l1"]
-                w.add_dataset(tg.name, "sources", sources)
-                w.add_dataset(tg.name, "coefficients", coef)
-                w.add_dataset(tg.name, "residual", res)
-                w.add_dataset(tg.name, "l1", l1)
-            if evaluator is not None:
-                _evaluate(r, w, evaluator, targets, kept)
-            w.commit()
+        try:
+            _write(r, run, out, targets, table, X, snap, evaluator)
+        except OSError as e:  # e.g. a full disk while writing the copy: the run is as it was
+            raise DynError(f"{out or run}: writing the new networks failed ({short_error(e)}); "
+                           f"{run} is unchanged") from None
     dst = out or run
     summary = table.groupby("network", sort=False).agg(epochs=("epoch", "size"), residual_max=("residual", "max"),
                                                        l1_max=("l1", "max"))
     click.echo(summary.to_string(float_format=lambda v: f"{v:.4g}"))
     click.echo(f"wrote {', '.join(t.name for t in targets)} to {dst}", err=True)
+
+
+def _write(r, run, out, targets, table, X, snap, evaluator):
+    from dyn.derived import DerivedWriter
+
+    with DerivedWriter(run, out) as w:
+        for tg in targets:
+            w.add_network(tg.name, "posthoc", tg.decay, attrs={"target": tg.describe()})
+        evals = _Evaluations(r, evaluator, targets) if evaluator is not None else None
+        synthesize(r, w, targets, table, X, snap, on_epoch=evals)
+        W = len(r.weight_epochs())
+        row_of = {int(e): i for i, e in enumerate(r.weight_epochs())}
+        sources = np.array([(n.encode(), int(e)) for n, e in zip(snap[0], snap[3])],
+                           dtype=[("network", f"S{max(len(n) for n in snap[0])}"), ("epoch", "<i8")])
+        for tg in targets:
+            mine = table[table["network"] == tg.name]
+            coef = np.full((W, len(sources)), np.nan)
+            res, l1 = np.full(W, np.nan), np.full(W, np.nan)
+            for i, e in zip(mine.index, mine["epoch"]):
+                row = row_of[int(e)]
+                coef[row], res[row], l1[row] = X[i], mine.at[i, "residual"], mine.at[i, "l1"]
+            w.add_dataset(tg.name, "sources", sources)
+            w.add_dataset(tg.name, "coefficients", coef)
+            w.add_dataset(tg.name, "residual", res)
+            w.add_dataset(tg.name, "l1", l1)
+        if evals is not None:
+            evals.write(w)
+        w.commit()
 
 
 def _evaluator(run, data_dir, device, batch_size, asked):
@@ -226,17 +236,26 @@ def _evaluator(run, data_dir, device, batch_size, asked):
     return factory(run, data_dir=data_dir, device=device, batch_size=batch_size)
 
 
-def _evaluate(run, writer, evaluator, targets, kept):
-    t = run.param_table
-    per = {s: {tg.name: [] for tg in targets} for s in run.splits}
-    need = {int(e) for s in run.splits for e in run.epochs(s)}
-    for e in sorted(need):
-        res = evaluator.evaluate({n: state_dict(t, p, b) for n, (p, b) in kept[e].items()})
+class _Evaluations:
+    """Evaluates each epoch's synthesized networks as they are made (one epoch in memory) and
+    keeps their per-sample records for the writer."""
+
+    def __init__(self, run, evaluator, targets):
+        self.run, self.evaluator, self.table = run, evaluator, run.param_table
+        self.need = {int(e) for s in run.splits for e in run.epochs(s)}
+        self.per = {s: {tg.name: {} for tg in targets} for s in run.splits}
+
+    def __call__(self, epoch: int, networks: dict) -> None:
+        if epoch not in self.need:
+            return
+        res = self.evaluator.evaluate({n: state_dict(self.table, p, b) for n, (p, b) in networks.items()})
         for n, by_split in res.items():
             for s, (ev, _acc, _loss) in by_split.items():
-                per[s][n].append((e, ev))
-    for s in run.splits:
-        order = run.epochs(s).tolist()
-        for n, recs in per[s].items():
-            by_epoch = dict(recs)
-            writer.add_split_records(s, n, [by_epoch[e] for e in order])
+                if epoch in self.run.epochs(s):
+                    self.per[s][n][epoch] = ev
+
+    def write(self, writer) -> None:
+        for s in self.run.splits:
+            order = self.run.epochs(s).tolist()
+            for n, by_epoch in self.per[s].items():
+                writer.add_split_records(s, n, [by_epoch[e] for e in order])

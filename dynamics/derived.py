@@ -63,6 +63,7 @@ class DerivedWriter:
             self.tmp = self.dst.with_name(f".{self.dst.name}.tmp-{os.getpid()}")
             try:
                 shutil.copyfile(self.src, self.tmp)
+                shutil.copymode(self.src, self.tmp)
                 self.f = h5py.File(self.tmp, "r+", libver="latest", locking=False)
                 _test_point("derive: copied")
             except OSError as e:
