@@ -235,3 +235,25 @@ def test_decay_table_by_hand():
     assert t["stability"][0] == 1.0
     assert t["residual"][1] == 0.01 and np.isnan(t["residual"][0])
     assert decay_table(["x"], [0.9], ["ema"], [a], at=0)["accuracy"][0] == 0.5
+
+
+@pytest.mark.slow
+def test_posthoc_and_weight_diff_without_torch(digits_pair, tmp_path):
+    import json
+
+    from dyn import open_run
+
+    out = tmp_path / "p.h5"
+    r = run_dyn("posthoc", digits_pair[0], "--decay", "0.97", "--epochs", "2-4", "--out", out, block=("torch",))
+    assert r.returncode == 0, r.stderr
+    r = run_dyn("analyze", "weight-diff", out, "--net", "posthoc-0.97", "--json", block=("torch",))
+    assert r.returncode == 0, r.stderr
+    curve = json.loads(r.stdout)["runs"][0]["networks"]["posthoc-0.97"]
+    got = dict(zip(curve["epochs"], curve["relative"]))
+    with open_run(out) as p:
+        assert np.isnan(p.params("posthoc-0.97", 1)).all()  # outside --epochs: not synthesized
+        assert np.isnan(p.f["networks/posthoc-0.97/residual"][1])
+        for e in (2, 3, 4):
+            sgd = p.params("sgd", e).astype(float)
+            want = np.linalg.norm(p.params("posthoc-0.97", e) - sgd) / np.linalg.norm(sgd)
+            assert got[e] == pytest.approx(want, rel=1e-5)
