@@ -10,8 +10,9 @@ are random (the combination's cost does not depend on them).
 
     python benchmarks/posthoc_bench.py [--quick] [--dir DIR]
 
-Targets (issue 16): a solve of hundreds of snapshots well under a second; the combination
-close to the floor of reading the weights once.
+Targets (issue 16): a solve of hundreds of snapshots well under a second (met: ~10 ms); the
+combination against the floor of reading the weights once (14x on the CPU: compute-bound, see
+benchmarks/README.md).
 """
 
 from __future__ import annotations
