@@ -158,7 +158,10 @@ def posthoc_cmd(run, decays, epochs, out, max_residual, evaluate, data_dir, devi
     weights over the iterates best match its own (least squares, coefficients summing to one).
     The networks are named posthoc-<decay> (kind "posthoc") and stored with their coefficients,
     profile residuals and source snapshots; what the run recorded is never altered. The run is
-    rewritten atomically (a copy, renamed into place), or written to --out. See docs/posthoc.md.
+    rewritten atomically (a copy, renamed into place), or written to --out; only finished runs
+    (complete or diverged) take them. A target whose profile residual exceeds --max-residual at
+    any asked epoch is refused, naming it (short memories next to the spacing of the records,
+    and early epochs of warm-up and power-function targets). See docs/posthoc.md.
 
     \b
       dyn posthoc runs/x.h5 --decay 0.995,0.998

@@ -39,7 +39,8 @@ def compute(runs, opts, epoch: int | None = None) -> list:
             raise UsageError(f"--epoch {epoch}: not a recorded epoch of {run.path} in the window "
                              f"{epochs[0]}..{epochs[-1]}")
         nets, decays, kinds, correct, residual, skipped = [], [], [], [], [], []
-        for n in run.networks:
+        wanted = source.networks(run, opts.nets) if opts.nets else run.networks
+        for n in wanted:
             info = run.network_info(n)
             if info["kind"] not in ("ema", "posthoc") or info["decay"] is None:
                 continue
