@@ -11,6 +11,7 @@ import click
 
 from dyn.analyze.commands.accuracy import accuracy_cmd
 from dyn.analyze.commands.agreement import agreement
+from dyn.analyze.commands.decays import decays
 from dyn.analyze.commands.flips import flips
 from dyn.analyze.commands.histogram import histogram
 from dyn.analyze.commands.report import report
@@ -34,7 +35,7 @@ def analyze():
     """
 
 
-for command in (stability, histogram, flips, weight_diff, accuracy_cmd, agreement, report):
+for command in (stability, histogram, flips, weight_diff, accuracy_cmd, agreement, decays, report):
     analyze.add_command(command)
 
 __all__ = ["analyze", "table"]

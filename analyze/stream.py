@@ -36,8 +36,8 @@ def chunks(run, split: str, net: str, lo: int, hi: int, read_bytes: int | None =
     epoch order. A chunk is only valid until the next one is asked for (buffers are reused)."""
     read_bytes = READ_BYTES if read_bytes is None else read_bytes
     ahead = READ_AHEAD is not False if ahead is None else ahead
-    ds = run.f[f"splits/{split}/{net}/correct"]
     run.correct_packed(split, net, slice(lo, lo))  # validates shape, refreshes; reads nothing
+    ds = run.f[f"splits/{split}/{net}/correct"]
     plan = _chunk_plan(run, ds, lo, hi)
     if plan is None:
         rows = max(1, read_bytes // max(ds.shape[1], 1))
@@ -210,8 +210,8 @@ def columns(run, split: str, net: str, lo: int, hi: int, cols) -> np.ndarray:
     PREAD_BYTES per column.
     """
     cols = np.asarray(cols, dtype=np.int64)
-    ds = run.f[f"splits/{split}/{net}/correct"]
     run.correct_packed(split, net, slice(lo, lo))  # validates shape, refreshes; reads nothing
+    ds = run.f[f"splits/{split}/{net}/correct"]
     if not len(cols) or hi <= lo:
         return np.zeros((max(hi - lo, 0), len(cols)), np.uint8)
     if ds.shape[1] <= PREAD_BYTES * len(cols):

@@ -36,7 +36,7 @@ def summary(path) -> dict:
             final = {}
             if len(ep):
                 last = slice(len(ep) - 1, len(ep))
-                final = {n: float(run.accuracy(s, n, last)[0]) for n in run.networks}
+                final = {n: float(run.accuracy(s, n, last)[0]) for n in run.networks if run.has(s, n, "correct")}
             out["splits"].append({
                 "name": s, "size": run.split_size(s), "num_classes": run.num_classes(s),
                 "images": "images" in run.f[f"splits/{s}"],

@@ -166,7 +166,8 @@ class Run:
                 return []
             return [f["weights/epoch"]] + [f[f"networks/{n}/params"] for n in self.networks]
         g = f[f"splits/{stream[len('split/'):]}"]
-        return [g["epoch"]] + [g[n]["correct"] for n in self.networks]
+        # a derived network (docs/format.md) may have no records on a split
+        return [g["epoch"]] + [g[n]["correct"] for n in self.networks if n in g]
 
     @property
     def _swmr(self) -> bool:
@@ -333,6 +334,9 @@ class Run:
     def _split_ds(self, split: str, net: str, key: str) -> h5py.Dataset:
         g = self._check_split(split)
         self._check_net(net)
+        if net not in g:
+            raise RunFileError(f"{self.path}: network {net!r} has no records on split {split!r} "
+                               f"(a derived network that was not evaluated)")
         if key not in g[net]:
             raise RunFileError(f"{self.path}: split {split!r} has no {key} records for {net!r}")
         ds = g[net][key]
@@ -391,7 +395,8 @@ class Run:
         return ds[r.start:r.stop]
 
     def has(self, split: str, net: str, key: str) -> bool:
-        return split in self.splits and net in self.networks and key in self.f[f"splits/{split}/{net}"]
+        return (split in self.splits and net in self.networks and net in self.f[f"splits/{split}"]
+                and key in self.f[f"splits/{split}/{net}"])
 
     def accuracy(self, split: str, net: str, rows: slice | None = None) -> np.ndarray:
         """Accuracy per recorded epoch, counted from the correctness bits."""

@@ -12,4 +12,5 @@ and the click command, which calls dyn.analyze.options.execute.
 COMMANDS = {
     "analyze": ("dyn.analyze.cli:analyze", "Stability, misclassification, flips, weight differences of runs."),
     "table": ("dyn.analyze.cli:table", "The paper's tables from a set of runs (Markdown, CSV, LaTeX)."),
+    "posthoc": ("dyn.analyze.posthoc_cli:posthoc_cmd", "Add post-hoc EMA networks of any decay, synthesized from a run's snapshots."),
 }
