@@ -223,7 +223,7 @@ def test_sigkill_mid_write_leaves_the_run_intact(digits_pair, tmp_path, point):
 
 
 def test_decay_table_by_hand():
-    from dyn.analyze.decays import decay_table
+    from dyn.analyze.measures.decays import decay_table
 
     # 4 samples, 3 epochs: network a flips sample 0 twice, network b never flips
     a = np.array([[1, 1, 0, 0], [0, 1, 0, 0], [1, 1, 1, 0]], bool)

@@ -10,7 +10,7 @@ import click
 import numpy as np
 
 from dyn.analyze import output, source
-from dyn.analyze.decays import decay_table
+from dyn.analyze.measures.decays import decay_table
 from dyn.analyze.posthoc import MAX_RESIDUAL
 from dyn.analyze.options import common, execute
 from dyn.errors import RunFileError, UsageError
@@ -22,7 +22,7 @@ class RunResult:
     split: str
     epoch: int
     window: tuple
-    table: object      # DataFrame (dyn.analyze.decays.decay_table)
+    table: object      # DataFrame (dyn.analyze.measures.decays.decay_table)
     sgd: dict          # SGD's accuracy and stability, for reference
     skipped: list      # post-hoc networks without records on the split
 

@@ -55,16 +55,8 @@ def run_record(run, keys, train: str) -> dict:
         if split not in run.splits or not len(run.epochs(split)):
             continue
         last = slice(len(run.epochs(split)) - 1, None)
-<<<<<<< HEAD
-        for net in run.networks:
+        for net in (n for n in run.networks if run.has(split, n, "correct")):  # post-hoc ones may lack it
             final.setdefault(net, {})[name] = float(run.accuracy(split, net, last)[0])
-=======
-        for net in (n for n in run.networks if run.has(split, n, "correct")):
-            final.setdefault(net, {})[split] = float(run.accuracy(split, net, last)[0])
-    for net in run.networks:
-        if net != "sgd" and name_decay(net) is None:
-            notes.append(f"{run.path}: network {net!r} has no decay in its name; it has no column")
->>>>>>> h16
     rec["final"] = final
     return rec
 
