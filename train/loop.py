@@ -224,8 +224,7 @@ class Trainer:
                             self.progress.update(step, value)
                     if stop:
                         raise Stop(stop["signum"])
-                row = self.rec.end_epoch(epoch, metrics={"lr": self.optimizer.param_groups[0]["lr"]},
-                                         weights=True if epoch == self.cfg.epochs else None)
+                row = self.rec.end_epoch(epoch, weights=True if epoch == self.cfg.epochs else None)
                 self.progress.end_epoch(epoch, row, self.rec.networks, list(self.rec.splits))
                 if dist is not None:
                     self._agree_stop(stop)

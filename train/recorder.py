@@ -63,6 +63,11 @@ class Recorder:
         self.autocast = autocast
         self.networks = ["sgd", *ema.names]
         self.iteration = 0
+        # the lr the epoch's last optimizer step used, taken as that step runs: by the time
+        # step() is called a scheduler has usually moved the optimizer's lr on to the NEXT step's
+        self._step_lr = math.nan
+        self._lr_hook = (optimizer.register_step_pre_hook(self._take_lr)
+                         if optimizer is not None and hasattr(optimizer, "register_step_pre_hook") else None)
         self.eval_seconds = 0.0  # time spent evaluating and writing at the last epoch end
         self._reset_running()
         self._t0 = time.perf_counter()
@@ -157,6 +162,9 @@ class Recorder:
         return rec, epoch, state.get("user") or {}
 
     # ------------------------------------------------------------ training
+    def _take_lr(self, optimizer, args, kwargs):
+        self._step_lr = float(optimizer.param_groups[0]["lr"])
+
     def _reset_running(self):
         self._loss_sum = self._correct = None
         self._seen = 0
@@ -165,7 +173,9 @@ class Recorder:
     def step(self, loss: torch.Tensor | None = None, logits: torch.Tensor | None = None,
              labels: torch.Tensor | None = None) -> None:
         """Call after every optimizer step: updates every EMA network; accumulates the running
-        train loss/accuracy on the device (no synchronisation)."""
+        train loss/accuracy on the device (no synchronisation). The epoch's `lr` metric is the lr
+        that its last optimizer.step() used, taken by a step pre-hook on the optimizer, so it
+        does not matter whether scheduler.step() runs before this call or after."""
         self.ema.update()
         self.iteration += 1
         if loss is not None:
@@ -191,7 +201,9 @@ class Recorder:
         t_eval = time.perf_counter()
         row = {"iteration": self.iteration}
         if self.optimizer is not None:
-            row["lr"] = self.optimizer.param_groups[0]["lr"]
+            # NaN for an epoch without steps (epoch 0: the initial weights)
+            row["lr"] = self._step_lr
+            self._step_lr = math.nan
         loss_sum, correct, seen = self._running()
         if seen:
             row["train_loss"] = loss_sum / seen
@@ -307,6 +319,9 @@ class Recorder:
         self.close()
 
     def close(self) -> None:
+        if self._lr_hook is not None:
+            self._lr_hook.remove()
+            self._lr_hook = None
         if self.writer is not None:
             self.writer.close()
 
