@@ -80,21 +80,25 @@ class Recorder:
                config: Mapping | None = None, metrics: tuple[str, ...] = (), optimizer=None,
                state_fn: Callable[[], dict] | None = None, checkpoint_every: int = 1,
                eval_batch_size: int = 1000, overwrite: bool = False, record_initial: bool = True,
-               ema_warmup: bool = False, autocast=None, dist=None) -> "Recorder":
+               ema_warmup: bool = False, autocast=None, dist=None,
+               augmentation: Mapping[str, str] | None = None) -> "Recorder":
         """Create the run file and, unless `record_initial` is False, record epoch 0.
 
         splits / final_splits: name -> (inputs, labels) tensors on the model's device; inputs go
         through `transform` per batch. final_splits (e.g. the un-augmented training set) are
         evaluated once, by `finish()`. images: name -> uint8 (N, H, W, C) to store for figures.
+        augmentation: name -> how that split's inputs were transformed ("none" for clean
+        images), stored as the split's `augmentation` attribute.
         """
         ema = EMA(model, decays, warmup=ema_warmup)
         nets = [Network.sgd()] + [Network.ema(d, n) for d, n in zip(ema.decays, ema.names)]
-        images, indices = dict(images or {}), dict(indices or {})
+        images, indices, augmentation = dict(images or {}), dict(indices or {}), dict(augmentation or {})
         all_splits = {**dict(splits), **dict(final_splits)}
         layout_splits = {}
         for name, (_, y) in all_splits.items():
             layout_splits[name] = Split(labels=y.cpu().numpy(), index=indices.get(name),
-                                        images=images.get(name), num_classes=num_classes)
+                                        images=images.get(name), num_classes=num_classes,
+                                        augmentation=augmentation.get(name))
         cols = TRAIN_METRICS + [f"{n}/{s}/{k}" for n in [x.name for x in nets] for s in splits
                                 for k in ("loss", "acc")] + [m for m in metrics if m not in TRAIN_METRICS]
         params = [Param(r.name, r.shape, r.kind, r.dtype) for r in ema.table]
@@ -118,14 +122,16 @@ class Recorder:
                autocast=None, dist=None) -> tuple["Recorder", int, dict]:
         """Reopen a run: restores `model` and the EMA networks as at the last complete epoch.
 
-        Returns (recorder, last complete epoch, the dict `state_fn` returned then).
+        Returns (recorder, last complete epoch, the dict `state_fn` returned then). Final splits
+        that the file lacks (a run begun by an older dyn, e.g. without `train-augmented`) are
+        not recorded: the file's layout is fixed when it is created.
         """
         writer = None
         if not _writes(dist):  # the other ranks read the state before rank 0 opens (repairs) the file
             from dyn import open_run
 
             with open_run(path) as run:
-                saved, networks = run.resume_state(), run.networks
+                saved, networks, have = run.resume_state(), run.networks, list(run.splits)
                 recorded = {s: (int(run.epochs(s)[-1]) if s in run.splits and len(run.epochs(s)) else None)
                             for s in dict(final_splits)}
             dist.barrier()
@@ -133,7 +139,7 @@ class Recorder:
             if dist is not None:
                 dist.barrier()
             writer = RunWriter.resume(path)
-            saved, networks = writer.resume_state(), writer.networks
+            saved, networks, have = writer.resume_state(), writer.networks, list(writer.splits)
             recorded = {s: writer.last_epoch(f"split/{s}") if s in writer.splits else None for s in dict(final_splits)}
         try:
             if saved is None:
@@ -153,6 +159,7 @@ class Recorder:
             if writer is not None:
                 writer.close()
             raise
+        final_splits = {s: v for s, v in dict(final_splits).items() if s in have}
         rec = cls(writer, model, ema, splits, final_splits, transform=transform, optimizer=optimizer,
                   state_fn=state_fn, checkpoint_every=checkpoint_every, eval_batch_size=eval_batch_size,
                   autocast=autocast, dist=dist)
