@@ -53,6 +53,8 @@ def build(f: h5py.File, layout: Layout, config: dict) -> None:
         n = split.size
         g.attrs["size"] = n
         g.attrs["num_classes"] = int(split.num_classes or 0)
+        if split.augmentation is not None:
+            g.attrs["augmentation"] = str(split.augmentation)
         g.create_dataset("labels", data=split.labels)
         g.create_dataset("index", data=split.index)
         if split.images is not None:

@@ -98,15 +98,16 @@ def render(s: dict) -> str:
     nets = [n["name"] + (f" (decay {n['decay']:g})" if n["decay"] is not None and n["kind"] == "ema" else "")
             for n in s["networks"]]
     row("networks", ", ".join(nets) or "none")
+    wn = max([6] + [len(sp["name"]) for sp in s["splits"]])  # e.g. train-augmented
     for i, sp in enumerate(s["splits"]):
         extra = f"{sp['num_classes']} classes" + (", images" if sp["images"] else "")
         epochs = (f"epochs {sp['first_epoch']}..{sp['last_epoch']} ({sp['records']} records)"
                   if sp["records"] else "no epochs yet")
-        row("splits" if i == 0 else "", f"{sp['name']:<6} {sp['size']:>9,} samples ({extra}), {epochs}")
+        row("splits" if i == 0 else "", f"{sp['name']:<{wn}} {sp['size']:>9,} samples ({extra}), {epochs}")
     for i, sp in enumerate(s["splits"]):
         if sp["final_accuracy"]:
             accs = ", ".join(f"{n} {a:.4f}" for n, a in sp["final_accuracy"].items())
-            row("accuracy" if i == 0 else "", f"{sp['name']:<6} at epoch {sp['last_epoch']}: {accs}")
+            row("accuracy" if i == 0 else "", f"{sp['name']:<{wn}} at epoch {sp['last_epoch']}: {accs}")
     w = s["weights"]
     if w:
         if w["records"]:

@@ -41,6 +41,7 @@ class Split:
     num_classes: int | None = None
     predicted: bool = True  # record predicted classes
     loss: bool = True  # record per-sample losses
+    augmentation: str | None = None  # how the inputs were transformed ("none", or a description)
 
     def __post_init__(self):
         self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)

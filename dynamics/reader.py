@@ -278,6 +278,12 @@ class Run:
             raise RunFileError(f"{self.path}: damaged run file: /splits/{split} has an invalid 'num_classes'")
         return n
 
+    @_guard("reading a split")
+    def augmentation(self, split: str) -> str | None:
+        """How the split's inputs were transformed before evaluation: its `augmentation`
+        attribute ("none" for clean images), or None where the file does not say (older runs)."""
+        return _text(self._check_split(split).attrs.get("augmentation"))
+
     @_guard("reading labels")
     def labels(self, split: str, samples=None) -> np.ndarray:
         """The true class of every sample, or of `samples` (indices) only."""

@@ -188,8 +188,8 @@ def test_two_processes_record_a_valid_run_with_identical_weights(two_ranks):
             model = build_model("resnet20", 10, in_channels=1)
             model.load_state_dict({k: torch.from_numpy(v) for k, v in run.state_dict(net, 2).items()})
             model.eval()
-            for split in ("val", "test", "train"):
-                x, y = data.split(split)
+            for split in ("val", "test", "train", "train-augmented"):
+                x, y = data.train_augmented() if split == "train-augmented" else data.split(split)
                 with torch.no_grad():
                     pred = model(normalize(x, data.mean, data.std)).argmax(1).numpy()
                 np.testing.assert_array_equal(run.correct(split, net)[-1], pred == y.numpy())

@@ -33,9 +33,9 @@ def paper(tmp_path_factory):
     folder = tmp_path_factory.mktemp("paper") / "preds"
     folder.mkdir()
     sgd, ema = chains(1, 0.3), chains(2, 0.05)
-    for i, e in enumerate(EPOCHS):
-        np.save(folder / f"{e}.npy", sgd[i])
-        np.save(folder / f"{e}_average.npy", ema[i])
+    for i, e in enumerate(EPOCHS):  # their file e - 1 is written after epoch e: dyn's epoch e
+        np.save(folder / f"{e - 1}.npy", sgd[i])
+        np.save(folder / f"{e - 1}_average.npy", ema[i])
     return folder, sgd, ema
 
 

@@ -185,13 +185,14 @@ def test_thirty_kills_lose_no_epoch_and_the_resumed_run_equals_an_uninterrupted_
           "completed lineages:", lineages)
     assert sum(n for (kind, where), n in landed.items() if where == "in the epoch-end write") >= 8
     assert sum(n for (kind, where), n in landed.items() if where.startswith("in a resume")) >= 7
-    # One more, between the last records (the un-augmented training set, after the last epoch)
-    # and the mark that the run is complete.
-    child = forkserver.start(*TRAIN, "--out", path, env={"DYN_TEST_PAUSE": f"{PAUSE}:split/train): committed"})
-    lines = kill_when(child, has("(split/train): committed"), PAUSE / 2)
+    # One more, between the last records (the training set, clean and augmented, after the last
+    # epoch) and the mark that the run is complete.
+    child = forkserver.start(*TRAIN, "--out", path,
+                             env={"DYN_TEST_PAUSE": f"{PAUSE}:split/train-augmented): committed"})
+    lines = kill_when(child, has("split/train-augmented): committed"), PAUSE / 2)
     assert child.status.get("signal") == signal.SIGKILL, "\n".join(lines)
     with open_run(path) as run:
-        assert run.state == "interrupted" and run.rows("split/train") == 1
+        assert run.state == "interrupted" and run.rows("split/train") == run.rows("split/train-augmented") == 1
     # One `dyn train --resume`, a fresh interpreter, finishes the run: equal to the uninterrupted one.
     r = run_dyn(*TRAIN, "--out", path)
     assert r.returncode == 0, r.stderr

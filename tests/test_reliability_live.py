@@ -46,7 +46,8 @@ def test_analyses_of_a_live_run_see_whole_epochs_that_never_go_backwards(forkser
             shown = analysis(forkserver.run("inspect", path, "--json", timeout=60))
             rows = shown["metrics"]["rows"]
             records = {s["name"]: s["records"] for s in shown["splits"]}
-            assert records == {"val": rows, "test": rows, "train": 0}  # train: only after the last epoch
+            # train and train-augmented: only after the last epoch
+            assert records == {"val": rows, "test": rows, "train": 0, "train-augmented": 0}
             assert shown["weights"]["last_epoch"] == rows - 1
             running += shown["state"] == "running" and shown["writer_alive"]
             stability = analysis(forkserver.run("analyze", "stability", path, "--json", timeout=60))

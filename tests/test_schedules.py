@@ -52,14 +52,15 @@ def test_linear_and_constant():
     assert lr_at("constant", 0, **PAPER) == lr_at("constant", T - 1, **PAPER) == 0.1
 
 
-def test_warmup_is_linear_from_zero_and_does_not_shift_the_clock():
+def test_warmup_is_linear_from_zero_then_cosine_runs_over_the_remaining_steps():
     kw = dict(PAPER, warmup_iters=5000)
     assert lr_at("constant", 0, **kw) == 0.0
     assert lr_at("constant", 2500, **kw) == pytest.approx(0.05, rel=1e-12)
     assert lr_at("constant", 5000, **kw) == 0.1
-    cos_2500 = 0.5 * (1 + math.cos(math.pi * 2500 / T))
-    assert lr_at("cosine", 2500, **kw) == pytest.approx(0.1 * cos_2500 * 0.5, rel=1e-12)
-    assert lr_at("cosine", T // 2, **kw) == pytest.approx(0.05, rel=1e-12)
+    assert lr_at("cosine", 2500, **kw) == pytest.approx(0.05, rel=1e-12)  # the ramp alone
+    assert lr_at("cosine", 5000, **kw) == 0.1  # the cosine starts at its peak
+    # half-way through the remaining T - 5000 steps (the authors' WarmupCosineSchedule)
+    assert lr_at("cosine", 5000 + (T - 5000) // 2, **kw) == pytest.approx(0.05, rel=1e-12)
 
 
 def test_bad_configurations_are_refused():

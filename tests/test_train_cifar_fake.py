@@ -48,7 +48,9 @@ def check_run(out, train_x, train_y, test_x, test_y):
         assert run.state == "complete"
         assert run.networks == ["sgd", "ema-0.9", "ema-0.99"]
         assert {s: run.split_size(s) for s in run.splits} == {"val": VAL, "test": N_TEST,
-                                                              "train": N_TRAIN_FILE - VAL}
+                                                              "train": N_TRAIN_FILE - VAL,
+                                                              "train-augmented": N_TRAIN_FILE - VAL}
+        assert "zero-pad 4" in run.augmentation("train-augmented")  # CIFAR-10's training pad
         np.testing.assert_array_equal(run.dataset_index("val"), val_ix)
         np.testing.assert_array_equal(run.dataset_index("train"), train_ix)
         np.testing.assert_array_equal(run.dataset_index("test"), np.arange(N_TEST))
@@ -59,7 +61,7 @@ def check_run(out, train_x, train_y, test_x, test_y):
         np.testing.assert_array_equal(run.images("val"), train_x[val_ix].transpose(0, 2, 3, 1))
         # per epoch: epoch 0 and 1 on val and test, the un-augmented train split once at the end
         assert list(run.epochs("val")) == list(run.epochs("test")) == [0, 1]
-        assert list(run.epochs("train")) == [1]
+        assert list(run.epochs("train")) == list(run.epochs("train-augmented")) == [1]
         assert list(run.weight_epochs()) == [0, 1]
         for split in run.splits:
             for net in run.networks:

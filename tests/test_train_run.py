@@ -39,8 +39,9 @@ def test_run_file_is_valid_and_accuracies_match_a_separate_evaluation(full_run):
     with open_run(full_run) as run:
         assert run.state == "complete"
         assert run.networks == ["sgd", "ema-0.9", "ema-0.99"]
-        assert run.splits == ["val", "test", "train"]
+        assert run.splits == ["val", "test", "train", "train-augmented"]
         assert list(run.epochs("val")) == [0, 1, 2, 3, 4] and list(run.epochs("train")) == [4]
+        assert list(run.epochs("train-augmented")) == [4]
         assert list(run.weight_epochs()) == [0, 1, 2, 3, 4]
         assert run.images("val").shape == (360, 8, 8, 1)
         np.testing.assert_array_equal(run.dataset_index("val"), data.val_indices)

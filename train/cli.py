@@ -38,7 +38,7 @@ RUN_CONTROL = ("out", "resume", "overwrite", "progress", "nproc")
 @click.option("--batch-size", type=int, default=128, help="Batch size; the last partial batch is kept.")
 @click.option("--momentum", type=float, default=0.9, help="SGD momentum (not nesterov).")
 @click.option("--weight-decay", type=float, default=1e-4, help="Weight decay on all parameters.")
-@click.option("--warmup-iters", type=int, default=0, help="Linear lr warm-up iterations (Appendix C: 5000).")
+@click.option("--warmup-iters", type=int, default=0, help="Linear lr warm-up iterations (Appendix C: 5000); cosine and linear then run over the remaining iterations, as the authors' code did.")
 @click.option("--milestones", default="90,135", metavar="E[,E...]",
               help="Epochs where multistep multiplies the lr by --gamma (Appendix C: 60,120,160).")
 @click.option("--gamma", type=float, default=None,
@@ -77,7 +77,10 @@ def train(ctx, out, resume, overwrite, progress, nproc, **opts):
 
     Each epoch (and epoch 0, the initial weights) the SGD network and one EMA network per
     --decay are evaluated on the validation and test splits; per-sample correctness,
-    predictions and losses, accuracies and the weights go to the run file. The EMA networks
+    predictions and losses, accuracies and the weights go to the run file. After the last
+    epoch every network is also evaluated on the training set, clean (split train) and with one
+    fixed-seed crop and flip per image as the paper's Train columns were (train-augmented).
+    The EMA networks
     never feed back into training, so one run tracks them all. Defaults are the paper's:
     ResNet-20 on CIFAR-10, SGD lr 0.1, momentum 0.9, weight decay 1e-4, batch 128, 180
     epochs, 45k/5k split.

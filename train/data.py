@@ -59,6 +59,30 @@ def crop_flip(images, pad, offsets, flips):
                   rows[:, None, :, None], cols[:, None, None, :]]
 
 
+AUGMENTED_SEED = 0  # the one draw of the `train-augmented` split: the same for every run
+
+
+def augment_once(images, pad, seed=AUGMENTED_SEED, chunk=4096):
+    """One random crop (zero-pad `pad`) and horizontal flip per image, as training draws them,
+    from a CPU generator seeded `seed`: the same images on any device, for every network.
+
+    The paper's Train columns are accuracies on augmented training images (recipe.md); a fixed
+    draw keeps networks and runs compared on the same images. uint8 in, uint8 out.
+    """
+    g = torch.Generator().manual_seed(seed)
+    n = len(images)
+    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=g).to(images.device)
+    flips = (torch.rand(n, generator=g) < 0.5).to(images.device)
+    # in chunks: crop_flip's gather indexes every element, too much memory for 45k images at once
+    return torch.cat([crop_flip(images[i:i + chunk], pad, offsets[i:i + chunk], flips[i:i + chunk])
+                      for i in range(0, n, chunk)]) if n else images.clone()
+
+
+def augmentation_note(pad, seed=AUGMENTED_SEED):
+    """The `augmentation` attribute of the `train-augmented` split."""
+    return f"random crop (zero-pad {pad}) + horizontal flip (p=0.5), one draw per image, seed {seed}"
+
+
 def _channel_tensor(values, device):
     return torch.as_tensor(values, dtype=torch.float32, device=device)
 
@@ -197,6 +221,10 @@ class DeviceData:
         images, labels = self.train_images, self.train_labels
         return TrainBatches(images, labels, batch_size=batch_size, mean=self.mean, std=self.std,
                             pad=self.pad if augment else 0, flip=augment, seed=seed, shard=shard)
+
+    def train_augmented(self, seed=AUGMENTED_SEED):
+        """The training images with one fixed-seed crop and flip each (see augment_once), labels."""
+        return augment_once(self.train_images, self.pad, seed), self.train_labels
 
     def eval_batches(self, split, batch_size=1000):
         images, labels = self.split(split)

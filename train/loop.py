@@ -33,7 +33,7 @@ from dyn import __version__
 from dyn.errors import DiskFull, DynError, UsageError
 
 from .config import RUN_KEYS, TrainConfig
-from .data import DataNotFound, load_dataset, normalize
+from .data import DataNotFound, augmentation_note, load_dataset, normalize
 from .distributed import Dist
 from .models import build_model
 from .progress import NullProgress, Progress
@@ -144,7 +144,11 @@ class Trainer:
 
         splits = {"val": (self.data.val_images, self.data.val_labels),
                   "test": (self.data.test_images, self.data.test_labels)}
-        common = dict(final_splits={"train": (self.data.train_images, self.data.train_labels)},
+        # after the last epoch, the training set twice: clean, and with one fixed crop and flip per
+        # image as the paper's Train columns measured it (recipe.md)
+        final = {"train": (self.data.train_images, self.data.train_labels),
+                 "train-augmented": self.data.train_augmented()}
+        common = dict(final_splits=final,
                       transform=self.transform, optimizer=self.optimizer, state_fn=self.state,
                       checkpoint_every=cfg.checkpoint_every, eval_batch_size=cfg.eval_batch_size,
                       ema_warmup=cfg.ema_warmup, autocast=self.autocast, dist=dist)
@@ -159,7 +163,9 @@ class Trainer:
             self.rec = Recorder.create(
                 self.out, self.model, cfg.decays, splits, images=images, num_classes=self.data.num_classes,
                 indices={"train": self.data.train_indices, "val": self.data.val_indices,
-                         "test": self.data.test_indices},
+                         "test": self.data.test_indices, "train-augmented": self.data.train_indices},
+                augmentation={"train": "none", "val": "none", "test": "none",
+                              "train-augmented": augmentation_note(self.data.pad)},
                 config=config, overwrite=overwrite, **common)
             self.start = 0
 
@@ -224,8 +230,7 @@ class Trainer:
                             self.progress.update(step, value)
                     if stop:
                         raise Stop(stop["signum"])
-                row = self.rec.end_epoch(epoch, metrics={"lr": self.optimizer.param_groups[0]["lr"]},
-                                         weights=True if epoch == self.cfg.epochs else None)
+                row = self.rec.end_epoch(epoch, weights=True if epoch == self.cfg.epochs else None)
                 self.progress.end_epoch(epoch, row, self.rec.networks, list(self.rec.splits))
                 if dist is not None:
                     self._agree_stop(stop)

@@ -7,7 +7,8 @@ subsample by 2 and zero-pad the new channels, so shortcuts have no parameters (R
 269,722 parameters with it). Module names match the widely copied akamaster/pytorch_resnet_cifar10
 (conv1, bn1, layer1..3, linear), so state_dicts from that lineage load as they are.
 
-Weights keep PyTorch's default initialisation: the authors did not apply kaiming_normal_.
+The 6n+2 ResNets keep PyTorch's default initialisation: the authors did not apply
+kaiming_normal_ to them. Their ResNet-50 is initialised differently (see resnet50_cifar).
 
 The average pool is adaptive, so any input size works (8x8 digits as well as 32x32 CIFAR).
 """
@@ -75,18 +76,24 @@ def resnet(depth, num_classes=10, in_channels=3):
 
 
 def resnet50_cifar(num_classes=10, in_channels=3):
-    """Appendix C's ResNet-50: torchvision's Bottleneck ResNet-50 with a 3x3 stride-1 stem and no
-    max-pool, as in kuangliu/pytorch-cifar which the paper cites (23,520,842 parameters for 10
-    classes). torchvision re-initialises convs with kaiming_normal_; that repository does not, so
-    every layer is reset to PyTorch's default initialisation here."""
+    """Appendix C's ResNet-50, built and initialised as the paper's authors built theirs: a
+    subclass of torchvision's Bottleneck `ResNet` (layers 3, 4, 6, 3) whose 3x3 stride-1 stem
+    replaces the 7x7 one, with no max-pool (23,520,842 parameters for 10 classes).
+
+    Initialisation, each from where the authors' model got it (recipe.md):
+    - every convolution of the blocks and shortcuts: torchvision's `ResNet.__init__`,
+      kaiming_normal_(mode="fan_out", nonlinearity="relu"), std sqrt(2 / (out_channels * k * k));
+    - every BatchNorm: the same constructor, weight 1 and bias 0;
+    - the final Linear: PyTorch's default (torchvision's constructor leaves it alone);
+    - the 3x3 stem conv: PyTorch's default, because the authors' subclass replaces the stem after
+      torchvision's constructor has run.
+    The layers are made in that order too (torchvision's constructor, then the new stem), so one
+    seed gives the authors' initial weights."""
     from torchvision.models import resnet50  # only this model needs torchvision
 
-    model = resnet50(weights=None, num_classes=num_classes)
-    model.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+    model = resnet50(weights=None, num_classes=num_classes)  # its constructor does the kaiming/BN init
+    model.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)  # PyTorch's default init
     model.maxpool = nn.Identity()
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
-            m.reset_parameters()
     return model
 
 

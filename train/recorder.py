@@ -64,6 +64,11 @@ class Recorder:
         self.evaluate_fn = evaluate  # (model, states, x, y, batch_size=, transform=, autocast=) -> SplitEval per net
         self.networks = ["sgd", *ema.names]
         self.iteration = 0
+        # the lr the epoch's last optimizer step used, taken as that step runs: by the time
+        # step() is called a scheduler has usually moved the optimizer's lr on to the NEXT step's
+        self._step_lr = math.nan
+        self._lr_hook = (optimizer.register_step_pre_hook(self._take_lr)
+                         if optimizer is not None and hasattr(optimizer, "register_step_pre_hook") else None)
         self.eval_seconds = 0.0  # time spent evaluating and writing at the last epoch end
         self._reset_running()
         self._t0 = time.perf_counter()
@@ -76,21 +81,25 @@ class Recorder:
                config: Mapping | None = None, metrics: tuple[str, ...] = (), optimizer=None,
                state_fn: Callable[[], dict] | None = None, checkpoint_every: int = 1,
                eval_batch_size: int = 1000, overwrite: bool = False, record_initial: bool = True,
-               ema_warmup: bool = False, autocast=None, dist=None) -> "Recorder":
+               ema_warmup: bool = False, autocast=None, dist=None,
+               augmentation: Mapping[str, str] | None = None) -> "Recorder":
         """Create the run file and, unless `record_initial` is False, record epoch 0.
 
         splits / final_splits: name -> (inputs, labels) tensors on the model's device; inputs go
         through `transform` per batch. final_splits (e.g. the un-augmented training set) are
         evaluated once, by `finish()`. images: name -> uint8 (N, H, W, C) to store for figures.
+        augmentation: name -> how that split's inputs were transformed ("none" for clean
+        images), stored as the split's `augmentation` attribute.
         """
         ema = EMA(model, decays, warmup=ema_warmup)
         nets = [Network.sgd()] + [Network.ema(d, n) for d, n in zip(ema.decays, ema.names)]
-        images, indices = dict(images or {}), dict(indices or {})
+        images, indices, augmentation = dict(images or {}), dict(indices or {}), dict(augmentation or {})
         all_splits = {**dict(splits), **dict(final_splits)}
         layout_splits = {}
         for name, (_, y) in all_splits.items():
             layout_splits[name] = Split(labels=y.cpu().numpy(), index=indices.get(name),
-                                        images=images.get(name), num_classes=num_classes)
+                                        images=images.get(name), num_classes=num_classes,
+                                        augmentation=augmentation.get(name))
         cols = TRAIN_METRICS + [f"{n}/{s}/{k}" for n in [x.name for x in nets] for s in splits
                                 for k in ("loss", "acc")] + [m for m in metrics if m not in TRAIN_METRICS]
         params = [Param(r.name, r.shape, r.kind, r.dtype) for r in ema.table]
@@ -114,14 +123,16 @@ class Recorder:
                autocast=None, dist=None) -> tuple["Recorder", int, dict]:
         """Reopen a run: restores `model` and the EMA networks as at the last complete epoch.
 
-        Returns (recorder, last complete epoch, the dict `state_fn` returned then).
+        Returns (recorder, last complete epoch, the dict `state_fn` returned then). Final splits
+        that the file lacks (a run begun by an older dyn, e.g. without `train-augmented`) are
+        not recorded: the file's layout is fixed when it is created.
         """
         writer = None
         if not _writes(dist):  # the other ranks read the state before rank 0 opens (repairs) the file
             from dyn import open_run
 
             with open_run(path) as run:
-                saved, networks = run.resume_state(), run.networks
+                saved, networks, have = run.resume_state(), run.networks, list(run.splits)
                 recorded = {s: (int(run.epochs(s)[-1]) if s in run.splits and len(run.epochs(s)) else None)
                             for s in dict(final_splits)}
             dist.barrier()
@@ -129,7 +140,7 @@ class Recorder:
             if dist is not None:
                 dist.barrier()
             writer = RunWriter.resume(path)
-            saved, networks = writer.resume_state(), writer.networks
+            saved, networks, have = writer.resume_state(), writer.networks, list(writer.splits)
             recorded = {s: writer.last_epoch(f"split/{s}") if s in writer.splits else None for s in dict(final_splits)}
         try:
             if saved is None:
@@ -149,6 +160,7 @@ class Recorder:
             if writer is not None:
                 writer.close()
             raise
+        final_splits = {s: v for s, v in dict(final_splits).items() if s in have}
         rec = cls(writer, model, ema, splits, final_splits, transform=transform, optimizer=optimizer,
                   state_fn=state_fn, checkpoint_every=checkpoint_every, eval_batch_size=eval_batch_size,
                   autocast=autocast, dist=dist)
@@ -158,6 +170,9 @@ class Recorder:
         return rec, epoch, state.get("user") or {}
 
     # ------------------------------------------------------------ training
+    def _take_lr(self, optimizer, args, kwargs):
+        self._step_lr = float(optimizer.param_groups[0]["lr"])
+
     def _reset_running(self):
         self._loss_sum = self._correct = None
         self._seen = 0
@@ -166,7 +181,9 @@ class Recorder:
     def step(self, loss: torch.Tensor | None = None, logits: torch.Tensor | None = None,
              labels: torch.Tensor | None = None) -> None:
         """Call after every optimizer step: updates every EMA network; accumulates the running
-        train loss/accuracy on the device (no synchronisation)."""
+        train loss/accuracy on the device (no synchronisation). The epoch's `lr` metric is the lr
+        that its last optimizer.step() used, taken by a step pre-hook on the optimizer, so it
+        does not matter whether scheduler.step() runs before this call or after."""
         self.ema.update()
         self.iteration += 1
         self.observe(loss, logits, labels)
@@ -199,7 +216,9 @@ class Recorder:
         t_eval = time.perf_counter()
         row = {"iteration": self.iteration}
         if self.optimizer is not None:
-            row["lr"] = self.optimizer.param_groups[0]["lr"]
+            # NaN for an epoch without steps (epoch 0: the initial weights)
+            row["lr"] = self._step_lr
+            self._step_lr = math.nan
         loss_sum, correct, seen = self._running()
         if seen:
             row["train_loss"] = loss_sum / seen
@@ -315,6 +334,9 @@ class Recorder:
         self.close()
 
     def close(self) -> None:
+        if self._lr_hook is not None:
+            self._lr_hook.remove()
+            self._lr_hook = None
         if self.writer is not None:
             self.writer.close()
 

@@ -161,7 +161,8 @@ def predictions(sources, out, nets, labels, split, first_epoch, decay, overwrite
 
     \b
     Accepted:
-      preds/ folder   the paper's code: {epoch}.npy (SGD), {epoch}_average.npy (EMA), booleans
+      preds/ folder   the paper's code: {e}.npy (SGD), {e}_average.npy (EMA), booleans; file e
+                      is written after e + 1 passes over the data: recorded as epoch e + 1
       .npy            (epochs, samples): bool correctness, or integer predicted labels (+ --labels);
                       one network each (--net NAME=FILE, else named by the file)
       .npz            one such array per network, plus optional 'epochs' and 'labels'

@@ -2,8 +2,9 @@
 
 Three kinds of source, in any mix (every network must cover the same epochs and samples):
 
-- the paper's code: a `preds/` folder of `{epoch}.npy` (SGD) and `{epoch}_average.npy` (EMA),
-  boolean arrays over the validation samples, True where the top-1 prediction was right;
+- the paper's code: a `preds/` folder of `{e}.npy` (SGD) and `{e}_average.npy` (EMA),
+  boolean arrays over the validation samples, True where the top-1 prediction was right,
+  written after training epoch e + 1 and so recorded as dyn's epoch e + 1;
 - `.npy` / `.npz` arrays of shape (epochs, samples): bool = correctness, integers = predicted
   labels (which need the true labels: `--labels FILE`, or a `labels` array in the .npz). A
   .npy is one network (`--net NAME=FILE`, else named by its file name); a .npz holds one
@@ -98,7 +99,9 @@ def is_paper_file(path: Path) -> bool:
 
 
 def read_paper(files: list[Path], ema_name: str = "ema") -> list[Preds]:
-    """The paper's `{epoch}.npy` / `{epoch}_average.npy` files -> networks sgd and ema."""
+    """The paper's `{e}.npy` / `{e}_average.npy` files -> networks sgd and ema, at dyn's epoch
+    e + 1: the authors' loop counts epochs from 0 and saves after training, so file e holds the
+    state after e + 1 passes over the data, which dyn calls epoch e + 1 (0: initial weights)."""
     by_net: dict[str, dict[int, Path]] = {"sgd": {}, ema_name: {}}
     for f in files:
         m = _PAPER_FILE.match(f.name)
@@ -112,7 +115,7 @@ def read_paper(files: list[Path], ema_name: str = "ema") -> list[Preds]:
     for net, files_ in by_net.items():
         if not files_:
             continue
-        epochs = np.array(sorted(files_), dtype=np.int64)
+        epochs = np.array(sorted(files_), dtype=np.int64)  # as the files are numbered
         rows = []
         for e in epochs:
             a = load_array(files_[e])
@@ -125,8 +128,8 @@ def read_paper(files: list[Path], ema_name: str = "ema") -> list[Preds]:
                                "predictions of different lengths")
             rows.append(a)
         folder = files_[epochs[0]].parent
-        pattern = "{epoch}_average.npy" if net != "sgd" else "{epoch}.npy"
-        out.append(_values(net, epochs, np.stack(rows), f"{folder}/{pattern}"))
+        pattern = "{e}_average.npy" if net != "sgd" else "{e}.npy"
+        out.append(_values(net, epochs + 1, np.stack(rows), f"{folder}/{pattern} as epoch e + 1"))
     return out
 
 
