@@ -27,7 +27,7 @@ import secrets
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import DiskFull, DynError
+from .errors import DiskFull, DynError, WriteFailed
 
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 TMP_TAG = ".dyn-tmp-"  # temporaries are named .NAME.dyn-tmp-PID-HEX[SUFFIX]
@@ -37,17 +37,21 @@ _HELD_MAX = 64 << 20  # bytes of writes held in memory after a failure (HDF5's c
 # ------------------------------------------------------------------------------ messages
 def write_error(path, error: OSError, what: str = "writing", need: int | None = None,
                 kept: str = "") -> DynError:
-    """One line for a failed write: DiskFull for no room (ENOSPC, EDQUOT, EFBIG), else DynError."""
+    """One line for a failed write: DiskFull for no room (ENOSPC, EDQUOT, EFBIG), else WriteFailed."""
     path = Path(path)
     if error.errno in NO_ROOM:
         limit = error.errno == errno.EFBIG
-        why = "the file size limit (ulimit -f) is reached" if limit else \
-            f"the disk of {path.absolute().parent} is full"
+        folder = path.absolute().parent
+        while TMP_TAG in folder.name:  # say where the user's file goes, not our temporary folder
+            folder = folder.parent
+        why = "the file size limit (ulimit -f) is reached" if limit else f"the disk of {folder} is full"
         room = f" (it needed about {_mb(need)} more)" if need else ""
         todo = "raise the limit (ulimit -f)" if limit else "free some room"
-        return DiskFull(f"{path}: {what} failed: {why}{room}; {kept + '; ' if kept else ''}"
-                        f"{todo} and run the same command again")
-    return DynError(f"{path}: {what} failed: {error.strerror or error}"
+        e = DiskFull(f"{path}: {what} failed: {why}{room}; {kept + '; ' if kept else ''}"
+                     f"{todo} and run the same command again")
+        e.why = why + room
+        return e
+    return WriteFailed(f"{path}: {what} failed: {error.strerror or error}"
                     f"{'; ' + kept if kept else ''}")
 
 
@@ -61,7 +65,8 @@ def tmp_name(path: Path, suffix: str = "") -> Path:
 
 
 def is_tmp_of(candidate: str, path: Path) -> bool:
-    return candidate.startswith(f".{path.name}{TMP_TAG}")
+    """A temporary of `path`, or one made beside such a temporary (its lock sidecar...)."""
+    return candidate.startswith(".") and candidate.lstrip(".").startswith(f"{path.name}{TMP_TAG}")
 
 
 def hold(fd: int) -> None:
@@ -151,8 +156,37 @@ def place(tmp: Path, path: Path, replace: bool = True) -> None:
         os.replace(tmp, path)
 
 
+@contextmanager
+def staged_dir(path, *, replace: bool = True, what: str = "writing"):
+    """Yield a temporary folder beside `path` (flock-held, swept as `staged`'s files are) for
+    a writer that makes several files; `folder / path.name`, if the block made it, is then
+    renamed onto `path`. The folder and anything left in it are removed in every case."""
+    import shutil
+
+    path = Path(path)
+    sweep(path)
+    tmp = tmp_name(path)
+    try:
+        os.mkdir(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+    except OSError as e:
+        raise write_error(path, e, what) from None
+    try:
+        hold(fd)
+        try:
+            yield tmp
+            if (tmp / path.name).exists():
+                place(tmp / path.name, path, replace)
+        except OSError as e:
+            raise write_error(path, e, what) from None
+    finally:
+        os.close(fd)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_bytes(path, data: bytes, *, what: str = "writing") -> Path:
     """`data` at `path`, atomically (staged)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with staged(path, what=what) as (tmp, fd):
         view = memoryview(data)
         while view:
@@ -169,9 +203,10 @@ class GuardedFile(io.RawIOBase):
     Callers `check()` after each step and before anything that must not follow a failure
     (a commit counter)."""
 
-    def __init__(self, path, mode: str = "r+"):
+    def __init__(self, path, mode: str = "r+", name=None):
         super().__init__()
         self.path = Path(path)
+        self.name = Path(name or path)  # what messages call it (the target of a temporary)
         flags = {"r+": os.O_RDWR, "w": os.O_RDWR | os.O_CREAT | os.O_TRUNC,
                  "x": os.O_RDWR | os.O_CREAT | os.O_EXCL}[mode]
         self.fd = os.open(self.path, flags, 0o644)
@@ -260,14 +295,14 @@ class GuardedFile(io.RawIOBase):
     def check(self, what: str = "writing", need: int | None = None, kept: str = "") -> None:
         """Raise the first failed write as one line (see `write_error`)."""
         if self.error is not None:
-            raise write_error(self.path, self.error, what, need, kept)
+            raise write_error(self.name, self.error, what, need, kept)
 
 
-def open_hdf5(path, mode: str = "r+", **kw):
+def open_hdf5(path, mode: str = "r+", name=None, **kw):
     """An h5py.File written through a GuardedFile (`f.guard`); close with `close_hdf5`."""
     import h5py
 
-    guard = GuardedFile(path, mode)
+    guard = GuardedFile(path, mode, name)
     try:
         f = h5py.File(guard, "r+" if mode == "r+" else "w", locking=False, **kw)
     except BaseException:

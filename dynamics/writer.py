@@ -110,7 +110,7 @@ class RunWriter:
                 if stale.name.startswith(f".{path.name}.tmp-"):
                     stale.unlink(missing_ok=True)
             with staged(path, what="creating the run file") as (tmp, _):
-                f = open_hdf5(tmp, "w", libver="latest")
+                f = open_hdf5(tmp, "w", name=path, libver="latest")
                 try:
                     build(f, layout, dict(config or {}))
                     f.flush()
@@ -303,9 +303,11 @@ class RunWriter:
             last = self._last.get("metrics")
             kept = f"epochs up to {last}" if last is not None else "no epochs yet"
             self.finish("stopped")  # an in-place write of /status: allocates nothing
-            raise DiskFull(f"{self.path}: not enough room to record epoch {epoch}: it needs about "
-                           f"{megabytes(need)} and {where} leaves {megabytes(max(free, 0))}; the run keeps {kept} and "
-                           f"is resumable once there is room")
+            why = f"it needs about {megabytes(need)} and {where} leaves {megabytes(max(free, 0))}"
+            e = DiskFull(f"{self.path}: not enough room to record epoch {epoch}: {why}; the run keeps {kept} and "
+                         f"is resumable once there is room")
+            e.why = why
+            raise e
 
     def _check(self, what: str) -> None:
         """Raise a write that failed (the disk or ulimit -f full) as one line; from the failure

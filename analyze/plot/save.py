@@ -6,8 +6,9 @@ file and a failure leaves nothing behind (nor clobbers an older figure).
 """
 
 import os
-import secrets
 from pathlib import Path
+
+from dyn import safeio
 
 FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
 DPI = 200
@@ -33,16 +34,8 @@ def save(fig, path, dpi: int = DPI) -> Path:
 
     path, fmt = target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Not mkstemp: its 0600 mode would outlive the rename; open(..., "x") honours the umask.
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(tmp, "xb") as f, matplotlib.rc_context({"svg.hashsalt": "dyn"}):
-            fig.savefig(f, format=fmt, dpi=dpi, metadata=METADATA[fmt])
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    # staged: a temporary beside it, renamed over it; one of a killed writer is removed by the next
+    with safeio.staged(path, what="saving the figure") as (_, fd), os.fdopen(os.dup(fd), "wb") as f, \
+            matplotlib.rc_context({"svg.hashsalt": "dyn"}):
+        fig.savefig(f, format=fmt, dpi=dpi, metadata=METADATA[fmt])
     return path
