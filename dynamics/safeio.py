@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import DiskFull, DynError, WriteFailed
+from .faults import test_point as _test_point
 
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 TMP_TAG = ".dyn-tmp-"  # temporaries are named .NAME.dyn-tmp-PID-HEX[SUFFIX]
@@ -176,6 +177,7 @@ def staged_dir(path, *, replace: bool = True, what: str = "writing"):
         try:
             yield tmp
             if (tmp / path.name).exists():
+                _test_point(f"staged: placing {path.name}")
                 place(tmp / path.name, path, replace)
         except OSError as e:
             raise write_error(path, e, what) from None
