@@ -63,12 +63,13 @@ def check_failure(r, limit, target: Path):
     if limit >= MESSAGE_ROOM:
         errors = [ln for ln in r.stderr.splitlines() if ln.startswith("dyn: error:")]
         assert len(errors) == 1, f"limit {limit}:\n{r.stderr[-3000:]}"
-        assert str(target) in errors[0] and ("ulimit -f" in errors[0] or "full" in errors[0]), errors[0]
+        assert target.name in errors[0] and ("ulimit -f" in errors[0] or "full" in errors[0]), errors[0]
         assert "dyn-tmp" not in errors[0], errors[0]  # says the user's path, not our temporary
 
 
-def sweep_limits(server, argv, folder: Path, target: Path, past: int) -> dict:
-    """Run `argv` under each limit until one succeeds; the folder must stay exactly as it was."""
+def sweep_limits(server, argv, folder: Path, target: Path, past: int, fresh: dict | None = None) -> dict:
+    """Run `argv` under each limit until one succeeds; the folder must stay exactly as it was
+    (or, with `fresh`, each file there either as it was or as a complete run writes it)."""
     before = snapshot(folder)
     tried = []
     for limit in limits(past):
@@ -77,7 +78,13 @@ def sweep_limits(server, argv, folder: Path, target: Path, past: int) -> dict:
         if r.code == 0:
             break
         check_failure(r, limit, target)
-        assert snapshot(folder) == before, f"limit {limit}: the folder changed"
+        now = snapshot(folder)
+        if fresh is None:
+            assert now == before, f"limit {limit}: the folder changed"
+        else:
+            assert set(now) == set(before), f"limit {limit}: {sorted(set(now) ^ set(before))}"
+            for name, h in now.items():
+                assert h in (before[name], fresh.get(name)), f"limit {limit}: {name} is neither old nor complete"
     else:
         pytest.fail(f"{argv}: no limit up to {tried[-1]} let it finish")
     return {"tried": len(tried), "finished_at": tried[-1]}
@@ -126,10 +133,11 @@ def test_analysis_outputs_under_every_file_size_limit(server, run_file, tmp_path
     argv = ["analyze", "stability", run_file, "--out", "fig.png", "--csv", "s.csv"]
     r = server.run(*argv, cwd=tmp_path)
     assert r.code == 0, r.stderr
+    fresh = snapshot(tmp_path)  # each output is atomic, the two together are not
     (tmp_path / "fig.png").write_bytes(b"an earlier figure")  # must survive every failed try
     (tmp_path / "s.csv").write_bytes(b"an earlier table")
     size = max((tmp_path / "fig.png").stat().st_size, 200_000)
-    a = sweep_limits(server, argv, tmp_path, tmp_path / "s.csv", size)
+    a = sweep_limits(server, argv, tmp_path, tmp_path / "fig.png", size, fresh)
     print(f"analyze stability --out --csv: {a['tried']} limits, finished at {a['finished_at']}")
 
 
@@ -151,19 +159,26 @@ def test_train_under_every_file_size_limit(forkserver, tmp_path):
     from helpers import DIGITS
 
     out = tmp_path / "t.h5"
-    tried = 0
+    tried = created = 0
     for limit in DENSE[::2] + [65536, 1 << 20]:
+        if out.exists():
+            out.unlink()
         r = forkserver.run("train", *DIGITS, "--epochs", "1", "--out", out, fsize=limit, timeout=600)
         tried += 1
         check_failure(r, limit, out)
         left = sorted(p.name for p in tmp_path.iterdir())
-        if out.exists():  # created, then stopped before an epoch it had no room for: resumable
+        if out.exists():  # created, then stopped before an epoch it had no room for
+            created += 1
             assert left == ["t.h5"], left
             with open_run(out) as run:
-                assert run.resumable and run.rows("metrics") == 0
-            out.unlink()
+                assert run.state == "stopped" and run.rows("metrics") == 0
         else:
             assert left == [], left
+    assert created  # the last limits let it create the run: it goes on once there is room
+    r = forkserver.run("train", *DIGITS, "--epochs", "1", "--out", out, "--resume", timeout=600)
+    assert r.code == 0, r.stderr
+    with open_run(out) as run:
+        assert run.state == "complete" and run.rows("metrics") == 2
     print(f"train: {tried} limits")
 
 
