@@ -67,7 +67,8 @@ def check_failure(r, limit, target: Path):
         assert "dyn-tmp" not in errors[0], errors[0]  # says the user's path, not our temporary
 
 
-def sweep_limits(server, argv, folder: Path, target: Path, past: int, fresh: dict | None = None) -> dict:
+def sweep_limits(server, argv, folder: Path, target: Path, past: int, fresh: dict | None = None,
+                 complete: dict | None = None) -> dict:
     """Run `argv` under each limit until one succeeds; the folder must stay exactly as it was
     (or, with `fresh`, each file there either as it was or as a complete run writes it)."""
     before = snapshot(folder)
@@ -75,7 +76,9 @@ def sweep_limits(server, argv, folder: Path, target: Path, past: int, fresh: dic
     for limit in limits(past):
         r = server.run(*argv, cwd=folder, fsize=limit, timeout=300)
         tried.append(limit)
-        if r.code == 0:
+        if r.code == 0:  # finished: and completely (a report once said "skipped" for what it could not write)
+            if complete is not None:
+                assert snapshot(folder) == complete, f"limit {limit}: exit 0, but the output is not complete"
             break
         check_failure(r, limit, target)
         now = snapshot(folder)
@@ -146,10 +149,12 @@ def test_report_under_every_file_size_limit(server, run_file, tmp_path):
     rep = tmp_path / "rep"
     r = server.run("analyze", "report", run_file, "--out-dir", rep, cwd=tmp_path)
     assert r.code == 0, r.stderr
+    complete = snapshot(tmp_path)
     biggest = max(p.stat().st_size for p in rep.iterdir())
     for p in rep.iterdir():  # an earlier report: every file must stay as it is
         p.write_bytes(b"earlier " + p.name.encode())
-    a = sweep_limits(server, ["analyze", "report", run_file, "--out-dir", rep], tmp_path, rep, biggest)
+    a = sweep_limits(server, ["analyze", "report", run_file, "--out-dir", rep], tmp_path, rep, biggest,
+                     complete=complete)
     print(f"analyze report: {a['tried']} limits, finished at {a['finished_at']} (largest file {biggest})")
 
 
