@@ -168,6 +168,7 @@ def staged_dir(path, *, replace: bool = True, what: str = "writing"):
     sweep(path)
     tmp = tmp_name(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # missing folders are made, as for a run
         os.mkdir(tmp)
         fd = os.open(tmp, os.O_RDONLY)
     except OSError as e:

@@ -31,11 +31,11 @@ DENSE = [0, 512, 1024, 2048, 3072, 4096, 6144, 8192, 12288, 16384, 24576, 32768]
 MESSAGE_ROOM = 4096  # below this even the error line cannot be written to the stderr file
 
 
-def limits(past: int) -> list[int]:
-    """0, then small steps through creation, then x1.7 steps to past `past` bytes."""
-    out, x = list(DENSE), DENSE[-1]
+def limits(past: int, dense=DENSE, step: float = 1.7) -> list[int]:
+    """0, then small steps through creation, then x`step` steps to past `past` bytes."""
+    out, x = list(dense), dense[-1]
     while x < past:
-        x = int(x * 1.7)
+        x = int(x * step)
         out.append(x)
     return out
 
@@ -68,12 +68,12 @@ def check_failure(r, limit, target: Path):
 
 
 def sweep_limits(server, argv, folder: Path, target: Path, past: int, fresh: dict | None = None,
-                 complete: dict | None = None) -> dict:
+                 complete: dict | None = None, dense=DENSE, step: float = 1.7) -> dict:
     """Run `argv` under each limit until one succeeds; the folder must stay exactly as it was
     (or, with `fresh`, each file there either as it was or as a complete run writes it)."""
     before = snapshot(folder)
     tried = []
-    for limit in limits(past):
+    for limit in limits(past, dense, step):
         r = server.run(*argv, cwd=folder, fsize=limit, timeout=300)
         tried.append(limit)
         if r.code == 0:  # finished: and completely (a report once said "skipped" for what it could not write)
@@ -140,7 +140,7 @@ def test_analysis_outputs_under_every_file_size_limit(server, run_file, tmp_path
     (tmp_path / "fig.png").write_bytes(b"an earlier figure")  # must survive every failed try
     (tmp_path / "s.csv").write_bytes(b"an earlier table")
     size = max((tmp_path / "fig.png").stat().st_size, 200_000)
-    a = sweep_limits(server, argv, tmp_path, tmp_path / "fig.png", size, fresh)
+    a = sweep_limits(server, argv, tmp_path, tmp_path / "fig.png", size, fresh, dense=DENSE[::2], step=2.2)
     print(f"analyze stability --out --csv: {a['tried']} limits, finished at {a['finished_at']}")
 
 
@@ -154,7 +154,7 @@ def test_report_under_every_file_size_limit(server, run_file, tmp_path):
     for p in rep.iterdir():  # an earlier report: every file must stay as it is
         p.write_bytes(b"earlier " + p.name.encode())
     a = sweep_limits(server, ["analyze", "report", run_file, "--out-dir", rep], tmp_path, rep, biggest,
-                     complete=complete)
+                     complete=complete, dense=DENSE[::3], step=2.5)  # a report costs ~1 s of CPU
     print(f"analyze report: {a['tried']} limits, finished at {a['finished_at']} (largest file {biggest})")
 
 
