@@ -72,7 +72,15 @@ def is_tmp_of(candidate: str, path: Path) -> bool:
 
 def hold(fd: int) -> None:
     """Mark a temporary as being written by this process (the kernel drops it when we die)."""
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    import time
+
+    for _ in range(50):  # a sweeper's brief test of the lock (`abandoned`) may hold it a moment
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            time.sleep(0.01)
+    fcntl.flock(fd, fcntl.LOCK_EX)
 
 
 def abandoned(p: Path) -> bool:

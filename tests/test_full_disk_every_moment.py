@@ -277,3 +277,24 @@ def test_import_killed_at_every_moment_then_run_again(server, big_preds, tmp_pat
         assert run.rows("metrics") == 40 and run.state == "complete"
         np.testing.assert_array_equal(run.correct("val", "sgd")[39], np.load(big_preds / "40.npy"))
     print(f"import predictions: {kills} kills")
+
+
+def test_temporaries_of_killed_writers_are_listed_then_removed_by_the_next_writer(server, run_file, tmp_path):
+    import fcntl
+
+    dead = tmp_path / ".fig.png.dyn-tmp-4000000-abcdef"  # its writer is gone: nobody holds its lock
+    dead.write_bytes(b"half a figure")
+    live = tmp_path / ".fig.png.dyn-tmp-4000001-abcdef"  # a writer still at work: held
+    live.write_bytes(b"being written")
+    fd = os.open(live, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        r = server.run("inspect", "fig.png", cwd=tmp_path)
+        notes = [ln for ln in r.stderr.splitlines() if ln.startswith("note:")]
+        assert len(notes) == 1 and dead.name in notes[0] and "rm -r" in notes[0], r.stderr
+        assert dead.exists()  # inspect only says so
+        r = server.run("analyze", "stability", run_file, "--out", "fig.png", cwd=tmp_path)
+        assert r.code == 0, r.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["fig.png", live.name])
+    finally:
+        os.close(fd)
