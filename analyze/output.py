@@ -63,9 +63,9 @@ def write_text(path, text: str, flag: str) -> Path:
     """Write atomically: a temporary file beside `path`, renamed over it (dyn.safeio)."""
     p = Path(path)
     try:
-        return safeio.write_bytes(p, text.encode("utf-8"), what=f"{flag}: writing")
+        return safeio.write_bytes(p, text.encode("utf-8"), label=f"{flag} {p}")
     except OSError as e:  # the folder cannot be made
-        raise safeio.write_error(p, e, f"{flag}: writing") from None
+        raise safeio.write_error(p, e, label=f"{flag} {p}") from None
 
 
 def draw(fn, path, flag: str = "--out"):
@@ -73,7 +73,7 @@ def draw(fn, path, flag: str = "--out"):
     try:
         return fn(path)
     except OSError as e:
-        raise safeio.write_error(path, e, f"{flag}: writing") from None
+        raise safeio.write_error(path, e, label=f"{flag} {path}") from None
     except ValueError as e:
         raise DynError(f"{flag} {path}: cannot draw: {e}") from None
 

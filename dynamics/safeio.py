@@ -37,7 +37,7 @@ _HELD_MAX = 64 << 20  # bytes of writes held in memory after a failure (HDF5's c
 
 # ------------------------------------------------------------------------------ messages
 def write_error(path, error: OSError, what: str = "writing", need: int | None = None,
-                kept: str = "") -> DynError:
+                kept: str = "", label: str | None = None) -> DynError:
     """One line for a failed write: DiskFull for no room (ENOSPC, EDQUOT, EFBIG), else WriteFailed."""
     path = Path(path)
     if error.errno in NO_ROOM:
@@ -48,11 +48,11 @@ def write_error(path, error: OSError, what: str = "writing", need: int | None = 
         why = "the file size limit (ulimit -f) is reached" if limit else f"the disk of {folder} is full"
         room = f" (it needed about {_mb(need)} more)" if need else ""
         todo = "raise the limit (ulimit -f)" if limit else "free some room"
-        e = DiskFull(f"{path}: {what} failed: {why}{room}; {kept + '; ' if kept else ''}"
+        e = DiskFull(f"{label or path}: {what} failed: {why}{room}; {kept + '; ' if kept else ''}"
                      f"{todo} and run the same command again")
         e.why = why + room
         return e
-    return WriteFailed(f"{path}: {what} failed: {error.strerror or error}"
+    return WriteFailed(f"{label or path}: {what} failed: {error.strerror or error}"
                     f"{'; ' + kept if kept else ''}")
 
 
@@ -126,21 +126,24 @@ def sweep(path) -> list[Path]:
 
 
 @contextmanager
-def staged(path, *, replace: bool = True, suffix: str = "", what: str = "writing"):
+def staged(path, *, replace: bool = True, suffix: str = "", what: str = "writing", label: str | None = None):
     """Yield (temporary path, fd holding its lock) beside `path`; on success the temporary is
     renamed onto `path` (replace=False: never over an existing file, even one created
     meanwhile: DynError), on failure removed. OSError becomes `write_error`'s one line."""
     path = Path(path)
     sweep(path)
     tmp = tmp_name(path, suffix)
-    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    except OSError as e:
+        raise write_error(path, e, what, label=label) from None
     try:
         hold(fd)
         try:
             yield tmp, fd
             place(tmp, path, replace)
         except OSError as e:
-            raise write_error(path, e, what) from None
+            raise write_error(path, e, what, label=label) from None
     finally:
         os.close(fd)
         try:
@@ -195,10 +198,10 @@ def staged_dir(path, *, replace: bool = True, what: str = "writing"):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_bytes(path, data: bytes, *, what: str = "writing") -> Path:
-    """`data` at `path`, atomically (staged)."""
+def write_bytes(path, data: bytes, *, what: str = "writing", label: str | None = None) -> Path:
+    """`data` at `path`, atomically (staged); `label`: how messages name it (`--csv out.csv`)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with staged(path, what=what) as (tmp, fd):
+    with staged(path, what=what, label=label) as (tmp, fd):
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
