@@ -12,12 +12,12 @@ import io
 import json
 import math
 import os
-import secrets
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from dyn import safeio
 from dyn.errors import DynError, UsageError
 
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
@@ -60,21 +60,12 @@ def figure_paths(out: Path, names: list[str]) -> list[Path]:
 
 
 def write_text(path, text: str, flag: str) -> Path:
-    """Write atomically: a temporary file beside `path`, renamed over it."""
+    """Write atomically: a temporary file beside `path`, renamed over it (dyn.safeio)."""
     p = Path(path)
-    tmp = p.parent / f".{p.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "x", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, p)
-    except OSError as e:
-        _unlink(tmp)
-        raise DynError(f"{flag} {p}: cannot write: {e.strerror or e}") from None
-    except BaseException:
-        _unlink(tmp)
-        raise
-    return p
+        return safeio.write_bytes(p, text.encode("utf-8"), label=f"{flag} {p}")
+    except OSError as e:  # the folder cannot be made
+        raise safeio.write_error(p, e, label=f"{flag} {p}") from None
 
 
 def draw(fn, path, flag: str = "--out"):
@@ -82,16 +73,9 @@ def draw(fn, path, flag: str = "--out"):
     try:
         return fn(path)
     except OSError as e:
-        raise DynError(f"{flag} {path}: cannot write: {e.strerror or e}") from None
+        raise safeio.write_error(path, e, label=f"{flag} {path}") from None
     except ValueError as e:
         raise DynError(f"{flag} {path}: cannot draw: {e}") from None
-
-
-def _unlink(p: Path) -> None:
-    try:
-        os.unlink(p)
-    except FileNotFoundError:
-        pass
 
 
 def csv_text(rows: list[dict], columns: list[str]) -> str:

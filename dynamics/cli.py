@@ -115,13 +115,20 @@ def cli():
 def main(argv: list[str] | None = None) -> None:
     """Entry point: DynError becomes `dyn: error: ...` and its exit code, never a traceback."""
     try:
+        _main(argv)
+    except SystemExit as e:  # every way out, after a failure HDF5 cannot close, skips its teardown
+        _exit(e.code if isinstance(e.code, int) else (0 if e.code is None else 1))
+
+
+def _main(argv: list[str] | None) -> None:
+    try:
         # standalone_mode=False returns ctx.exit()'s code instead of raising it
         code = cli.main(args=argv, prog_name="dyn", standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)
     except DynError as e:
         click.echo(f"dyn: error: {e}", err=True)
-        _exit(e.exit_code)
+        sys.exit(e.exit_code)
     except click.exceptions.Abort:
         click.echo("dyn: interrupted", err=True)
         sys.exit(130)
@@ -146,7 +153,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _exit(code: int) -> None:
-    """Exit; without Python's shutdown when a failed write left an HDF5 file unclosable."""
+    """Exit; without Python's shutdown when HDF5 failed on a file (writer.BROKEN): its atexit
+    handler would close that file's half-destroyed objects again and crash (a segfault). Failed
+    writes themselves never get that far: dyn.safeio absorbs them before HDF5 sees them."""
     writer = sys.modules.get(f"{__package__}.writer")
     if writer is not None and writer.BROKEN:
         sys.stdout.flush()

@@ -36,6 +36,10 @@ class DiskFull(DynError):
     """
 
 
+class WriteFailed(DynError):
+    """An output could not be written (for a reason other than room: see DiskFull)."""
+
+
 class Diverged(DynError):
     """Training hit a non-finite loss; the run file records where."""
 

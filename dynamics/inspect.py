@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 import click
 
 from .errors import RunFileError
+from .safeio import stale
 
 
 def summary(path) -> dict:
@@ -73,6 +75,9 @@ def inspect(run, as_json):
       dyn inspect runs/x.h5
       dyn inspect runs/x.h5 --json | jq .splits
     """
+    for p in stale(run):  # a killed writer's temporary: said, not removed (inspect never writes)
+        click.echo(f"note: {p}: left by a killed writer of {run}; the next command that writes {run} "
+                   f"removes it, or remove it yourself: rm -r {shlex.quote(str(p))}", err=True)
     s = summary(run)
     if as_json:
         click.echo(json.dumps(s, indent=2, default=str))

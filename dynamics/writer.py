@@ -22,7 +22,6 @@ lets readers follow the live file.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -37,13 +36,14 @@ from .format import FORMAT_NAME, FORMAT_VERSION, STATE_CODES, packed_width, spli
 from .fs import check_writable, fsync, megabytes, room, swmr_supported
 from .layout import Layout
 from .lock import WriterLock
+from .safeio import close_hdf5, open_hdf5, staged, sweep
 from .superblock import repair
 
 # Room kept free beyond what an append's datasets can allocate: HDF5 metadata (chunk indexes,
 # object headers, free-space aggregators) grows too.
 SLACK_BYTES = 1 << 20
-# Writers whose file a failed write has left in a state where HDF5 must not touch it again:
-# closing it flushes, and a flush after a failed write can crash libhdf5 (seen: a segfault).
+# Writers whose file HDF5 itself failed on (not a failed write: those the GuardedFile absorbs,
+# see safeio): closing it flushes, and a flush after such a failure can crash libhdf5.
 BROKEN: set = set()
 
 
@@ -69,17 +69,21 @@ class RunWriter:
         self._lock = lock
         self.durable = durable
         self.swmr = swmr_supported(path) if swmr is None else swmr
+        self._reported = False
         try:
             repair(path)  # a killed writer leaves the write flags set; we hold the lock
             _test_point("open: repaired")
-            self.f = h5py.File(path, "r+", libver="latest", locking=False)
+            if self.swmr:  # SWMR needs HDF5's own file driver: room is checked before each append
+                self.f = h5py.File(path, "r+", libver="latest", locking=False)
+            else:  # through a GuardedFile: a failed write (full disk) never reaches HDF5 (safeio)
+                self.f = open_hdf5(path, "r+", libver="latest")
         except OSError as e:
             lock.release()
             raise RunFileError(f"{path}: cannot be opened for writing ({short_error(e)})") from None
         try:
             self._load()
         except Exception:
-            self.f.close()
+            close_hdf5(self.f)
             lock.release()
             raise
         _test_point("open: shrunk")
@@ -102,18 +106,18 @@ class RunWriter:
                 raise RunFileError(f"{path}: already exists; refusing to overwrite a run")
             if path.is_dir():
                 raise RunFileError(f"{path}: is a directory")
-            for stale in path.parent.iterdir():  # a creation killed before its rename; we hold the lock
+            for stale in path.parent.iterdir():  # a creation killed before its rename (dyn < 0.1.1)
                 if stale.name.startswith(f".{path.name}.tmp-"):
                     stale.unlink(missing_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            try:
-                with h5py.File(tmp, "w", libver="latest", locking=False) as f:
+            with staged(path, what="creating the run file") as (tmp, _):
+                f = open_hdf5(tmp, "w", name=path, libver="latest")
+                try:
                     build(f, layout, dict(config or {}))
+                    f.flush()
+                    f.guard.check("creating the run file")
+                finally:
+                    close_hdf5(f)
                 _test_point("create: built")
-                os.replace(tmp, path)
-            finally:
-                if tmp.exists():
-                    tmp.unlink()
         except BaseException:
             lock.release()
             raise
@@ -126,6 +130,7 @@ class RunWriter:
         if not path.is_file():
             raise RunFileError(f"{path}: no such run file to resume")
         lock = WriterLock(path).acquire()
+        sweep(path)  # temporaries of creations killed before their rename
         return cls(path, lock, swmr, durable)
 
     def _load(self) -> None:
@@ -272,11 +277,13 @@ class RunWriter:
                 ds[: len(blob)] = blob
                 self.status.update(resume_slot=slot, resume_epoch=epoch, resume_size=len(blob))
             self.f.flush()  # data first ...
+            self._check(f"recording epoch {epoch}")  # never a counter after a failed write
             _test_point(f"{where}: flushed")
             for stream in bumps:
                 self.status[f"rows/{stream}"] += 1
                 self._last[stream] = epoch
             self._commit()  # ... then the counters that make it visible
+            self._check(f"recording epoch {epoch}")
         except (OSError, RuntimeError) as e:
             self._break(e, epoch)
         _test_point(f"{where}: committed")
@@ -296,9 +303,22 @@ class RunWriter:
             last = self._last.get("metrics")
             kept = f"epochs up to {last}" if last is not None else "no epochs yet"
             self.finish("stopped")  # an in-place write of /status: allocates nothing
-            raise DiskFull(f"{self.path}: not enough room to record epoch {epoch}: it needs about "
-                           f"{megabytes(need)} and {where} leaves {megabytes(max(free, 0))}; the run keeps {kept} and "
-                           f"is resumable once there is room")
+            why = f"it needs about {megabytes(need)} and {where} leaves {megabytes(max(free, 0))}"
+            e = DiskFull(f"{self.path}: not enough room to record epoch {epoch}: {why}; the run keeps {kept} and "
+                         f"is resumable once there is room")
+            e.why = why
+            raise e
+
+    def _check(self, what: str) -> None:
+        """Raise a write that failed (the disk or ulimit -f full) as one line; from the failure
+        on nothing reached the file, so it holds what a kill at that moment would leave."""
+        guard = getattr(self.f, "guard", None)
+        if guard is not None and guard.error is not None and not self._reported:
+            self._reported = True
+            last = self._last.get("metrics")
+            kept = (f"the run keeps epochs up to {last} and is resumable" if last is not None
+                    else "the run holds no epochs yet and is resumable")
+            guard.check(what, kept=kept)
 
     def _break(self, error: BaseException, epoch: int) -> None:
         BROKEN.add(self)
@@ -312,8 +332,10 @@ class RunWriter:
             raise ValueError(f"{stream}: epoch {epoch} is not after the last recorded epoch {last}")
 
     def _commit(self) -> None:
+        self._check("recording the run's state")
         self._status_ds[...] = np.array([self.status[k] for k in self.fields], dtype=np.int64)
         self.f.flush()
+        self._check("recording the run's state")
         if self.durable:
             fsync(self.path)
 
@@ -325,9 +347,11 @@ class RunWriter:
         self._commit()
 
     def close(self) -> None:
-        if self not in BROKEN and getattr(self, "f", None) is not None and self.f.id.valid:
-            self.f.close()
-        self._lock.release()
+        try:
+            if self not in BROKEN and getattr(self, "f", None) is not None:
+                close_hdf5(self.f)  # a failed closing write is held by the GuardedFile, not fatal
+        finally:
+            self._lock.release()
 
     def __enter__(self):
         return self

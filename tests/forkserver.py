@@ -97,7 +97,7 @@ def _child(req: dict, null: int, proto) -> None:
                 os.environ[k] = v
         import resource
 
-        if req.get("fsize"):
+        if req.get("fsize") is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (req["fsize"], req["fsize"]))
         if req.get("memory"):  # bytes of address space beyond what the child inherits
             with open("/proc/self/status") as status:

@@ -24,9 +24,9 @@ def killed_at(forkserver, path, point):
 def test_killed_while_creating_leaves_no_temporary_behind(forkserver, tmp_path):
     path = tmp_path / "run.h5"
     killed_at(forkserver, path, "create: built")
-    assert not path.exists() and [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    assert not path.exists() and [p.name for p in tmp_path.iterdir() if "tmp-" in p.name]
     killed_at(forkserver, path, "epoch 0 ")  # the next start clears the dead one's temporary
-    assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
+    assert [p.name for p in tmp_path.iterdir() if "tmp-" in p.name] == []
 
 
 def test_killed_before_epoch_0_is_recorded_starts_again(forkserver, digits_reference, tmp_path):

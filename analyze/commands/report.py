@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import html
 import os
-import secrets
-import shutil
 from pathlib import Path
 
 import click
@@ -20,7 +18,8 @@ import click
 from dyn.analyze import output, source
 from dyn.analyze.commands import accuracy, agreement, flips, histogram, stability, weight_diff
 from dyn.analyze.options import Common, net_option, parse_nets, split_option, window_options
-from dyn.errors import DynError, UsageError
+from dyn import safeio
+from dyn.errors import DiskFull, DynError, UsageError, WriteFailed
 
 PER_RUN = [("stability", stability, "Prediction stability (Figures 2, 6)"),
            ("histogram", histogram, "Misclassification ratio (Figure 3)"),
@@ -99,7 +98,7 @@ def _pair(run, nets):
 def _try(page, what, fn):
     try:
         fn()
-    except UsageError:
+    except (UsageError, DiskFull, WriteFailed):  # a report that cannot be written is a failure
         raise
     except DynError as e:
         page.skip(what, str(e))
@@ -193,26 +192,29 @@ def report(runs, out_dir, nets, split, from_epoch, to_epoch, fmt, top, rank_by, 
         if folder.exists():
             break
         made.append(folder)
-    work, done = None, False
+    done = False
     try:
         try:
             target.mkdir(parents=True, exist_ok=True)
-            work = Path(target) / f".report-{os.getpid()}-{secrets.token_hex(4)}"
-            work.mkdir()
         except OSError as e:
             raise DynError(f"--out-dir {target}: cannot create: {e.strerror or e}") from None
-        page = Page(work, f".{fmt}")
-        with source.open_runs(runs) as opened:
-            build(opened, opts, page, top, rank_by, bins)
-            output.write_text(work / "index.html", index(opened, page), "--out-dir")
-        for name in page.files + ["index.html"]:
-            os.replace(work / name, target / name)
+        # built in a temporary folder (a killed report's is removed by the next one), moved
+        # into place only once complete, index.html last: a failure leaves an earlier report
+        with safeio.staged_dir(target / "index.html", what="--out-dir: writing the report") as work:
+            page = Page(work, f".{fmt}")
+            with source.open_runs(runs) as opened:
+                build(opened, opts, page, top, rank_by, bins)
+                output.write_text(work / "index.html", index(opened, page), "--out-dir")
+            for name in page.files:
+                os.replace(work / name, target / name)
         done = True
     except OSError as e:
-        raise DynError(f"--out-dir {target}: cannot write: {e.strerror or e}") from None
+        raise safeio.write_error(target, e, "--out-dir: writing the report") from None
+    except (DiskFull, WriteFailed) as e:  # said of a file in the temporary folder: say it of DIR
+        where, _, rest = str(e).partition(": ")
+        earlier = "an earlier report there is unchanged" if not made else "nothing is left"
+        raise type(e)(f"--out-dir {target}: the report is not written ({earlier}): {Path(where).name}: {rest}") from None
     finally:
-        if work is not None:
-            shutil.rmtree(work, ignore_errors=True)
         for folder in made if not done else ():
             try:
                 folder.rmdir()

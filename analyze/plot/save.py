@@ -6,8 +6,9 @@ file and a failure leaves nothing behind (nor clobbers an older figure).
 """
 
 import os
-import secrets
 from pathlib import Path
+
+from dyn import safeio
 
 FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
 DPI = 200
@@ -35,18 +36,10 @@ def save(fig, path, dpi: int = DPI) -> Path:
 
     path, fmt = target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Not mkstemp: its 0600 mode would outlive the rename; open(..., "x") honours the umask.
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    try:
-        # the style's save-time settings (tight box, fonts as text) also for a figure drawn by
-        # the Python API and saved here after its drawing function returned
-        with open(tmp, "xb") as f, matplotlib.rc_context({**RC, "svg.hashsalt": "dyn"}):
-            fig.savefig(f, format=fmt, dpi=dpi, metadata=METADATA[fmt])
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    # staged: a temporary beside it, renamed over it; one of a killed writer is removed by the next.
+    # The style's save-time settings (tight box, fonts as text) apply also to a figure drawn by
+    # the Python API and saved here after its drawing function returned.
+    with safeio.staged(path, what="saving the figure") as (_, fd), os.fdopen(os.dup(fd), "wb") as f, \
+            matplotlib.rc_context({**RC, "svg.hashsalt": "dyn"}):
+        fig.savefig(f, format=fmt, dpi=dpi, metadata=METADATA[fmt])
     return path

@@ -1,7 +1,9 @@
-"""Writing an imported run all or nothing: a temporary file beside the target, renamed at the end.
+"""Writing an imported run all or nothing: a temporary folder beside the target, the run
+renamed out of it at the end (dyn.safeio.staged_dir).
 
-An import that fails half way (a bad file among many, a NaN under --strict, Ctrl-C) leaves
-no run file and no temporary behind. Without --overwrite an existing target is never
+An import that fails half way (a bad file among many, a NaN under --strict, a full disk,
+Ctrl-C) leaves no run file and no temporary behind; one killed leaves a temporary that the
+next import to the same target removes. Without --overwrite an existing target is never
 replaced, not even one created while the import ran: the finished file is hard-linked into
 place, which fails if the name exists (and falls back to check-then-rename where the file
 system has no hard links).
@@ -9,14 +11,13 @@ system has no hard links).
 
 from __future__ import annotations
 
-import errno
-import os
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import DynError, UsageError
-from ..lock import writer_alive
+from ..errors import DiskFull, DynError, UsageError
 from ..fs import check_writable
+from ..lock import writer_alive
+from ..safeio import staged_dir
 
 
 def check_target(out, overwrite: bool) -> Path:
@@ -40,32 +41,15 @@ def check_target(out, overwrite: bool) -> Path:
 
 @contextmanager
 def staged(out: Path, overwrite: bool):
-    """Yield a temporary path beside `out`; move it into place if the block succeeds, else
+    """Yield a temporary path for the run; move it onto `out` if the block succeeds, else
     remove it."""
-    tmp = out.with_name(f".{out.name}.import-{os.getpid()}")
     try:
-        yield tmp
-        _place(tmp, out, overwrite)
-    finally:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-
-
-def _place(tmp: Path, out: Path, overwrite: bool) -> None:
-    if overwrite:
-        if writer_alive(out):
-            raise DynError(f"{out}: a live process started writing this run; not replacing it")
-        os.replace(tmp, out)
-        return
-    try:
-        os.link(tmp, out)  # fails if `out` exists: no clobbering, even in a race
-    except FileExistsError:
-        raise DynError(f"{out}: was created while importing; not replacing it (pass --overwrite)") from None
-    except OSError as e:
-        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
-            raise
-        if out.exists():
-            raise DynError(f"{out}: was created while importing; not replacing it (pass --overwrite)") from None
-        os.replace(tmp, out)
+        with staged_dir(out, replace=overwrite, what="writing the imported run") as folder:
+            yield folder / out.name
+            if overwrite and writer_alive(out):
+                raise DynError(f"{out}: a live process started writing this run; not replacing it")
+    except DiskFull as e:  # said of the temporary run: say it of the import
+        why = getattr(e, "why", None) or str(e)
+        raise DiskFull(f"{out}: not enough room to import it ({why}); nothing was written, "
+                       f"{'the earlier file is unchanged' if out.exists() else 'no temporary is left'}; "
+                       "free some room (or raise ulimit -f) and run the same command again") from None
