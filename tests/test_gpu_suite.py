@@ -43,7 +43,8 @@ def fake_machine(tmp):
             (packages / entry.name).symlink_to(entry)
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    purelib = subprocess.run([str(venv / "bin" / "python3"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+    purelib = subprocess.run([str(venv / "bin" / "python3"), "-c",
+                              "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              capture_output=True, text=True, check=True).stdout.strip()
     Path(purelib, "zz_packages.pth").write_text(f"{packages}\n")
     (venv / "bin" / "python").unlink()  # python3 (and python3.X) only, as on the GPU machine

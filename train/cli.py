@@ -66,8 +66,8 @@ RUN_CONTROL = ("out", "resume", "overwrite", "progress", "nproc")
 @click.option("--compile", "compile_", is_flag=True,
               help="torch.compile the training forward pass (compiled once; the last partial batch runs uncompiled).")
 @click.option("--deterministic", is_flag=True,
-              help="Repeatable CUDA runs: no cuDNN autotuning, deterministic algorithms (slower; see docs/reproduce.md). "
-                   "CPU runs are repeatable without it.")
+              help="Repeatable CUDA runs: no cuDNN autotuning, deterministic algorithms (slower; see "
+                   "docs/reproduce.md). CPU runs are repeatable without it.")
 @click.option("--nproc", type=int, default=None,
               help="Train this run on N processes (one per GPU; gloo on CPU) with DistributedDataParallel: "
                    "starts torchrun --standalone --nproc-per-node N. The global batch stays --batch-size.")
@@ -273,7 +273,8 @@ def _resume_config(cfg, out, given, check_resume, world=1):
         raise UsageError(f"--resume: {out} is being written by another live process")
     if state == "diverged":
         raise DynError(f"--resume: {out} diverged at epoch {diverged_epoch}; start a new run", exit_code=2)
-    keep = {k: v for k, v in given.items() if k in ("device", "data_dir", "eval_batch_size", "compile", "deterministic")}
+    keep = {k: v for k, v in given.items()
+            if k in ("device", "data_dir", "eval_batch_size", "compile", "deterministic")}
     if not resumable and restart:
         check_resume(given, stored, out)
         click.echo(f"{out}: {state} before its first epoch was recorded; starting it again", err=True)

@@ -168,7 +168,8 @@ class _Group:
             return
         lead = self.ema.shape[:-1]
         for o, r, order in zip(self.offsets, self.rows, self.orders):
-            part = flat[..., o:o + r.size].reshape(*lead, *r.shape).permute(*range(len(lead)), *(len(lead) + d for d in order))
+            part = flat[..., o:o + r.size].reshape(*lead, *r.shape).permute(
+                *range(len(lead)), *(len(lead) + d for d in order))
             self.ema[..., o:o + r.size].copy_(part.reshape(*lead, r.size))
 
 
