@@ -6,10 +6,14 @@ For ResNet-20 with K = 1, 5, 10 decays, one update of all K EMA networks by:
              with use_buffers=True (the whole state, as the paper)
   loop       K x a per-tensor Python loop, timm ModelEmaV2 style (mul_/add_ per tensor)
 Operator calls are counted with a TorchDispatchMode (every aten op that reaches a kernel).
+With --channels-last the model's 4-D weights are channels_last (as `dyn train --channels-last`).
+CUDA's _foreach_copy_ is one fused kernel only where every destination has its source's strides,
+else one copy kernel per tensor: the benchmark counts the (view, source) pairs whose strides differ
+(on any device), and on CUDA the kernels one dyn update launches (torch.profiler).
 Targets (issue): dyn's calls do not grow with K and are a handful per dtype group; its time
 for K = 5 is at most half of `averaged`.
 
-    python benchmarks/ema_bench.py [--quick] [--device cpu|cuda]
+    python benchmarks/ema_bench.py [--quick] [--device cpu|cuda] [--channels-last]
 """
 
 from __future__ import annotations
@@ -92,18 +96,47 @@ def count_ops(fn):
     return c.count
 
 
+def stride_mismatches(ema):
+    """(view, source) pairs of dyn's fused copy whose strides differ, and all pairs."""
+    pairs = [(v, s) for g in ema._groups for v, s in zip(g.views, g.sources)]
+    return sum(v.stride() != s.stride() for v, s in pairs), len(pairs)
+
+
+def cuda_kernels(fn):
+    """Kernels that one call of fn launches on the GPU."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="few repeats, K = 1 and 5 only (for CI)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--channels-last", action="store_true", help="the model's weights channels_last")
     args = ap.parse_args()
     device = torch.device(args.device)
     repeat = 5 if args.quick else 100
     ks = (1, 5) if args.quick else (1, 5, 10)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    print(f"ema_bench: ResNet-20, {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'K':>3} {'method':<9} {'ms/update':>10} {'op calls':>9} {'time / dyn':>11}")
+    layout = "channels_last" if args.channels_last else "contiguous"
+    print(f"ema_bench: ResNet-20 ({layout}), {device} ({name}), torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
     model = build_model("resnet20", 10).to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    ema = EMA(model, DECAYS[:5])
+    bad, pairs = stride_mismatches(ema)
+    print(f"dyn's fused copy ({layout}): {bad} of {pairs} (view, source) pairs with different strides "
+          f"(0: one fused kernel on CUDA; else a copy kernel per tensor)")
+    if device.type == "cuda":
+        print(f"CUDA kernels per dyn update, K = 5 ({layout}): {cuda_kernels(ema.update)}")
+    print(f"{'K':>3} {'method':<9} {'ms/update':>10} {'op calls':>9} {'time / dyn':>11}")
     results = {}
     for k in ks:
         decays = DECAYS[:k]

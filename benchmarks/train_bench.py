@@ -19,7 +19,11 @@ For each data set (and, on CUDA, each speed option) it prints:
 and a reference loop built the usual way on the same model, optimizer, scheduler and EMA: a
 torchvision CIFAR10-like dataset of PIL images, RandomCrop(32, padding=4), RandomHorizontalFlip,
 ToTensor, Normalize, a DataLoader with worker processes (pinned memory on CUDA); with the ratio
-dyn / reference, the speed-up of the data path alone.
+dyn / reference, the speed-up of the data path alone. The reference and dyn's eager loop run
+first, so the headline ratio is in before the slower settings; on CUDA the settings follow
+(deterministic: `dyn train --deterministic`, its cost against eager; channels_last, bf16,
+compile), each started only while --budget seconds leave room for it (a compiled setting is
+assumed to take three times the longest so far), so the suite's time limit is never hit.
 
 Data: on CPU the digits (1,077 / 360 / 360, 8x8) and CIFAR-shaped synthetic images at 1/10 of
 CIFAR-10's split (4,500 / 500 / 1,000), which keeps the recording-to-training ratio of the full
@@ -43,13 +47,15 @@ import torch.nn.functional as F
 
 from dyn.train.config import PAPER_DECAYS
 from dyn.train.data import load_dataset, normalize
+from dyn.train.loop import set_deterministic
 from dyn.train.models import build_model
 from dyn.train.recorder import Recorder
 from dyn.train.schedules import build_scheduler
 
 BATCH = 128
-CUDA_OPTIONS = {  # name -> (channels_last, bf16, compile)
+CUDA_OPTIONS = {  # name -> (channels_last, bf16, compile[, deterministic])
     "eager": (False, False, False),
+    "deterministic": (False, False, False, True),
     "channels_last": (True, False, False),
     "bf16": (False, True, False),
     "compile": (False, False, True),
@@ -207,12 +213,27 @@ def header(title):
     print(f"  {'':<34s} {'train img/s':>11s} {'epoch s':>9s} {'record s':>9s} {'record/epoch':>12s}")
 
 
-def bench(data, label, decays, folder, *, warmup, steps, rounds, options, workers=None):
+def bench(data, label, decays, folder, *, warmup, steps, rounds, options, workers=None, deadline=None):
     n_train = len(data.train_labels)
     header(f"{label}: {n_train:,} train / {len(data.val_labels):,} val / {len(data.test_labels):,} test, "
            f"batch {BATCH}, K = {len(decays)} EMA networks; best of {rounds}")
-    speeds = {}
-    for name, (cl, bf16, comp) in options.items():
+    speeds, ref, longest = {}, None, 0.0
+    if workers is not None:  # the reference first: the headline ratio must not wait for compiles
+        setup = Setup(data, decays, folder)
+        try:
+            ref = time_steps(setup, reference_batches(data, workers, setup.device), warmup, steps, rounds)
+            print(f"  reference: PIL + torchvision transforms + DataLoader ({workers} workers): {ref:,.0f} img/s")
+        finally:
+            setup.close()
+    device = data.train_images.device
+    for name, (cl, bf16, comp, *det) in options.items():
+        need = longest * (3 if comp else 1.5)
+        if deadline is not None and name != "eager" and time.monotonic() + need > deadline:
+            print(f"  dyn {name:<30s} skipped: {max(0.0, deadline - time.monotonic()):.0f} s of --budget left, "
+                  f"about {need:.0f} s needed")
+            continue
+        t0 = time.monotonic()
+        set_deterministic(bool(det and det[0]), device)
         setup = Setup(data, decays, folder, channels_last=cl, bf16=bf16, compile=comp)
         try:
             speeds[name] = time_steps(setup, setup.batch_stream(), warmup, steps, rounds)
@@ -221,15 +242,12 @@ def bench(data, label, decays, folder, *, warmup, steps, rounds, options, worker
             row(f"dyn {name}", speeds[name], n_train, min(setup.record() for _ in range(rounds)))
         finally:
             setup.close()
-    if workers is None:
-        return speeds
-    setup = Setup(data, decays, folder)
-    try:
-        ref = time_steps(setup, reference_batches(data, workers, setup.device), warmup, steps, rounds)
-        print(f"  reference: PIL + torchvision transforms + DataLoader ({workers} workers): {ref:,.0f} img/s")
-        print(f"  dyn / reference: {speeds['eager'] / ref:.2f}x (eager)")
-    finally:
-        setup.close()
+            set_deterministic(False, device)  # as dyn train runs by default
+        longest = max(longest, time.monotonic() - t0)
+        if name == "eager" and ref is not None:
+            print(f"  dyn / reference: {speeds['eager'] / ref:.2f}x (eager)")
+        if name == "deterministic" and "eager" in speeds:
+            print(f"  --deterministic costs {speeds['eager'] / speeds[name] - 1:+.1%} time per training step")
     return speeds
 
 
@@ -241,10 +259,13 @@ def main(argv=None):
                     help="number of EMA networks, the paper's first K decays (default 5)")
     ap.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                     help="DataLoader workers of the reference loop")
+    ap.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                    help="start no setting after the reference and eager that would not end within SECONDS "
+                         "of the start (benchmarks/gpu_suite.sh gives its step's limit, less a margin)")
     args = ap.parse_args(argv)
+    deadline = time.monotonic() + args.budget if args.budget else None
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # as dyn train sets it
+    set_deterministic(False, device)  # as dyn train runs by default (cudnn.benchmark on CUDA)
     decays = PAPER_DECAYS[:args.decays]
     describe_machine(device)
     quick = args.quick
@@ -258,8 +279,8 @@ def main(argv=None):
             synthetic = load_dataset("synthetic", val_size=size // 10, device=device, size=size)
             bench(synthetic, f"CIFAR-shaped synthetic, {'tiny' if quick else '1/10 of CIFAR-10'}", decays, folder,
                   warmup=1 if quick else 2, steps=1 if quick else 4, rounds=1 if quick else 3,
-                  options={"eager": CUDA_OPTIONS["eager"]},
-                  workers=min(args.workers, 2) if quick else args.workers)
+                  options={k: CUDA_OPTIONS[k] for k in ("eager", "deterministic")},
+                  workers=min(args.workers, 2) if quick else args.workers, deadline=deadline)
         else:
             size = 5_000 if quick else 50_000
             synthetic = load_dataset("synthetic", val_size=size // 10, device=device, size=size)
@@ -267,7 +288,7 @@ def main(argv=None):
             bench(synthetic, "CIFAR-shaped synthetic" + (" (tiny)" if quick else ", CIFAR-10's split"), decays,
                   folder, warmup=5 if quick else 50, steps=20 if quick else 100, rounds=1 if quick else 3,
                   options=options,
-                  workers=args.workers)
+                  workers=args.workers, deadline=deadline)
 
 
 if __name__ == "__main__":

@@ -62,7 +62,9 @@ def test_startup_bench_quick_shows_no_torch_in_analysis_commands():
 def test_gpu_suite_script_is_valid_and_calls_existing_benchmarks():
     script = (ROOT / "benchmarks" / "gpu_suite.sh").read_text()
     assert subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "gpu_suite.sh")]).returncode == 0
-    for name in re.findall(r"benchmarks/(\w+\.py)", script):
+    names = re.findall(r"benchmarks/(\w+\.py) --device", script)
+    assert len(names) >= 3, names
+    for name in names:
         assert (ROOT / "benchmarks" / name).is_file(), name
         help_text = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), "--help"],
                                    capture_output=True, text=True, cwd=ROOT).stdout

@@ -63,7 +63,11 @@ RUN_CONTROL = ("out", "resume", "overwrite", "progress", "nproc")
 @click.option("--ema-warmup", is_flag=True, help="timm's EMA warm-up min(decay, (1+t)/(10+t)); off in the paper.")
 @click.option("--amp", type=click.Choice(["none", "bf16"]), default="none", help="Autocast precision (CUDA).")
 @click.option("--channels-last", is_flag=True, help="channels_last memory format (faster convolutions on CUDA).")
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the training forward pass.")
+@click.option("--compile", "compile_", is_flag=True,
+              help="torch.compile the training forward pass (compiled once; the last partial batch runs uncompiled).")
+@click.option("--deterministic", is_flag=True,
+              help="Repeatable CUDA runs: no cuDNN autotuning, deterministic algorithms (slower; see "
+                   "docs/reproduce.md). CPU runs are repeatable without it.")
 @click.option("--nproc", type=int, default=None,
               help="Train this run on N processes (one per GPU; gloo on CPU) with DistributedDataParallel: "
                    "starts torchrun --standalone --nproc-per-node N. The global batch stays --batch-size.")
@@ -272,7 +276,8 @@ def _resume_config(cfg, out, given, check_resume, world=1):
         raise UsageError(f"--resume: {out} is being written by another live process")
     if state == "diverged":
         raise DynError(f"--resume: {out} diverged at epoch {diverged_epoch}; start a new run", exit_code=2)
-    keep = {k: v for k, v in given.items() if k in ("device", "data_dir", "eval_batch_size", "compile")}
+    keep = {k: v for k, v in given.items()
+            if k in ("device", "data_dir", "eval_batch_size", "compile", "deterministic")}
     if not resumable and restart:
         check_resume(given, stored, out)
         click.echo(f"{out}: {state} before its first epoch was recorded; starting it again", err=True)

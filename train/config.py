@@ -47,6 +47,7 @@ class TrainConfig:
     channels_last: bool = False
     sync_bn: bool = False  # SyncBatchNorm across the processes of a torchrun job
     compile: bool = False
+    deterministic: bool = False  # repeatable CUDA runs (not in RUN_KEYS: it may change on --resume)
     eval_batch_size: int = 1000
     extra: dict = field(default_factory=dict)
 

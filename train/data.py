@@ -115,6 +115,7 @@ class TrainBatches:
         self.rank, self.world = shard
         self.global_size = 0  # samples of the whole batch last handed out, over all ranks
         self.mean, self.std = _channel_tensor(mean, images.device), _channel_tensor(std, images.device)
+        self.seed, self.device_type = seed, images.device.type
         self.generator = torch.Generator(device=images.device).manual_seed(seed)
         self._epoch_start = None  # generator state when the unfinished epoch began
         self._position = 0  # batches of that epoch handed out
@@ -161,12 +162,43 @@ class TrainBatches:
 
     def state_dict(self):
         start = self._epoch_start if self._epoch_start is not None else self.generator.get_state()
-        return {"generator": start.clone(), "position": self._position}
+        return {"generator": start.clone(), "position": self._position, "device": self.device_type}
 
-    def load_state_dict(self, state):
-        self.generator.set_state(state["generator"])
+    def load_state_dict(self, state, epoch=None):
+        """Continue where `state` left off. Returns the device type `state` was drawn on.
+
+        A generator's state only loads into a generator of the same device type (a CPU one is
+        5,056 bytes, a CUDA one 16). Across types, with `epoch` (the epochs already done) the
+        generator is re-seeded from (seed, epoch) instead: deterministic, but another data order
+        than an uninterrupted run's, so the run is no longer bit-identical to one.
+        """
+        saved = saved_device(state)
+        if saved == self.device_type:
+            self.generator.set_state(state["generator"])
+            self._epoch_start = state["generator"].clone() if int(state["position"]) else None
+        elif epoch is None:
+            raise ValueError(f"the data order was drawn on {saved} and cannot continue on {self.device_type}")
+        else:
+            self.generator.manual_seed(reseed(self.seed, epoch))
+            self._epoch_start = None
         self._position = int(state["position"])
-        self._epoch_start = state["generator"].clone() if self._position else None
+        return saved
+
+
+CPU_GENERATOR_STATE_BYTES = 5056  # torch's CPU generator (mt19937); a CUDA (Philox) one is 16
+
+
+def saved_device(state):
+    """The device type a TrainBatches state was drawn on ("cpu" or "cuda"); states written before
+    the "device" key existed are told apart by their generator state's size."""
+    if "device" in state:
+        return state["device"]
+    return "cpu" if state["generator"].numel() == CPU_GENERATOR_STATE_BYTES else "cuda"
+
+
+def reseed(seed, epoch):
+    """The seed of the data order after `epoch` epochs, for a run resumed on another device type."""
+    return (int(seed) * 1_000_003 + int(epoch)) % 2**63
 
 
 def eval_batches(images, labels, *, batch_size, mean, std):

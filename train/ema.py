@@ -21,7 +21,12 @@ cost more than the forward and backward pass. So the K EMA copies of each dtype 
 
 _foreach_copy_ rather than torch.cat(..., out=): cat needs every tensor flattened first, which is
 one view op per tensor from a Python loop at each update; _foreach_copy_ takes the tensors as they
-are, in one call (a fused multi-tensor kernel on CUDA when strides match, e.g. not channels_last).
+are, in one call. On CUDA it is one fused multi-tensor kernel only where every destination has its
+source's strides; otherwise it falls back to one copy kernel per tensor. So each tensor's slice of
+the flat storage is laid out in the source's own memory order: a channels_last weight (O, I, H, W)
+occupies its slice as (O, H, W, I), and its view has the weight's strides. The storage then holds
+such weights permuted; flat_params() and state_dict() give them in the table's logical (row-major)
+order, as they always did, and load_state_dict() takes that order.
 
 The EMA keeps references to the model's tensors, taken when it is built: build it after moving
 the model to its device (Module.to() replaces buffer tensors) and on the raw module, not on a
@@ -104,6 +109,19 @@ def unflatten_state(params, buffers, table):
     )
 
 
+def _memory_order(t):
+    """The dims of `t` from outermost to innermost in memory: (0, 2, 3, 1) for channels_last."""
+    return tuple(sorted(range(t.dim()), key=lambda d: (-t.stride(d), d)))
+
+
+def _shaped_like(flat, source):
+    """`flat` (source.numel() values in source's memory order) as a view with source's shape and
+    exactly its strides (size-1 dims included, which CUDA's fused-copy check compares too)."""
+    if source.is_contiguous():
+        return flat.view(source.shape)
+    return flat.as_strided(source.shape, source.stride(), flat.storage_offset())
+
+
 class _Group:
     """All state_dict tensors of one dtype, flattened: the K EMA copies of them in one tensor."""
 
@@ -115,7 +133,10 @@ class _Group:
             self.offsets.append(p)
             p += r.size
         self.size = p
-        flat_init = torch.cat([s.detach().reshape(-1) for s in sources]).to(device)
+        # each source in its own memory order (a no-op permute for contiguous ones)
+        self.orders = [_memory_order(s) for s in sources]
+        self.permuted = any(o != tuple(range(len(o))) for o in self.orders)
+        flat_init = torch.cat([s.detach().permute(o).reshape(-1) for s, o in zip(sources, self.orders)]).to(device)
         if self.averaged:
             self.ema = flat_init.repeat(num_decays, 1)  # every EMA starts at the init, (K, P) contiguous
             self.flat_sgd = torch.empty(p, dtype=dtype, device=device)
@@ -123,12 +144,33 @@ class _Group:
         else:
             self.ema = flat_init.clone()  # copied, never averaged: one copy serves all K
             staging = self.ema
-        self.views = [staging[o:o + r.size].view(r.shape) for o, r in zip(self.offsets, rows)]
+        self.views = [_shaped_like(staging[o:o + r.size], s) for o, r, s in zip(self.offsets, rows, sources)]
 
     def view(self, k, i):
         o, r = self.offsets[i], self.rows[i]
         flat = self.ema[k] if self.averaged else self.ema
-        return flat[o:o + r.size].view(r.shape)
+        return _shaped_like(flat[o:o + r.size], self.sources[i])
+
+    def logical(self):
+        """The storage with every tensor in row-major order (the storage itself when it is)."""
+        if not self.permuted:
+            return self.ema
+        lead = self.ema.shape[:-1]  # (K,) or ()
+        parts = [self.ema[..., o:o + r.size].reshape(*lead, *(r.shape[d] for d in order)).permute(
+                     *range(len(lead)), *(len(lead) + d for d in sorted(range(len(order)), key=order.__getitem__)))
+                 .reshape(*lead, r.size) for o, r, order in zip(self.offsets, self.rows, self.orders)]
+        return torch.cat(parts, dim=-1)
+
+    def load_logical(self, flat):
+        """Set the storage from `flat`, every tensor in row-major order."""
+        if not self.permuted:
+            self.ema.copy_(flat)
+            return
+        lead = self.ema.shape[:-1]
+        for o, r, order in zip(self.offsets, self.rows, self.orders):
+            part = flat[..., o:o + r.size].reshape(*lead, *r.shape).permute(
+                *range(len(lead)), *(len(lead) + d for d in order))
+            self.ema[..., o:o + r.size].copy_(part.reshape(*lead, r.size))
 
 
 class EMA:
@@ -177,7 +219,8 @@ class EMA:
         n_params = sum(r.size for r in self.table if r.kind == "param")
         g = self._groups[0]  # the group of the first parameter, params leading
         in_g = sum(r.size for r in g.rows if r.kind == "param")
-        self._params_slice = n_params if (g.averaged and g.dtype == torch.float32 and in_g == n_params) else 0
+        self._params_slice = (n_params if (g.averaged and g.dtype == torch.float32 and in_g == n_params
+                                           and not g.permuted) else 0)
 
     @torch.no_grad()
     def update(self):
@@ -219,7 +262,7 @@ class EMA:
     def state_dict(self):
         """Everything needed to resume bit-exactly (references to the storage, as Module.state_dict)."""
         return {"decays": list(self.decays), "warmup": self.warmup, "step": self.step,
-                "storage": {_dtype_name(g.dtype): g.ema for g in self._groups}}
+                "storage": {_dtype_name(g.dtype): g.logical() for g in self._groups}}
 
     def load_state_dict(self, state):
         if list(state["decays"]) != list(self.decays):
@@ -231,6 +274,6 @@ class EMA:
                 raise ValueError(f"EMA storage for {key} does not match this model")
         with torch.no_grad():
             for g in self._groups:
-                g.ema.copy_(saved[_dtype_name(g.dtype)])
+                g.load_logical(saved[_dtype_name(g.dtype)].to(g.ema.device))
         self.warmup = bool(state["warmup"])
         self.step = int(state["step"])

@@ -29,7 +29,8 @@ AXES = {
 }
 # dyn train's options that a sweep passes to every run as they are
 SHARED = ("decay", "epochs", "momentum", "weight_decay", "warmup_iters", "milestones", "gamma", "data_dir",
-          "val_size", "device", "checkpoint_every", "ema_warmup", "amp", "channels_last", "compile_", "sync_bn",
+          "val_size", "device", "checkpoint_every", "ema_warmup", "amp", "channels_last", "compile_", "deterministic",
+          "sync_bn",
           "nproc")
 
 PAPER_SEEDS = (1111, 1234, 4321)
@@ -148,7 +149,7 @@ def train_args(cfg: TrainConfig) -> list[str]:
     args = []
     for key in ("model", "dataset", "schedule", "decays", "lr", "epochs", "batch_size", "momentum",
                 "weight_decay", "warmup_iters", "milestones", "gamma", "seed", "val_size", "data_dir", "device",
-                "checkpoint_every", "ema_warmup", "amp", "channels_last", "compile", "sync_bn"):
+                "checkpoint_every", "ema_warmup", "amp", "channels_last", "compile", "deterministic", "sync_bn"):
         value = getattr(cfg, key)
         if key not in always and value == getattr(default, key):
             continue

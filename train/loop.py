@@ -1,4 +1,4 @@
-"""`dyn train`'s loop: the paper's procedure, recorded every epoch, resumable bit for bit.
+"""`dyn train`'s loop: the paper's procedure, recorded every epoch, resumable.
 
 SGD (momentum 0.9, weight decay 1e-4 on all parameters, no nesterov) on a device-resident data
 set, the lr schedule stepped every iteration, every EMA network updated after every step, and a
@@ -11,6 +11,21 @@ of every global batch through DistributedDataParallel, with the loss scaled so t
 all-reduced gradient is the mean over the global batch, as in one process; the EMA networks,
 built on the raw module, stay identical on every rank; rank 0 writes. Stopping and divergence
 are decided together, so no rank is left waiting in a collective.
+
+What is bit-identical where. On the CPU, a run is a pure function of its config: run twice, or
+stopped and resumed on the CPU, it records the same bits. On CUDA, `cudnn.benchmark` (the default)
+lets cuDNN pick among convolution algorithms by timing them, and some algorithms (and atomic
+adds in backward passes) give results that differ in the last bits from run to run; over many
+steps these grow into different weights and flips. `--deterministic` turns the autotuner off, asks
+cuDNN for deterministic algorithms and sets torch.use_deterministic_algorithms (warn only, for ops
+that have no deterministic kernel): then a run on one GPU model with one software stack repeats
+itself, and a resume continues it bit for bit. Never bit-identical: runs on different GPU models,
+driver/CUDA/cuDNN/torch versions, or CPU vs GPU; and a run resumed on another device type than it
+was trained on, whose data order is then re-seeded (data.TrainBatches.load_state_dict).
+Convolutions use TF32 on Ampere and newer GPUs (PyTorch's default, kept for training and
+evaluation alike; `environment.tf32` in the run file records it): the recorded predictions are
+those of the network as the GPU computes it, and networks whose top two logits lie within ~1e-5
+(near-initial EMA networks) can predict differently from a float32 evaluation.
 """
 
 from __future__ import annotations
@@ -57,6 +72,17 @@ class Stop(Exception):
         self.signum = signum
 
 
+def set_deterministic(on: bool, device: torch.device) -> None:
+    """--deterministic: the same results from the same run on the same CUDA device (see above).
+    Off on CUDA: cuDNN autotunes (faster, not repeatable)."""
+    if on and device.type == "cuda":
+        # cuBLAS needs a fixed workspace to be deterministic; read when its handle is made
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = device.type == "cuda" and not on
+    torch.backends.cudnn.deterministic = on
+    torch.use_deterministic_algorithms(on, warn_only=True)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -77,6 +103,8 @@ def environment(device: torch.device, world_size: int = 1) -> dict:
            "argv": sys.argv[1:], "world_size": world_size}
     if device.type == "cuda":
         env["device_name"] = torch.cuda.get_device_name(device)
+        env["tf32"] = {"cudnn": torch.backends.cudnn.allow_tf32,
+                       "matmul": torch.get_float32_matmul_precision() != "highest"}
     else:
         env["device_name"] = platform.processor() or platform.machine()
     return env
@@ -90,8 +118,7 @@ class Trainer:
         """dist: this rank of a torchrun job, its process group started (None: one process)."""
         self.cfg, self.out, self.dist = cfg, Path(out), dist
         self.device = dist.device(cfg.device) if dist else resolve_device(cfg.device)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
+        set_deterministic(cfg.deterministic, self.device)
         main = dist is None or dist.is_main
         if not main:  # rank 0 first: it may unpack the CIFAR-10 archive the others then read
             dist.barrier()
@@ -122,6 +149,9 @@ class Trainer:
             self.forward = DDP(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 **_NO_FORWARD_BUFFER_SYNC)
+        # the epoch's last partial batch runs uncompiled: its new shape would compile the
+        # model a second time (a dynamic-shape graph) for one step an epoch
+        self.forward_partial = self.forward
         if cfg.compile:
             self.forward = torch.compile(self.forward)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
@@ -155,6 +185,11 @@ class Trainer:
         if resume:
             self.rec, self.start, saved = Recorder.resume(self.out, self.model, cfg.decays, splits, **common)
             self.load_state(saved)
+            if self.resumed_from != self.device.type:
+                self.progress.message(
+                    f"{self.out} was trained on {self.resumed_from} and continues on {self.device.type}: the data "
+                    f"order from epoch {self.start + 1} on is re-seeded from --seed and the epoch, so this run is no "
+                    f"longer bit-identical to one trained without stopping")
         else:
             config = {**cfg.to_dict(), "environment": environment(self.device, dist.world if dist else 1),
                       "iters_per_epoch": self.iters_per_epoch, "train_size": n_train}
@@ -183,7 +218,7 @@ class Trainer:
     def load_state(self, s: dict) -> None:
         self.optimizer.load_state_dict(s["optimizer"])
         self.scheduler.load_state_dict(s["scheduler"])
-        self.batches.load_state_dict(s["batches"])
+        self.resumed_from = self.batches.load_state_dict(s["batches"], epoch=self.start)
         torch.set_rng_state(s["torch_rng"])
         if "cuda_rng" in s and self.device.type == "cuda":
             torch.cuda.set_rng_state(s["cuda_rng"], self.device)
@@ -204,8 +239,9 @@ class Trainer:
                 self.progress.start_epoch(epoch)
                 self.model.train()
                 for step, (x, y) in enumerate(self.batches.epoch(), 1):
+                    forward = self.forward if self.batches.global_size == self.cfg.batch_size else self.forward_partial
                     with self.autocast or nullcontext():
-                        logits = self.forward(self._layout(x))
+                        logits = forward(self._layout(x))
                         loss = F.cross_entropy(logits.float(), y)
                     self.optimizer.zero_grad(set_to_none=True)
                     self._backward(loss, len(y))
