@@ -16,6 +16,7 @@ from click.core import ParameterSource
 
 from dyn.cli import TORCH_HINT
 from dyn.errors import DynError, UsageError
+from dyn.faults import test_point
 
 from .config import DATASETS, MODELS, PAPER_DECAYS, TrainConfig, parse_floats, parse_ints
 from .schedules import SCHEDULES
@@ -177,7 +178,11 @@ def run_train(cfg: TrainConfig, out: Path | None, *, resume: bool, overwrite: bo
         if prepared is None:
             return 0
         cfg, out, resuming, overwrite = prepared
-        return loop.Trainer(cfg, out, resume=resuming, overwrite=overwrite, progress=progress).run()
+        trainer = loop.Trainer(cfg, out, resume=resuming, overwrite=overwrite, progress=progress)
+        trainer.ignore_signals_when_done = True
+        code = trainer.run()
+        test_point("train: returning")
+        return code
     try:
         prepared = prepare(cfg, out, resume=resume, overwrite=overwrite, given=given, world=dist.world)
         if prepared is None:
@@ -189,6 +194,7 @@ def run_train(cfg: TrainConfig, out: Path | None, *, resume: bool, overwrite: bo
         try:
             dist.barrier()  # every rank has checked the output before rank 0 touches it
             trainer = loop.Trainer(cfg, out, resume=resuming, overwrite=overwrite, progress=progress, dist=dist)
+            trainer.ignore_signals_when_done = True
             return trainer.run()
         finally:
             dist.close()

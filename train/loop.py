@@ -85,6 +85,8 @@ def environment(device: torch.device, world_size: int = 1) -> dict:
 class Trainer:
     """Builds everything a run needs from its config; `run()` trains and records it."""
 
+    ignore_signals_when_done = False  # `dyn train` sets it: SIGINT/SIGTERM ignored once complete
+
     def __init__(self, cfg: TrainConfig, out: Path, *, resume: bool = False, overwrite: bool = False,
                  progress: bool | None = None, dist: Dist | None = None):
         """dist: this rank of a torchrun job, its process group started (None: one process)."""
@@ -193,6 +195,7 @@ class Trainer:
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         check_every = 1 if self.device.type == "cpu" else 32  # a finite-loss check syncs the GPU
         dist = self.dist
+        done = False
         try:
             for epoch in range(self.start + 1, self.cfg.epochs + 1):
                 self.progress.start_epoch(epoch)
@@ -234,6 +237,7 @@ class Trainer:
             self.rec.finish()
             if dist is not None:
                 self._check_replicas()
+            done = True
             self.progress.message(f"done: {self.out}")
             return 0
         except Stop as s:
@@ -258,8 +262,11 @@ class Trainer:
             self.rec.close()
             raise
         finally:
+            # a complete run is done: a Ctrl-C on the way out changes nothing about the exit
+            # (the `dyn train` command asks for this; a library caller gets its handlers back)
+            keep = signal.SIG_IGN if done and self.ignore_signals_when_done else None
             for s, h in old.items():
-                signal.signal(s, h)
+                signal.signal(s, keep or h)
 
     def _backward(self, loss, n: int) -> None:
         if self.dist is not None:
