@@ -32,6 +32,7 @@ import hashlib
 import os
 import shutil
 import stat
+import sys
 import tempfile
 from pathlib import Path
 
@@ -334,6 +335,23 @@ ROWS = [
     row("checkpoints-evaluate-unknown-split", checkpoints("{w}/notes", "--evaluate", "--model", "resnet20",
                                                           "--dataset", "digits", "--split", "bogus"), 2,
         "--split 'bogus': choose from val, test, train"),
+    # the user's own code (--model-factory) raising into dyn: one line naming model, data and error (issue 19.4)
+    row("checkpoints-evaluate-model-wrong-channels", checkpoints("{w}/notes", "--evaluate", "--model-factory",
+                                                                 "userfactories:three_channels", "--dataset", "digits"), 2,
+        ("--evaluate: model userfactories:three_channels on digits (1-channel 8x8 images, 10 classes, cpu) cannot "
+         "run on them: RuntimeError:", "to have 3 channels, but got 1 channels instead")),
+    row("checkpoints-evaluate-model-other-classes", checkpoints("{w}/notes", "--evaluate", "--model-factory",
+                                                                "userfactories:many_classes", "--dataset", "digits"), 2,
+        "the model's output has shape [2, 1000], expected [batch, 10] (one score per class)"),
+    row("checkpoints-evaluate-model-wrong-dtype", checkpoints("{w}/notes", "--evaluate", "--model-factory",
+                                                              "userfactories:float64", "--dataset", "digits"), 2,
+        ("--evaluate: model userfactories:float64 on digits", "cannot run on them: RuntimeError:")),
+    row("checkpoints-evaluate-factory-raises", checkpoints("{w}/notes", "--evaluate", "--model-factory",
+                                                           "userfactories:raises", "--dataset", "digits"), 2,
+        "--model-factory 'userfactories:raises': calling it raised TypeError: make() missing 1 required"),
+    row("checkpoints-evaluate-factory-module-raises", checkpoints("{w}/notes", "--evaluate", "--model-factory",
+                                                                  "badmodule:make", "--dataset", "digits"), 2,
+        "--model-factory 'badmodule:make': importing 'badmodule' raised RuntimeError: no GPU here"),
     row("checkpoints-order-unknown", checkpoints("{w}/notes", "--order", "random"), 2,
         "Invalid value for '--order': 'random'"),
     row("checkpoints-epoch-offset-not-a-number", checkpoints("{w}/notes", "--epoch-offset", "x"), 2,
@@ -439,6 +457,20 @@ def work(forkserver):
     (w / "afile").write_text("not a folder")
     (w / "adir").mkdir()
     (w / "notes").mkdir()
+    # a user's model factories (--model-factory), compiled here: importing them writes nothing
+    (w / "userfactories.py").write_text(
+        "import torch\n\n\n"
+        "def three_channels():  # e.g. torchvision's resnet18: RGB input\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(10))\n\n\n"
+        "def many_classes():\n    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 1000))\n\n\n"
+        "def float64():\n    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).double()\n\n\n"
+        "def raises():\n    raise TypeError(\"make() missing 1 required positional argument: 'num_classes'\")\n")
+    (w / "badmodule.py").write_text("raise RuntimeError('no GPU here')\n")
+    import py_compile
+
+    for m in ("userfactories", "badmodule"):
+        py_compile.compile(str(w / f"{m}.py"), doraise=True,
+                           cfile=str(w / "__pycache__" / f"{m}.{sys.implementation.cache_tag}.pyc"))
     (w / "notes" / "notes.txt").write_text("no checkpoints here")
     shutil.copy(w / "run.h5", w / "secret.h5")
     os.chmod(w / "secret.h5", 0)
