@@ -377,7 +377,8 @@ def _eval_rows(ds: dict, rec, n: int, where: str) -> list:
             value = np.asarray(value).reshape(-1)
             if value.shape != (n,):
                 raise ValueError(f"{where}: {key} has {value.size} samples, the split has {n}")
-            out.append((ds[key], value.astype(ds[key].dtype)))
+            with np.errstate(over="ignore", invalid="ignore"):  # a diverging loss beyond float32 is stored as inf
+                out.append((ds[key], value.astype(ds[key].dtype)))
     return out
 
 

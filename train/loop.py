@@ -107,6 +107,9 @@ class Trainer:
             dist.barrier()
         n_train = len(self.data.train_labels)
         if cfg.batch_size > n_train:
+            if cfg.val_size is not None:  # the held-out samples made the training set small: say so
+                raise UsageError(f"--val-size: {cfg.val_size:,} leaves {n_train:,} training samples, fewer than "
+                                 f"one batch (--batch-size {cfg.batch_size})")
             raise UsageError(f"--batch-size: {cfg.batch_size} is larger than the training set ({n_train:,} samples)")
         if dist:
             check_shards(n_train, cfg.batch_size, dist.world)
