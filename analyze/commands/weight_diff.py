@@ -91,7 +91,13 @@ def float_buffer_names(run) -> list[str]:
 
 def _weights(run, net, epoch, keep):
     p = run.params(net, int(epoch))
-    return np.concatenate([p, run.buffers(net, int(epoch))[keep]]) if keep is not None else p
+    if keep is None:
+        return p
+    b = run.buffers(net, int(epoch))
+    if len(keep) and int(keep[-1]) >= len(b):  # a damaged file: the table lists buffers it lacks
+        raise RunFileError(f"{run.path}: {net} at epoch {epoch}: the parameter table lists buffer values up to "
+                           f"{int(keep[-1]) + 1:,}, the file holds {len(b):,}")
+    return np.concatenate([p, b[keep]])
 
 
 def _collect(items) -> WeightDifference:
