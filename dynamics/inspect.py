@@ -24,7 +24,7 @@ def summary(path) -> dict:
             "created": _attr(run, "created"),
             "state": state,
             "diverged_epoch": run.diverged_epoch,
-            "writer_alive": state == "running",
+            "writer_alive": run.writer_alive if state == "running" else False,  # None: cannot tell here
             "resumable": run.resumable,
             "config": run.config,
             "networks": [run.network_info(n) for n in run.networks],
@@ -88,6 +88,10 @@ def render(s: dict) -> str:
         state = f"diverged at epoch {s['diverged_epoch']}"
     if s["resumable"]:
         state += f"  (resumable: dyn train --resume --out {s['path']})"
+    if state == "running" and s["writer_alive"] is None:
+        from .lock import UNKNOWN_LIVENESS
+
+        state += f"  (possibly live: {UNKNOWN_LIVENESS})"
     row = lambda k, v: lines.append(f"{k:<10} {v}")  # noqa: E731
     row("state", state)
     cfg = s["config"]

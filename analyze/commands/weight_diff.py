@@ -94,9 +94,9 @@ def _weights(run, net, epoch, keep):
     if keep is None:
         return p
     b = run.buffers(net, int(epoch))
-    if len(keep) and int(keep[-1]) >= len(b):  # a damaged file: the table lists buffers it lacks
+    if len(keep) and int(keep.max()) >= len(b):  # a damaged file: the table lists buffers it lacks
         raise RunFileError(f"{run.path}: {net} at epoch {epoch}: the parameter table lists buffer values up to "
-                           f"{int(keep[-1]) + 1:,}, the file holds {len(b):,}")
+                           f"{int(keep.max()) + 1:,}, the file holds {len(b):,}")
     return np.concatenate([p, b[keep]])
 
 
