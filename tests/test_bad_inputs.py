@@ -144,6 +144,8 @@ ROWS = [
         "give --extend-to 100 instead"),
     row("train-extend-to-without-resume", train("--extend-to", "5"), 2,
         "--extend-to needs --resume and the --out of the run to extend"),
+    row("train-extend-to-no-resume-state", ["train", "--resume", "--extend-to", "20", "--out", "{w}/run.h5"], 2,
+        "--extend-to: {w}/run.h5 holds no resume state (not written by dyn train?)"),
     row("train-extend-to-missing-run", ["train", "--resume", "--extend-to", "5", "--out", "{w}/nope.h5"], 2,
         "--extend-to: {w}/nope.h5 does not exist; start it with --epochs 5"),
     row("train-resume-diverged", train("--resume", "--out", "{w}/diverged.h5"), 2,

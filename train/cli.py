@@ -292,6 +292,8 @@ def _resume_config(cfg, out, given, check_resume, world=1, extend_to=None):
         last = int(run.metrics()["epoch"].iloc[-1]) if run.rows("metrics") else None
     if extend_to is not None and state in ("complete", "stopped", "interrupted") and resumable:
         return _extend(out, stored, given, check_resume, extend_to, last, world), False
+    if extend_to is not None and state == "complete":
+        raise UsageError(f"--extend-to: {out} holds no resume state (not written by dyn train?)")
     if state == "complete":
         _check_finished(given, stored, out, check_resume)  # contradicting flags: refused as for a stopped run
         click.echo(f"{out}: already complete, nothing to resume", err=True)
