@@ -4,8 +4,9 @@ Why not only h5py: h5py holds the GIL while it reads, so a read cannot overlap t
 counting of another thread, and every read into a fresh array costs page faults on top of
 the copy. Here the HDF5 chunks' file addresses come from HDF5 itself (H5Dchunk_iter), then
 os.preadv copies their bytes into a few reused buffers (dyn.analyze.fileio: a seek and a read
-where the platform has no preadv); preadv and numpy both release the GIL, so networks are counted in parallel threads, and a thread can read the next chunk while
-the current one is counted (feed() decides when that pays).
+where the platform has no preadv); preadv and numpy both release the GIL, so networks are
+counted in parallel threads, and a thread can read the next chunk while the current one is
+counted (feed() decides when that pays).
 
 Used only where this is exact: chunks spanning whole rows, stored without filters, every
 chunk of the window allocated, and the first chunk identical to h5py's read of it.

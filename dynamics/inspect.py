@@ -48,7 +48,8 @@ def summary(path) -> dict:
         if "weights" in run.f:
             t = run.param_rows
             weights = {"records": len(we), "first_epoch": _int(we[:1]), "last_epoch": _int(we[-1:]),
-                       **_every(we, run.config.get("checkpoint_every")), "params": int(t["size"][t["kind"] == b"param"].sum()),
+                       **_every(we, run.config.get("checkpoint_every")),
+                       "params": int(t["size"][t["kind"] == b"param"].sum()),
                        "buffers": int(t["size"][t["kind"] == b"buffer"].sum()), "tensors": len(t)}
         out["weights"] = weights
     return out

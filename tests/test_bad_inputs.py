@@ -338,8 +338,9 @@ ROWS = [
                                                           "--dataset", "digits", "--split", "bogus"), 2,
         "--split 'bogus': choose from val, test, train"),
     # the user's own code (--model-factory) raising into dyn: one line naming model, data and error (issue 19.4)
-    row("checkpoints-evaluate-model-wrong-channels", checkpoints("{w}/notes", "--evaluate", "--model-factory",
-                                                                 "userfactories:three_channels", "--dataset", "digits"), 2,
+    row("checkpoints-evaluate-model-wrong-channels",
+        checkpoints("{w}/notes", "--evaluate", "--model-factory", "userfactories:three_channels", "--dataset",
+                    "digits"), 2,
         ("--evaluate: model userfactories:three_channels on digits (1-channel 8x8 images, 10 classes, cpu) cannot "
          "run on them: RuntimeError:", "to have 3 channels, but got 1 channels instead")),
     row("checkpoints-evaluate-model-other-classes", checkpoints("{w}/notes", "--evaluate", "--model-factory",

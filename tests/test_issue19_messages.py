@@ -17,7 +17,8 @@ def test_val_size_that_leaves_less_than_a_batch_is_blamed_on_val_size(forkserver
     r = forkserver.run("train", "--dataset", "digits", "--val-size", "1400", "--epochs", "1", "--no-progress",
                        "--out", tmp_path / "x.h5")
     assert r.code == 2
-    assert r.stderr == "dyn: error: --val-size: 1,400 leaves 37 training samples, fewer than one batch (--batch-size 128)\n"
+    assert r.stderr == ("dyn: error: --val-size: 1,400 leaves 37 training samples, fewer than one batch "
+                        "(--batch-size 128)\n")
     assert list(tmp_path.iterdir()) == []
 
 
