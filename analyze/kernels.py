@@ -74,7 +74,9 @@ def gather(fd: int, offsets) -> bytes:
     offsets = np.ascontiguousarray(offsets, dtype=np.int64).ravel()
     lib = _lib()
     if lib is None or not hasattr(lib, "dyn_gather"):
-        got = [os.pread(fd, 1, o) for o in offsets.tolist()]
+        from dyn.analyze.fileio import read_at
+
+        got = [read_at(fd, 1, o) for o in offsets.tolist()]
         return b"".join(got[:next((i for i, b in enumerate(got) if len(b) != 1), len(got))])
     out = np.empty(len(offsets), np.uint8)
     got = lib.dyn_gather(fd, offsets.ctypes.data, len(offsets), out.ctypes.data)

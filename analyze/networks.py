@@ -15,6 +15,8 @@ def label(network: str) -> str:
     """The paper's legend text: "SGD", "EMA 0.9995"; any other name as given."""
     if network == "sgd":
         return "SGD"
+    if network == "ema":  # an imported EMA network of unknown decay
+        return "EMA"
     return f"EMA {network[4:]}" if decay(network) is not None else network
 
 

@@ -6,6 +6,7 @@ checks (figure suffix, writable paths, --net syntax) run before a run file is re
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,10 +40,10 @@ def window_options(fn):
 def output_options(fn):
     fn = click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON on stdout.")(fn)
     fn = click.option("--csv", "csv_path", type=click.Path(), metavar="FILE",
-                      help="Write the numbers to a CSV file.")(fn)
+                      help="Write the numbers to a CSV file (a folder: <analysis>.csv inside it).")(fn)
     return click.option("--out", type=click.Path(), metavar="FILE",
                         help="Draw the figure: .png, .pdf or .svg by the extension (several runs: "
-                             "one file per run, the run's name added).")(fn)
+                             "one file per run, the run's name added; a folder: <analysis>.png inside it).")(fn)
 
 
 def common(fn):
@@ -68,11 +69,26 @@ class Common:
         """Pop the shared options from a command's keyword arguments and check them."""
         out = kw.pop("out", None)
         csv_path = kw.pop("csv_path", None)
+        ctx = click.get_current_context(silent=True)
+        name = ctx.info_name if ctx and ctx.info_name else "figure"
+        out, csv_path = in_folder(out, f"{name}.png"), in_folder(csv_path, f"{name}.csv")
         return cls(runs=kw.pop("runs"), nets=parse_nets(kw.pop("nets", ())), split=kw.pop("split", "val"),
                    first=kw.pop("from_epoch", None), last=kw.pop("to_epoch", None),
                    out=output.check_figure(out) if out else None,
                    csv=output.check_writable(csv_path, "--csv") if csv_path else None,
                    as_json=kw.pop("as_json", False))
+
+
+def in_folder(path, name: str):
+    """A folder given as --out or --csv (an existing one, or any path ending in a separator)
+    gets the analysis's file inside it, `<analysis>.png` or `<analysis>.csv`: the same rule
+    for both flags, so `--out figs/` never writes figs.png beside the folder."""
+    if path is None:
+        return None
+    s = str(path)
+    if Path(s).is_dir() or s.endswith(("/", os.sep)):
+        return Path(s) / name
+    return path
 
 
 def parse_nets(values) -> list | None:

@@ -29,7 +29,24 @@ def open_runs(paths):
     from dyn.reader import open_run
 
     with contextlib.ExitStack() as stack:
-        yield [stack.enter_context(open_run(p)) for p in paths]
+        runs = [stack.enter_context(open_run(p)) for p in paths]
+        for run in runs:
+            possibly_live(run)
+        yield runs
+
+
+def possibly_live(run) -> bool:
+    """Say so on stderr when a run says *running* and this platform cannot tell whether its
+    writer lives (no file locks): its records may still grow, or it may have been killed."""
+    if run.state != "running" or run.writer_alive is not None:
+        return False
+    import sys
+
+    from dyn.lock import UNKNOWN_LIVENESS
+
+    print(f"dyn: note: {run.path} says it is running and may be written as we read: {UNKNOWN_LIVENESS}; "
+          f"reading the epochs it has committed", file=sys.stderr)
+    return True
 
 
 # ------------------------------------------------------------------------------ networks

@@ -3,9 +3,10 @@
 Why not only h5py: h5py holds the GIL while it reads, so a read cannot overlap the bit
 counting of another thread, and every read into a fresh array costs page faults on top of
 the copy. Here the HDF5 chunks' file addresses come from HDF5 itself (H5Dchunk_iter), then
-os.preadv copies their bytes into a few reused buffers; preadv and numpy both release the
-GIL, so networks are counted in parallel threads, and a thread can read the next chunk while
-the current one is counted (feed() decides when that pays).
+os.preadv copies their bytes into a few reused buffers (dyn.analyze.fileio: a seek and a read
+where the platform has no preadv); preadv and numpy both release the GIL, so networks are
+counted in parallel threads, and a thread can read the next chunk while the current one is
+counted (feed() decides when that pays).
 
 Used only where this is exact: chunks spanning whole rows, stored without filters, every
 chunk of the window allocated, and the first chunk identical to h5py's read of it.
@@ -21,7 +22,7 @@ import threading
 
 import numpy as np
 
-from dyn.analyze import kernels
+from dyn.analyze import fileio, kernels
 from dyn.errors import RunFileError
 
 READ_BYTES = 2 << 20  # per chunk handed out: 16 rows of 10**6 samples, whole groups for the C adder (measured)
@@ -96,7 +97,7 @@ def _read(fd: int, plan: dict, a: int, out: np.ndarray) -> None:
         r0 = r - r % crows
         end = min(b, r0 + crows)
         dest = memoryview(out[r - a:end - a]).cast("B")
-        got = os.preadv(fd, [dest], plan[r0] + (r - r0) * width)
+        got = fileio.read_into(fd, dest, plan[r0] + (r - r0) * width)
         if got != len(dest):
             raise RunFileError(f"short read: {got} of {len(dest)} bytes at row {r}")
         r = end
@@ -111,7 +112,7 @@ def _raw(run, ds, plan, lo, hi, read_bytes, ahead):
         b = min(hi, (a - a % crows) + step)  # the first read may start mid-chunk
         bounds.append((a, b))
         a = b
-    fd = os.open(run.path, os.O_RDONLY)
+    fd = fileio.open_binary(run.path)
     try:
         if not ahead or len(bounds) == 1:
             buf = np.empty((step, width), np.uint8)
@@ -223,7 +224,7 @@ def columns(run, split: str, net: str, lo: int, hi: int, cols) -> np.ndarray:
     rows = np.arange(lo, hi)
     starts = np.array([plan[r0] for r0 in (rows - rows % crows).tolist()], np.int64) + (rows % crows) * width
     offsets = (starts[:, None] + cols[None, :]).ravel()
-    fd = os.open(run.path, os.O_RDONLY)
+    fd = fileio.open_binary(run.path)
     try:
         got = kernels.gather(fd, offsets)
     finally:

@@ -24,15 +24,28 @@ from .superblock import read_superblock
 SWMR_READ_ATTEMPTS = 10  # a live writer's torn read clears within a few tries
 
 
-@functools.lru_cache(maxsize=1)
-def _libhdf5():
+def _loaded_libhdf5() -> list[str]:
+    """Paths of the libhdf5 h5py loaded: from /proc/self/maps (Linux), else the copies h5py's
+    wheels ship beside it (h5py.libs/ on Linux, h5py/.dylibs/ on macOS, h5py/ on Windows);
+    loading one that is already loaded returns the loaded library."""
     try:
         with open("/proc/self/maps") as maps:
-            paths = {line.split()[-1] for line in maps if "libhdf5" in line and "_hl" not in line
-                     and ".so" in line}
+            return sorted({line.split()[-1] for line in maps if "libhdf5" in line and "_hl" not in line
+                           and ".so" in line})
     except OSError:
-        return None
-    for path in sorted(paths):
+        pass
+    here = Path(h5py.__file__).resolve().parent
+    found = []
+    for folder in (here, here / ".dylibs", here.parent / "h5py.libs"):
+        if folder.is_dir():
+            found += [str(p) for p in folder.iterdir() if "hdf5" in p.name and "_hl" not in p.name
+                      and (".so" in p.name or p.suffix in (".dylib", ".dll"))]
+    return sorted(found)
+
+
+@functools.lru_cache(maxsize=1)
+def _libhdf5():
+    for path in _loaded_libhdf5():
         try:
             lib = ctypes.CDLL(path)
             fn = lib.H5Pset_metadata_read_attempts
@@ -124,7 +137,7 @@ def open_run_file(path: Path) -> h5py.File:
     if head != b"\x89HDF\r\n\x1a\n" and not h5py.is_hdf5(path):
         raise RunFileError(f"{path}: not an HDF5 file")
     sb = read_superblock(path)
-    live = writer_alive(path)
+    live = writer_alive(path) is not False  # possibly live (no file locks here) counts as live
     if sb is not None and not live and path.stat().st_size < sb.offset + sb.eof:
         raise RunFileError(f"{path}: truncated: {path.stat().st_size:,} bytes of the "
                            f"{sb.offset + sb.eof:,} its header records")
@@ -141,7 +154,7 @@ def open_run_file(path: Path) -> h5py.File:
         if not writer_alive(path):
             break
         time.sleep(0.1)
-    if sb is not None and sb.flags and sb.checksum_ok() and not writer_alive(path):
+    if sb is not None and sb.flags and sb.checksum_ok() and writer_alive(path) is not True:
         try:
             return open_cleared(path, sb)
         except OSError as e:

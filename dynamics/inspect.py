@@ -26,7 +26,7 @@ def summary(path) -> dict:
             "created": _attr(run, "created"),
             "state": state,
             "diverged_epoch": run.diverged_epoch,
-            "writer_alive": state == "running",
+            "writer_alive": run.writer_alive if state == "running" else False,  # None: cannot tell here
             "resumable": run.resumable,
             "config": run.config,
             "networks": [run.network_info(n) for n in run.networks],
@@ -50,7 +50,8 @@ def summary(path) -> dict:
         if "weights" in run.f:
             t = run.param_rows
             weights = {"records": len(we), "first_epoch": _int(we[:1]), "last_epoch": _int(we[-1:]),
-                       "every": _int(_every(we)), "params": int(t["size"][t["kind"] == b"param"].sum()),
+                       **_every(we, run.config.get("checkpoint_every")),
+                       "params": int(t["size"][t["kind"] == b"param"].sum()),
                        "buffers": int(t["size"][t["kind"] == b"buffer"].sum()), "tensors": len(t)}
         out["weights"] = weights
     return out
@@ -93,15 +94,19 @@ def render(s: dict) -> str:
         state = f"diverged at epoch {s['diverged_epoch']}"
     if s["resumable"]:
         state += f"  (resumable: dyn train --resume --out {s['path']})"
+    if state == "running" and s["writer_alive"] is None:
+        from .lock import UNKNOWN_LIVENESS
+
+        state += f"  (possibly live: {UNKNOWN_LIVENESS})"
     row = lambda k, v: lines.append(f"{k:<10} {v}")  # noqa: E731
     row("state", state)
     cfg = s["config"]
     if cfg:
+        # keys the run does not record (None: an import knows no model or data set) are left out
         keys = [k for k in ("model", "dataset", "schedule", "lr", "epochs", "batch_size", "decays", "seed",
-                            "device") if k in cfg]
+                            "device", "checkpoint_every") if cfg.get(k) is not None]
         row("config", ", ".join(f"{k}={_short(cfg[k])}" for k in keys) or f"{len(cfg)} keys (--json)")
-    nets = [n["name"] + (f" (decay {n['decay']:g})" if n["decay"] is not None and n["kind"] == "ema" else "")
-            for n in s["networks"]]
+    nets = [f"{n['name']} ({_kind(n)})" for n in s["networks"]]
     row("networks", ", ".join(nets) or "none")
     wn = max([6] + [len(sp["name"]) for sp in s["splits"]])  # e.g. train-augmented
     for i, sp in enumerate(s["splits"]):
@@ -116,7 +121,8 @@ def render(s: dict) -> str:
     w = s["weights"]
     if w:
         if w["records"]:
-            every = f", every {w['every']}" if w["every"] else ""
+            every = (f", every {w['every']}" + (f" and at epoch {w['last_epoch']}" if w["and_last"] else "")
+                     if w["every"] else "")
             row("weights", f"epochs {w['first_epoch']}..{w['last_epoch']} ({w['records']} records{every}), "
                            f"{w['params']:,} parameters + {w['buffers']:,} buffer values")
         else:
@@ -124,6 +130,14 @@ def render(s: dict) -> str:
     row("metrics", f"{s['metrics']['rows']} rows: " + ", ".join(s["metrics"]["columns"][:8])
         + (", ..." if len(s["metrics"]["columns"]) > 8 else ""))
     return "\n".join(lines)
+
+
+def _kind(n: dict) -> str:
+    """What a network is to the analyses: SGD, EMA (with its decay), or other, which no
+    default selection includes."""
+    if n["kind"] == "ema":
+        return f"EMA, decay {n['decay']:g}" if n["decay"] is not None else "EMA, decay unknown"
+    return {"sgd": "SGD"}.get(n["kind"], f"kind {n['kind']}, not analysed unless named with --net")
 
 
 def _attr(run, key):
@@ -135,9 +149,20 @@ def _int(a):
     return int(a[0]) if len(a) else None
 
 
-def _every(ep):
-    d = set(int(x) for x in (ep[1:] - ep[:-1])) if len(ep) > 1 else set()
-    return [d.pop()] if len(d) == 1 else []
+def _every(ep, k=None) -> dict:
+    """{"every": the spacing of the weight records, "and_last": whether the last record is off
+    that grid}. Training records the last epoch whatever the spacing (--checkpoint-every 10
+    --epochs 3 records 0 and 3): that last gap is not the spacing. The config's
+    checkpoint_every, where the run has one, says the spacing; else the other gaps."""
+    gaps = [int(x) for x in (ep[1:] - ep[:-1])] if len(ep) > 1 else []
+    if not gaps:
+        return {"every": None, "and_last": False}
+    if isinstance(k, int) and k > 0 and all(g == k for g in gaps[:-1]) and gaps[-1] <= k:
+        return {"every": k, "and_last": gaps[-1] != k}
+    inner = set(gaps[:-1])
+    if len(inner) == 1 and gaps[-1] < gaps[0]:
+        return {"every": gaps[0], "and_last": True}
+    return {"every": gaps[0] if len(set(gaps)) == 1 else None, "and_last": False}
 
 
 def _size(n: int) -> str:

@@ -4,17 +4,29 @@ The kernel drops a flock when its process dies, so a held lock proves a live wri
 free one proves that none is alive (which is what makes repairing a killed run's file safe).
 The sidecar (`.NAME.lock`) is separate from the run file because readers and other HDF5
 tools take their own locks on the run file itself.
+
+Without fcntl (Windows) there is no such proof. The writer then claims the sidecar by creating
+it exclusively (a killed writer leaves it behind, and the next writer is refused until it is
+deleted), and a reader can only tell that no writer is there (no sidecar); with a sidecar the
+writer is possibly live, and writer_alive says None: unknown.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import time
 from pathlib import Path
 
 from .errors import DynError, WriterBusy
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
+UNKNOWN_LIVENESS = ("this platform has no file locks (fcntl), so dyn cannot tell a live writer "
+                    "from a killed one")
 
 
 def lock_path(run_path: str | os.PathLike) -> Path:
@@ -29,6 +41,8 @@ class WriterLock:
         self.fd: int | None = None
 
     def acquire(self, patience: float = 0.5) -> "WriterLock":
+        if fcntl is None:
+            return self._acquire_exclusive_create()
         deadline = time.monotonic() + patience
         while True:
             try:
@@ -63,13 +77,33 @@ class WriterLock:
         self.fd = fd
         return self
 
+    def _acquire_exclusive_create(self) -> "WriterLock":
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            pid = _read_pid(self.path)
+            who = f" (pid {pid})" if pid else ""
+            raise WriterBusy(f"{self.run_path}: its lock file {self.path} exists: another process{who} is writing "
+                             f"this run, or one was killed; {UNKNOWN_LIVENESS}. If none writes it, delete "
+                             f"{self.path}") from None
+        except OSError as e:
+            raise DynError(f"{self.run_path}: cannot create its lock file {self.path} ({e.strerror})") from None
+        os.write(fd, str(os.getpid()).encode())
+        self.fd = fd
+        return self
+
     def release(self) -> None:
         if self.fd is None:
             return
         try:
+            if fcntl is None:  # Windows cannot unlink an open file
+                os.close(self.fd)
+                self.fd = None
             os.unlink(self.path)  # while still held, so no one else locks a stale inode
         except FileNotFoundError:
             pass
+        if self.fd is None:
+            return
         os.close(self.fd)
         self.fd = None
 
@@ -80,9 +114,12 @@ class WriterLock:
         self.release()
 
 
-def writer_alive(run_path: str | os.PathLike) -> bool:
-    """True while some process holds the writer lock of this run (read-only check)."""
+def writer_alive(run_path: str | os.PathLike) -> bool | None:
+    """True while some process holds the writer lock of this run (read-only check). Without
+    fcntl: False where no writer's sidecar exists, else None (possibly live)."""
     path = lock_path(run_path)
+    if fcntl is None:
+        return None if path.exists() else False
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

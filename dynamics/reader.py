@@ -180,14 +180,17 @@ class Run:
     # ----------------------------------------------------------------- state
     @property
     def state(self) -> str:
-        """complete, diverged, stopped, running (a live writer) or interrupted (killed)."""
+        """complete, diverged, stopped, running (a live writer, or possibly live where the
+        platform cannot tell: see writer_alive) or interrupted (killed)."""
         s = STATES.get(self._status["state"], "unknown")
-        if s == "running" and not self.writer_alive:
+        if s == "running" and self.writer_alive is False:
             return "interrupted"
         return s
 
     @property
-    def writer_alive(self) -> bool:
+    def writer_alive(self) -> bool | None:
+        """Whether a process writes this run; None where the platform has no file locks and
+        a writer's lock file is there (possibly live, possibly killed)."""
         return writer_alive(self.path)
 
     @property

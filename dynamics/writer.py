@@ -339,6 +339,20 @@ class RunWriter:
         if self.durable:
             fsync(self.path)
 
+    def extend(self, epochs: int) -> None:
+        """Reopen a complete (or stopped) run to train on to `epochs`: the stored config's
+        `epochs` becomes `epochs`, the epoch it ended at goes to `extended_from`, and the state
+        is running again. Before SWMR only (attributes cannot change under it)."""
+        if self.swmr and self.f.swmr_mode:
+            raise RuntimeError("extend() before switching to SWMR: open with swmr=False")
+        last = self.last_epoch("metrics")
+        cfg = {**self.config, "epochs": int(epochs),
+               "extended_from": [*self.config.get("extended_from", []), last]}
+        self.f.attrs["config"] = json.dumps(cfg, default=str)
+        self.config = cfg
+        self.status["state"] = STATE_CODES["running"]
+        self._commit()
+
     def finish(self, state: str = "complete", diverged_epoch: int | None = None) -> None:
         """Mark the run complete, diverged (at `diverged_epoch`) or stopped (resumable)."""
         self.status["state"] = STATE_CODES[state]
@@ -387,7 +401,8 @@ def _eval_rows(ds: dict, rec, n: int, where: str) -> list:
             value = np.asarray(value).reshape(-1)
             if value.shape != (n,):
                 raise ValueError(f"{where}: {key} has {value.size} samples, the split has {n}")
-            out.append((ds[key], value.astype(ds[key].dtype)))
+            with np.errstate(over="ignore", invalid="ignore"):  # a diverging loss beyond float32 is stored as inf
+                out.append((ds[key], value.astype(ds[key].dtype)))
     return out
 
 

@@ -153,10 +153,12 @@ def test_weight_diff_streams_every_recorded_epoch(run, facts, tmp_path):
         assert got["relative"][0] == 0 and np.allclose(got["relative"], want, rtol=1e-12)
     buf = dyn_json("analyze", "weight-diff", run, "--net", "ema-0.9", "--include-buffers", "--to-epoch", 8)
     got = buf["runs"][0]["networks"]["ema-0.9"]
-    full = lambda w, n: np.concatenate([w[n][0].astype(np.float64), w[n][1]])  # noqa: E731
+    # the float buffers only: num_batches_tracked (the last buffer value) is a counter, not a weight
+    full = lambda w, n: np.concatenate([w[n][0].astype(np.float64), w[n][1][:-1]])  # noqa: E731
     want = [np.linalg.norm(full(w, "ema-0.9") - full(w, "sgd")) / np.linalg.norm(full(w, "sgd"))
             for e, w in weights if e <= 8]
     assert got["epochs"] == [0, 4, 8] and np.allclose(got["relative"], want, rtol=1e-12)
+    assert buf["runs"][0]["buffers"] == ["bn.running_mean"]
 
 
 def test_accuracy_bands_over_seeds_and_lr(tmp_path):

@@ -32,6 +32,7 @@ import hashlib
 import os
 import shutil
 import stat
+import sys
 import tempfile
 from pathlib import Path
 
@@ -133,8 +134,20 @@ ROWS = [
         "--lr: 0.1 contradicts the run being resumed"),
     row("train-resume-other-decays", train("--resume", "--decay", "0.9,0.99", "--out", "{w}/stopped.h5"), 2,
         ("--decay:", "contradicts the run being resumed")),
-    row("train-resume-complete", train("--resume", "--out", "{w}/run.h5"), 0,
+    row("train-resume-complete", ["train", "--resume", "--out", "{w}/run.h5"], 0,
         "{w}/run.h5: already complete, nothing to resume", "note"),
+    # a finished run refuses contradicting flags as a stopped one does (issue 19.5)
+    row("train-resume-complete-other-lr", ["train", "--resume", "--lr", "0.3", "--out", "{w}/run.h5"], 2,
+        "--lr: 0.3 contradicts the run being resumed ({w}/run.h5 has 0.1)"),
+    row("train-resume-complete-more-epochs", ["train", "--resume", "--epochs", "100", "--out", "{w}/run.h5"], 2,
+        "--epochs: 100 contradicts the run being resumed ({w}/run.h5 is complete at 9 epochs); to train it on, "
+        "give --extend-to 100 instead"),
+    row("train-extend-to-without-resume", train("--extend-to", "5"), 2,
+        "--extend-to needs --resume and the --out of the run to extend"),
+    row("train-extend-to-no-resume-state", ["train", "--resume", "--extend-to", "20", "--out", "{w}/run.h5"], 2,
+        "--extend-to: {w}/run.h5 holds no resume state (not written by dyn train?)"),
+    row("train-extend-to-missing-run", ["train", "--resume", "--extend-to", "5", "--out", "{w}/nope.h5"], 2,
+        "--extend-to: {w}/nope.h5 does not exist; start it with --epochs 5"),
     row("train-resume-diverged", train("--resume", "--out", "{w}/diverged.h5"), 2,
         "--resume: {w}/diverged.h5 diverged at epoch 1; start a new run"),
     row("train-resume-no-resume-state", train("--resume", "--out", "{w}/stopped-synthetic.h5"), 2,
@@ -191,7 +204,11 @@ ROWS = [
         "--out {w}/afile/s.png: {w}/afile is not a directory"),
     row("stability-csv-parent-is-a-file", stability("--csv", "{w}/afile/s.csv"), 2,
         "--csv {w}/afile/s.csv: {w}/afile is not a directory"),
-    row("stability-csv-is-a-directory", stability("--csv", "{w}/adir"), 2, "--csv {w}/adir: is a directory"),
+    # a folder given as --csv or --out gets <analysis>.csv/.png inside it (issue 19.6)
+    row("stability-csv-folder-is-a-file", stability("--csv", "{w}/afile/"), 2,
+        "--csv {w}/afile/stability.csv: {w}/afile is not a directory"),
+    row("stability-out-folder-is-a-file", stability("--out", "{w}/afile/"), 2,
+        "--out {w}/afile/stability.png: {w}/afile is not a directory"),
     row("stability-out-under-proc", stability("--out", "/proc/s.png"), 2, "--out /proc/s.png: cannot write in /proc"),
     row("stability-out-read-only-folder", stability("--out", "{w}/locked/s.png"), 2,
         "--out {w}/locked/s.png: cannot write in {w}/locked (permission denied)", "nobody"),
@@ -219,6 +236,8 @@ ROWS = [
     row("flips-run-of-one-epoch", ["analyze", "flips", "{w}/one.h5"], 1, "flips needs at least 2 recorded epochs"),
     row("flips-too-many-barcodes", ["analyze", "flips", "{w}/run.h5", "--out", "{w}/f.png", "--top", "500"], 2,
         "--top 500: too many barcodes to draw (at most 100); use --csv for the numbers"),
+    row("flips-top-0-with-a-figure", ["analyze", "flips", "{w}/run.h5", "--out", "{w}/f.png", "--top", "0"], 2,
+        "--top 0 with --out: no barcodes to draw"),
     row("flips-rank-by-unknown", ["analyze", "flips", "{w}/run.h5", "--rank-by", "luck"], 2,
         "Invalid value for '--rank-by': 'luck'"),
     row("flips-rank-by-sgd-without-sgd", ["analyze", "flips", "{w}/run.h5", "--rank-by", "sgd", "--net", "ema"], 2,
@@ -328,6 +347,24 @@ ROWS = [
     row("checkpoints-evaluate-unknown-split", checkpoints("{w}/notes", "--evaluate", "--model", "resnet20",
                                                           "--dataset", "digits", "--split", "bogus"), 2,
         "--split 'bogus': choose from val, test, train"),
+    # the user's own code (--model-factory) raising into dyn: one line naming model, data and error (issue 19.4)
+    row("checkpoints-evaluate-model-wrong-channels",
+        checkpoints("{w}/notes", "--evaluate", "--model-factory", "userfactories:three_channels", "--dataset",
+                    "digits"), 2,
+        ("--evaluate: model userfactories:three_channels on digits (1-channel 8x8 images, 10 classes, cpu) cannot "
+         "run on them: RuntimeError:", "to have 3 channels, but got 1 channels instead")),
+    row("checkpoints-evaluate-model-other-classes", checkpoints("{w}/notes", "--evaluate", "--model-factory",
+                                                                "userfactories:many_classes", "--dataset", "digits"), 2,
+        "the model's output has shape [2, 1000], expected [batch, 10] (one score per class)"),
+    row("checkpoints-evaluate-model-wrong-dtype", checkpoints("{w}/notes", "--evaluate", "--model-factory",
+                                                              "userfactories:float64", "--dataset", "digits"), 2,
+        ("--evaluate: model userfactories:float64 on digits", "cannot run on them: RuntimeError:")),
+    row("checkpoints-evaluate-factory-raises", checkpoints("{w}/notes", "--evaluate", "--model-factory",
+                                                           "userfactories:raises", "--dataset", "digits"), 2,
+        "--model-factory 'userfactories:raises': calling it raised TypeError: make() missing 1 required"),
+    row("checkpoints-evaluate-factory-module-raises", checkpoints("{w}/notes", "--evaluate", "--model-factory",
+                                                                  "badmodule:make", "--dataset", "digits"), 2,
+        "--model-factory 'badmodule:make': importing 'badmodule' raised RuntimeError: no GPU here"),
     row("checkpoints-order-unknown", checkpoints("{w}/notes", "--order", "random"), 2,
         "Invalid value for '--order': 'random'"),
     row("checkpoints-epoch-offset-not-a-number", checkpoints("{w}/notes", "--epoch-offset", "x"), 2,
@@ -434,6 +471,20 @@ def work(forkserver):
     (w / "afile").write_text("not a folder")
     (w / "adir").mkdir()
     (w / "notes").mkdir()
+    # a user's model factories (--model-factory), compiled here: importing them writes nothing
+    (w / "userfactories.py").write_text(
+        "import torch\n\n\n"
+        "def three_channels():  # e.g. torchvision's resnet18: RGB input\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(10))\n\n\n"
+        "def many_classes():\n    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 1000))\n\n\n"
+        "def float64():\n    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).double()\n\n\n"
+        "def raises():\n    raise TypeError(\"make() missing 1 required positional argument: 'num_classes'\")\n")
+    (w / "badmodule.py").write_text("raise RuntimeError('no GPU here')\n")
+    import py_compile
+
+    for m in ("userfactories", "badmodule"):
+        py_compile.compile(str(w / f"{m}.py"), doraise=True,
+                           cfile=str(w / "__pycache__" / f"{m}.{sys.implementation.cache_tag}.pyc"))
     (w / "notes" / "notes.txt").write_text("no checkpoints here")
     shutil.copy(w / "run.h5", w / "secret.h5")
     os.chmod(w / "secret.h5", 0)

@@ -16,6 +16,7 @@ from click.core import ParameterSource
 
 from dyn.cli import TORCH_HINT
 from dyn.errors import DynError, UsageError
+from dyn.faults import test_point
 
 from .config import DATASETS, MODELS, PAPER_DECAYS, TrainConfig, parse_floats, parse_ints
 from .schedules import SCHEDULES
@@ -23,7 +24,9 @@ from .schedules import SCHEDULES
 # option name -> TrainConfig field, where they differ
 _FIELDS = {"decay": "decays", "compile_": "compile"}
 # options that say how to run, not what: not part of TrainConfig
-RUN_CONTROL = ("out", "resume", "overwrite", "progress", "nproc")
+RUN_CONTROL = ("out", "resume", "overwrite", "progress", "nproc", "extend_to")
+# schedules whose lr at a step does not depend on the run's length: only these can be extended
+EXTENDABLE = ("constant", "multistep", "step")
 
 
 @click.command(context_settings={"show_default": True})
@@ -60,6 +63,13 @@ RUN_CONTROL = ("out", "resume", "overwrite", "progress", "nproc")
 @click.option("--resume", is_flag=True,
               help="Continue --out from its last complete epoch (or start it if it does not exist).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
+@click.option("--extend-to", type=int, default=None, metavar="N",
+              help="With --resume: train a finished (or stopped) run on to epoch N, as if it had been "
+                   "started with --epochs N. Only for schedules whose lr does not depend on the run's "
+                   "length (constant, multistep, step): cosine and linear are laid over the whole run, so "
+                   "extending would change the lr of the epochs already trained; start a new run instead. "
+                   "The run keeps what it recorded at its old last epoch (the train split, the weights) "
+                   "and notes it in the config's extended_from.")
 @click.option("--ema-warmup", is_flag=True, help="timm's EMA warm-up min(decay, (1+t)/(10+t)); off in the paper.")
 @click.option("--amp", type=click.Choice(["none", "bf16"]), default="none", help="Autocast precision (CUDA).")
 @click.option("--channels-last", is_flag=True, help="channels_last memory format (faster convolutions on CUDA).")
@@ -76,7 +86,7 @@ RUN_CONTROL = ("out", "resume", "overwrite", "progress", "nproc")
                    "CUDA only). Off: each process normalises by its shard; rank 0's running statistics are kept.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar. [default: on a terminal]")
 @click.pass_context
-def train(ctx, out, resume, overwrite, progress, nproc, **opts):
+def train(ctx, out, resume, overwrite, progress, nproc, extend_to, **opts):
     """Train SGD with its EMA networks and record every epoch to one HDF5 run file.
 
     Each epoch (and epoch 0, the initial weights) the SGD network and one EMA network per
@@ -108,6 +118,12 @@ def train(ctx, out, resume, overwrite, progress, nproc, **opts):
     cfg = config_from_params(ctx.params)
     given = {_FIELDS.get(k, k): getattr(cfg, _FIELDS.get(k, k)) for k in ctx.params
              if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE and hasattr(cfg, _FIELDS.get(k, k))}
+    if extend_to is not None:
+        if not resume:
+            raise UsageError("--extend-to needs --resume and the --out of the run to extend")
+        if nproc is not None:
+            raise UsageError("--extend-to: extend a run in one process (without --nproc)")
+        given["extend_to"] = extend_to
     if nproc is not None:
         ctx.exit(launch(nproc, command_line(ctx, drop=("nproc",)), cfg, out, resume=resume,
                         overwrite=overwrite, given=given))
@@ -162,12 +178,18 @@ def run_train(cfg: TrainConfig, out: Path | None, *, resume: bool, overwrite: bo
     from .distributed import Dist
 
     dist = Dist.from_env()
+    if dist is not None and (given or {}).get("extend_to") is not None:
+        raise UsageError("--extend-to: extend a run in one process (not under torchrun)")
     if dist is None:
         prepared = prepare(cfg, out, resume=resume, overwrite=overwrite, given=given, world=1)
         if prepared is None:
             return 0
         cfg, out, resuming, overwrite = prepared
-        return loop.Trainer(cfg, out, resume=resuming, overwrite=overwrite, progress=progress).run()
+        trainer = loop.Trainer(cfg, out, resume=resuming, overwrite=overwrite, progress=progress)
+        trainer.ignore_signals_when_done = True
+        code = trainer.run()
+        test_point("train: returning")
+        return code
     try:
         prepared = prepare(cfg, out, resume=resume, overwrite=overwrite, given=given, world=dist.world)
         if prepared is None:
@@ -179,6 +201,7 @@ def run_train(cfg: TrainConfig, out: Path | None, *, resume: bool, overwrite: bo
         try:
             dist.barrier()  # every rank has checked the output before rank 0 touches it
             trainer = loop.Trainer(cfg, out, resume=resuming, overwrite=overwrite, progress=progress, dist=dist)
+            trainer.ignore_signals_when_done = True
             return trainer.run()
         finally:
             dist.close()
@@ -204,8 +227,12 @@ def prepare(cfg: TrainConfig, out: Path | None, *, resume: bool, overwrite: bool
         check_writable(out)
     except DynError as e:
         raise UsageError(f"--out: {e}") from None
+    given = dict(given or {})
+    extend_to = given.pop("extend_to", None)
+    if extend_to is not None and not out.exists():
+        raise UsageError(f"--extend-to: {out} does not exist; start it with --epochs {extend_to}")
     if resume and out.exists():
-        resumed = _resume_config(cfg, out, given or {}, loop.check_resume, world)
+        resumed = _resume_config(cfg, out, given, loop.check_resume, world, extend_to)
         if resumed is None:
             return None
         cfg, start_over = resumed
@@ -259,7 +286,7 @@ def killed_before_first_epoch(run) -> bool:
     return run.state in ("interrupted", "stopped") and run.rows("metrics") == 0 and "environment" in run.config
 
 
-def _resume_config(cfg, out, given, check_resume, world=1):
+def _resume_config(cfg, out, given, check_resume, world=1, extend_to=None):
     """(the stored config with the given flags checked against it, whether to start the run over);
     None if nothing is left to do."""
     from dyn import open_run
@@ -269,7 +296,13 @@ def _resume_config(cfg, out, given, check_resume, world=1):
         diverged_epoch = run.diverged_epoch
         resumable = run.resume_state() is not None
         restart = killed_before_first_epoch(run)
+        last = int(run.metrics()["epoch"].iloc[-1]) if run.rows("metrics") else None
+    if extend_to is not None and state in ("complete", "stopped", "interrupted") and resumable:
+        return _extend(out, stored, given, check_resume, extend_to, last, world), False
+    if extend_to is not None and state == "complete":
+        raise UsageError(f"--extend-to: {out} holds no resume state (not written by dyn train?)")
     if state == "complete":
+        _check_finished(given, stored, out, check_resume)  # contradicting flags: refused as for a stopped run
         click.echo(f"{out}: already complete, nothing to resume", err=True)
         return None
     if state == "running":
@@ -284,9 +317,49 @@ def _resume_config(cfg, out, given, check_resume, world=1):
         return TrainConfig.from_dict({**stored, **keep}).validate(), True
     if not resumable:
         raise UsageError(f"--resume: {out} holds no resume state (not written by dyn train?)")
+    if extend_to is not None:
+        raise UsageError(f"--extend-to: {out} is {state}; only a complete or stopped run can be extended")
     check_resume(given, stored, out)
     trained_on = int((stored.get("environment") or {}).get("world_size", 1))
     if trained_on != world:
         raise UsageError(f"--nproc: {out} was trained by {trained_on} process(es), this is {world}; resume it "
                          f"with the same number (--nproc {trained_on}) to continue it exactly")
     return TrainConfig.from_dict({**stored, **keep}).validate(), False
+
+
+def _check_finished(given, stored, out, check_resume) -> None:
+    """A finished run refuses flags that contradict it, as a stopped one does; --epochs beyond
+    its end says how to train it on."""
+    epochs = given.get("epochs")
+    if epochs is not None and epochs > int(stored.get("epochs", epochs)):
+        raise UsageError(f"--epochs: {epochs} contradicts the run being resumed ({out} is complete at "
+                         f"{stored['epochs']} epochs); to train it on, give --extend-to {epochs} instead")
+    check_resume(given, stored, out)
+
+
+def _extend(out, stored, given, check_resume, extend_to: int, last, world) -> TrainConfig:
+    """The stored config with epochs = extend_to, after the file is reopened for it (see
+    RunWriter.extend); every other given flag must agree with the run."""
+    from dyn.writer import RunWriter
+
+    if "epochs" in given:
+        raise UsageError("--epochs and --extend-to: give --extend-to N alone")
+    check_resume(given, stored, out)
+    schedule = stored.get("schedule")
+    if schedule not in EXTENDABLE:
+        raise UsageError(f"--extend-to: {out} uses the {schedule} schedule, whose lr at every step depends on "
+                         f"the run's length; extending it would change the epochs already trained. Start a new run "
+                         f"with --epochs {extend_to}")
+    if last is None or extend_to <= max(last, int(stored.get("epochs", 0))):
+        raise UsageError(f"--extend-to {extend_to}: {out} already trains to epoch "
+                         f"{max(last or 0, int(stored.get('epochs', 0)))}; give a later epoch")
+    trained_on = int((stored.get("environment") or {}).get("world_size", 1))
+    if trained_on != world:
+        raise UsageError(f"--extend-to: {out} was trained by {trained_on} processes; --extend-to runs one, "
+                         f"which would not continue it exactly")
+    keep = {k: v for k, v in given.items() if k in ("device", "data_dir", "eval_batch_size", "compile")}
+    cfg = TrainConfig.from_dict({**stored, **keep, "epochs": extend_to}).validate()
+    with RunWriter.resume(out, swmr=False) as w:
+        w.extend(extend_to)
+    click.echo(f"{out}: extending from epoch {last} to {extend_to}", err=True)
+    return cfg

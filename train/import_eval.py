@@ -37,14 +37,24 @@ def load_factory(spec: str):
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        fn = getattr(importlib.import_module(module), attr)
+        mod = importlib.import_module(module)
     except ModuleNotFoundError as e:
         raise UsageError(f"--model-factory {spec!r}: cannot import {e.name!r}") from None
+    except Exception as e:  # the user's module raised while being imported: say what, not where
+        raise UsageError(f"--model-factory {spec!r}: importing {module!r} raised {_first(e)}") from None
+    try:
+        fn = getattr(mod, attr)
     except AttributeError:
         raise UsageError(f"--model-factory {spec!r}: module {module!r} has no {attr!r}") from None
     if not callable(fn):
         raise UsageError(f"--model-factory {spec!r}: {attr!r} is not callable")
     return fn
+
+
+def _first(e: BaseException) -> str:
+    """`TypeName: first line of the message`, at most 300 characters."""
+    text = (str(e).strip().splitlines() or [""])[0]
+    return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
 
 
 class Evaluator:
@@ -76,18 +86,57 @@ class Evaluator:
             except ValueError as e:
                 raise UsageError(f"--model: {e}") from None
         else:
-            self.model = load_factory(model_factory)()
+            factory = load_factory(model_factory)
+            try:
+                self.model = factory()
+            except Exception as e:  # the user's code: one line, not their traceback
+                raise UsageError(f"--model-factory {model_factory!r}: calling it raised {_first(e)}") from None
             if not isinstance(self.model, torch.nn.Module):
                 raise UsageError(f"--model-factory {model_factory!r} returned a {type(self.model).__name__}, "
                                  "not a torch.nn.Module")
-        self.model.to(self.device).eval()
         self.names = {"model": model or model_factory, "dataset": dataset, "splits": list(splits),
                       "data_dir": str(Path(data_dir).resolve()) if dataset == "cifar10" else None}
         mean = torch.tensor(self.data.mean, device=self.device)
         std = torch.tensor(self.data.std, device=self.device)
         self.transform = lambda x: normalize(x, mean, std)
         self.split_names, self.batch_size = list(splits), batch_size
-        self.state = self.model.state_dict()
+        with self._guard("cannot be prepared"):
+            self.model.to(self.device).eval()
+            self.state = self.model.state_dict()
+        self._probe()
+
+    def _what(self) -> str:
+        d = self.data
+        c, *hw = d.image_shape
+        return (f"model {self.names['model']} on {self.names['dataset']} ({c}-channel "
+                f"{'x'.join(map(str, hw))} images, {d.num_classes} classes, {self.device})")
+
+    def _guard(self, doing: str):
+        """Any error from the user's model (shape, dtype, classes, device) as one line naming
+        the model, the data set and the error, instead of a traceback into dyn."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def guard():
+            try:
+                yield
+            except DynError:
+                raise
+            except Exception as e:
+                raise DynError(f"--evaluate: {self._what()} {doing}: {_first(e)}", exit_code=2) from None
+        return guard()
+
+    def _probe(self) -> None:
+        """Run the model on two samples of the first split before anything is read or written,
+        and check it gives one score per class of the data set."""
+        images, labels = self.data.split(self.split_names[0])
+        with self._guard("cannot run on them"):
+            with self.torch.no_grad():
+                logits = self.model(self.transform(images[:2]))
+        shape = tuple(getattr(logits, "shape", ()))
+        if len(shape) != 2 or shape[1] != self.data.num_classes:
+            raise DynError(f"--evaluate: {self._what()}: the model's output has shape {list(shape)}, expected "
+                           f"[batch, {self.data.num_classes}] (one score per class)", exit_code=2)
 
     # ------------------------------------------------------------------- layout
     def splits(self) -> dict[str, Split]:
@@ -123,13 +172,15 @@ class Evaluator:
     def evaluate(self, networks: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, tuple]]:
         """{net: {split: (Eval, accuracy, mean loss)}} of every network of one epoch."""
         torch = self.torch
-        states = {net: {k: torch.as_tensor(np.ascontiguousarray(a)).to(self.device, self.state[k].dtype)
-                        for k, a in arrays.items()} for net, arrays in networks.items()}
+        with self._guard("cannot take the imported weights"):
+            states = {net: {k: torch.as_tensor(np.ascontiguousarray(a)).to(self.device, self.state[k].dtype)
+                            for k, a in arrays.items()} for net, arrays in networks.items()}
         out = {net: {} for net in networks}
         for s in self.split_names:
             images, labels = self.data.split(s)
-            res = self._evaluate(self.model, states, images, labels, batch_size=self.batch_size,
-                                 transform=self.transform)
+            with self._guard(f"failed on split {s}"):
+                res = self._evaluate(self.model, states, images, labels, batch_size=self.batch_size,
+                                     transform=self.transform)
             for net, r in res.items():
                 out[net][s] = (Eval(correct=r.correct, predicted=r.predicted, loss=r.loss), r.accuracy, r.mean_loss)
         return out

@@ -113,6 +113,8 @@ def environment(device: torch.device, world_size: int = 1) -> dict:
 class Trainer:
     """Builds everything a run needs from its config; `run()` trains and records it."""
 
+    ignore_signals_when_done = False  # `dyn train` sets it: SIGINT/SIGTERM ignored once complete
+
     def __init__(self, cfg: TrainConfig, out: Path, *, resume: bool = False, overwrite: bool = False,
                  progress: bool | None = None, dist: Dist | None = None):
         """dist: this rank of a torchrun job, its process group started (None: one process)."""
@@ -132,6 +134,9 @@ class Trainer:
             dist.barrier()
         n_train = len(self.data.train_labels)
         if cfg.batch_size > n_train:
+            if cfg.val_size is not None:  # the held-out samples made the training set small: say so
+                raise UsageError(f"--val-size: {cfg.val_size:,} leaves {n_train:,} training samples, fewer than "
+                                 f"one batch (--batch-size {cfg.batch_size})")
             raise UsageError(f"--batch-size: {cfg.batch_size} is larger than the training set ({n_train:,} samples)")
         if dist:
             check_shards(n_train, cfg.batch_size, dist.world)
@@ -234,6 +239,7 @@ class Trainer:
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         check_every = 1 if self.device.type == "cpu" else 32  # a finite-loss check syncs the GPU
         dist = self.dist
+        done = False
         try:
             for epoch in range(self.start + 1, self.cfg.epochs + 1):
                 self.progress.start_epoch(epoch)
@@ -275,6 +281,7 @@ class Trainer:
             self.rec.finish()
             if dist is not None:
                 self._check_replicas()
+            done = True
             self.progress.message(f"done: {self.out}")
             return 0
         except Stop as s:
@@ -299,8 +306,11 @@ class Trainer:
             self.rec.close()
             raise
         finally:
+            # a complete run is done: a Ctrl-C on the way out changes nothing about the exit
+            # (the `dyn train` command asks for this; a library caller gets its handlers back)
+            keep = signal.SIG_IGN if done and self.ignore_signals_when_done else None
             for s, h in old.items():
-                signal.signal(s, h)
+                signal.signal(s, keep or h)
 
     def _backward(self, loss, n: int) -> None:
         if self.dist is not None:

@@ -171,7 +171,8 @@ class Runner:
                     if log is not None:
                         log.close()
                     run.seconds = time.monotonic() - t0
-                    run.result = ("completed" if p.returncode == 0 else
+                    # the file has the last word: a run interrupted after it was complete is complete
+                    run.result = ("completed" if p.returncode == 0 or _complete(run.out) else
                                   "stopped" if p.returncode in (130, 143) and self.signum else "failed")
                     if run.result == "failed":
                         run.note = f"exit {p.returncode}" + (f", see {run.log}" if run.log else "")
@@ -197,6 +198,16 @@ class Runner:
         p = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=log, stderr=log,
                              preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         return run, p, time.monotonic(), log
+
+
+def _complete(path: Path) -> bool:
+    from dyn import open_run
+
+    try:
+        with open_run(path) as f:
+            return f.state == "complete"
+    except (DynError, OSError):
+        return False
 
 
 def _clock(seconds: float) -> str:

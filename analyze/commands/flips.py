@@ -173,6 +173,9 @@ def flips(top, rank_by, **kw):
       dyn analyze flips runs/x.h5 --net sgd,ema-0.9995 --out fig4.png
       dyn analyze flips runs/x.h5 --top 50 --rank-by ema --csv flips.csv
     """
+    if kw.get("out") and top == 0:  # the figure is the barcodes: with none, it would be nothing
+        raise UsageError("--top 0 with --out: no barcodes to draw; give --top K of at least 1, "
+                         "or leave out --out for the flip counts alone")
     if kw.get("out") and top > MAX_BARCODES:
         raise UsageError(f"--top {top}: too many barcodes to draw (at most {MAX_BARCODES}); use --csv for the numbers")
     execute(sys.modules[__name__], kw, top=top, rank_by=rank_by)

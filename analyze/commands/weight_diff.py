@@ -22,7 +22,7 @@ from dyn.errors import RunFileError, UsageError
 @dataclass
 class RunResult:
     info: source.RunInfo
-    buffers: bool
+    buffers: tuple  # names of the buffers in the norms; () without --include-buffers
     nets: dict  # {ema network: WeightDifference}
 
 
@@ -37,15 +37,17 @@ def compute(runs, opts, include_buffers: bool = False) -> list[RunResult]:
         if not emas:
             raise UsageError(f"{run.path}: weight-diff needs an EMA network (networks: {', '.join(run.networks)})")
         epochs = _window(run, opts.first, opts.last)
+        keep = float_buffers(run) if include_buffers else None
         acc = {n: [] for n in emas}
         for e in epochs:
-            sgd = _weights(run, "sgd", e, include_buffers)
+            sgd = _weights(run, "sgd", e, keep)
             for n in emas:
                 try:
-                    acc[n].append((int(e),) + relative_difference(sgd, _weights(run, n, e, include_buffers)))
+                    acc[n].append((int(e),) + relative_difference(sgd, _weights(run, n, e, keep)))
                 except ValueError as err:  # vectors of different lengths: a damaged or odd import
                     raise RunFileError(f"{run.path}: {n} at epoch {e}: {err}") from None
-        out.append(RunResult(info, include_buffers, {n: _collect(v) for n, v in acc.items()}))
+        names = tuple(float_buffer_names(run)) if include_buffers else ()
+        out.append(RunResult(info, names, {n: _collect(v) for n, v in acc.items()}))
     return out
 
 
@@ -63,9 +65,39 @@ def _window(run, first, last) -> np.ndarray:
     return sel
 
 
-def _weights(run, net, epoch, buffers):
+def float_buffers(run) -> np.ndarray:
+    """Positions in the buffers row of the floating-point buffers (BatchNorm running means and
+    variances). Integer and bool buffers (num_batches_tracked) are counters, not weights: a
+    step count in the thousands would swamp ||SGD|| and make every EMA look like SGD."""
+    t = run.param_rows
+    buf = t[t["kind"] == b"buffer"]
+    keep = [np.arange(int(o), int(o) + int(n)) for o, n, d in zip(buf["offset"], buf["size"], buf["dtype"])
+            if _is_float(d.decode(errors="replace"))]
+    return np.concatenate(keep).astype(np.int64) if keep else np.zeros(0, np.int64)
+
+
+def _is_float(dtype: str) -> bool:
+    try:
+        return np.dtype(dtype).kind in "fc"
+    except TypeError:  # bfloat16 and other names numpy lacks are floats in torch
+        return "float" in dtype
+
+
+def float_buffer_names(run) -> list[str]:
+    t = run.param_rows
+    return [n.decode() for n, k, d in zip(t["name"], t["kind"], t["dtype"])
+            if k == b"buffer" and _is_float(d.decode(errors="replace"))]
+
+
+def _weights(run, net, epoch, keep):
     p = run.params(net, int(epoch))
-    return np.concatenate([p, run.buffers(net, int(epoch))]) if buffers else p
+    if keep is None:
+        return p
+    b = run.buffers(net, int(epoch))
+    if len(keep) and int(keep.max()) >= len(b):  # a damaged file: the table lists buffers it lacks
+        raise RunFileError(f"{run.path}: {net} at epoch {epoch}: the parameter table lists buffer values up to "
+                           f"{int(keep.max()) + 1:,}, the file holds {len(b):,}")
+    return np.concatenate([p, b[keep]])
 
 
 def _collect(items) -> WeightDifference:
@@ -94,15 +126,20 @@ def table(results) -> str:
                 output.fmt(v.min() if v.size else np.nan), output.fmt(v.max() if v.size else np.nan),
                 output.fmt(w.relative[-1]), _reasons(w)])
     head = (["run"] if many else []) + ["network", "epochs", "records", "lowest", "highest", "last", "note"]
-    what = "parameters and buffers" if results[0].buffers else "parameters"
+    named = sorted({b for r in results for b in r.buffers})
+    what = f"parameters and {len(named)} float buffers ({_short(named)})" if named else "parameters"
     where = "" if many else f" ({results[0].info.path})"
     return f"||EMA - SGD|| / ||SGD|| over {what}{where}\n" + output.text_table(head, rows)
 
 
+def _short(names, n: int = 3) -> str:
+    return ", ".join(names[:n]) + (f", ... {len(names) - n} more" if len(names) > n else "")
+
+
 def records(results):
-    cols = ["run", "network", "epoch", "relative", "diff_norm", "sgd_norm", "reason"]
+    cols = ["run", "network", "epoch", "relative", "diff_norm", "sgd_norm", "reason", "buffers"]
     rows = [{"run": r.info.path, "network": n, "epoch": int(e), "relative": rel, "diff_norm": d,
-             "sgd_norm": s, "reason": why}
+             "sgd_norm": s, "reason": why, "buffers": " ".join(r.buffers)}
             for r in results for n, w in r.nets.items()
             for e, rel, d, s, why in zip(w.epochs, w.relative, w.diff_norm, w.sgd_norm, w.reasons)]
     return cols, rows
@@ -110,7 +147,7 @@ def records(results):
 
 def document(results) -> dict:
     return {"analysis": "weight-diff", "runs": [{
-        "path": r.info.path, "label": r.info.label, "buffers": r.buffers,
+        "path": r.info.path, "label": r.info.label, "buffers": list(r.buffers),
         "networks": {n: {"epochs": w.epochs, "relative": w.relative, "diff_norm": w.diff_norm,
                          "sgd_norm": w.sgd_norm, "reasons": list(w.reasons)} for n, w in r.nets.items()}}
         for r in results]}
@@ -133,7 +170,10 @@ def draw(results, out, logy: bool = False) -> list:
 
 @click.command("weight-diff")
 @common
-@click.option("--include-buffers", is_flag=True, help="Include buffers (BatchNorm statistics) in the norms.")
+@click.option("--include-buffers", is_flag=True,
+              help="Include the floating-point buffers (BatchNorm running means and variances) in the "
+                   "norms. Integer buffers (num_batches_tracked) are step counters, not weights, and "
+                   "stay out; the CSV's `buffers` column names those that are in.")
 @click.option("--log", "logy", is_flag=True, help="Logarithmic y axis.")
 def weight_diff(include_buffers, logy, **kw):
     """Relative difference of EMA and SGD weights over epochs (Figure 5).

@@ -57,7 +57,7 @@ def import_():
 @click.option("--dataset", default="cifar10", help="With --evaluate: cifar10, digits or synthetic.")
 @click.option("--data-dir", default="data", help="With --evaluate: folder holding CIFAR-10 (never downloaded).")
 @click.option("--split", "splits", multiple=True, default=("val",),
-              help="With --evaluate: split(s) to evaluate on (val, test, train); repeat for several.")
+              help="With --evaluate: split(s) to evaluate on (val, test, train); a comma list or repeated.")
 @click.option("--val-size", type=int, help="With --evaluate: validation samples held out (as dyn train).")
 @click.option("--batch-size", type=int, default=1000, help="With --evaluate: evaluation batch size.")
 @click.option("--device", default="cpu", help="With --evaluate: cpu, cuda or cuda:N.")
@@ -114,6 +114,9 @@ def checkpoints(sources, out, sgd, ema, sgd_key, ema_key, decay, order, epoch_of
     from .checkpoints import describe, import_checkpoints
 
     evaluator = None
+    given, splits = splits, tuple(dict.fromkeys(x.strip() for v in splits for x in v.split(",")))  # val,test
+    if "" in splits:
+        raise UsageError(f"--split: an empty split name in {','.join(given)!r}")
     if evaluate:  # the training stage evaluates (models, data); the core finds it by entry point
         Evaluator = plugins.load("dyn.evaluators", "checkpoints", "--evaluate")
         try:

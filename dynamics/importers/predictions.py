@@ -14,7 +14,10 @@ Three kinds of source, in any mix (every network must cover the same epochs and 
 
 Arrays are read with `allow_pickle=False`: an object array (a pickle) is refused. Without
 true labels the run's labels are -1 and its number of classes 0. Networks named `sgd` and
-`ema-<decay>` (or `ema`) are recorded as SGD and EMA networks, others as "other". Such a
+`ema-<decay>` are recorded as SGD and EMA networks; so are the usual spellings of an EMA network
+(`ema`, `EMA`, `ema_0.99`, `ema0.99`, `average`, `avg`, `avg-0.999`), as `ema-<decay>` where the name
+carries the decay, else `ema` (the config's import.renamed says what became what). Other names
+are recorded as "other", which no default selection of the analyses includes. Such a
 run holds no weights; its metrics are the epoch and `<net>/<split>/acc`.
 """
 
@@ -36,6 +39,9 @@ TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 SUFFIXES = ARRAY_SUFFIXES + TABLE_SUFFIXES
 _PAPER_FILE = re.compile(r"^(\d+)(_average)?\.npy$")
 _EMA_NAME = re.compile(r"^ema-(.+)$")
+# the usual spellings of an EMA network, with its decay where the name carries one:
+# ema, EMA, ema_0.99, ema-0.99, ema0.99, average, avg, avg_0.999, ...
+_EMA_SPELLING = re.compile(r"^(?:ema|avg|average)(?:[-_]?(\d*\.\d+|\d+(?:\.\d+)?e-?\d+))?$", re.IGNORECASE)
 SPECIAL_KEYS = ("epochs", "labels", "index")
 
 
@@ -317,16 +323,26 @@ def _merge_side(out: Collected, c: Collected) -> None:
 
 # ---------------------------------------------------------------------------- validate
 def network(name: str) -> Network:
-    if name == "sgd":
+    """The network a name stands for: `sgd`; an EMA network under its usual spellings (see
+    _EMA_SPELLING), recorded as `ema-<decay>` when the name carries a decay in (0, 1), else as
+    `ema`; anything else as kind "other" under its own name."""
+    if name.lower() == "sgd":
         return Network.sgd()
     m = _EMA_NAME.match(name)
     if m:
         try:
-            return Network.ema(float(m.group(1)), name)
+            d = float(m.group(1))
+            if 0 < d < 1:
+                return Network.ema(d, name)
         except ValueError:
             pass
-    if name == "ema":
-        return Network("ema", "ema", None)
+    m = _EMA_SPELLING.match(name)
+    if m:
+        d = float(m.group(1)) if m.group(1) else None
+        if d is None:
+            return Network("ema", "ema", None)
+        if 0 < d < 1:
+            return Network.ema(d)
     return Network(name, "other")
 
 
@@ -383,9 +399,17 @@ def import_predictions(sources=(), out=None, *, nets=None, labels=None, split="v
         if not valid_name(p.name):
             raise DynError(f"{p.source}: network {p.name!r} cannot be recorded: {NAME_RULE}")
     epochs, n = check(c)
+    by_name, renamed = {}, {}
+    for p in c.nets:  # ema_0.99, avg, average, ... recorded as the EMA networks they are
+        net = network(p.name)
+        if net.name in by_name:
+            raise DynError(f"{p.source}: network {p.name!r} is {net.name!r}, as is {by_name[net.name].source}; "
+                           f"rename one (--net NAME=FILE)")
+        by_name[net.name] = p
+        if net.name != p.name:
+            renamed[p.name] = net.name
     networks = sorted((network(p.name) for p in c.nets),
                       key=lambda x: (x.kind != "sgd", x.kind != "ema", x.decay or 0.0))
-    by_name = {p.name: p for p in c.nets}
     known = c.labels is not None
     labels_ = c.labels if known else np.full(n, -1, np.int64)
     has_pred = any(p.predicted is not None for p in c.nets)
@@ -400,7 +424,8 @@ def import_predictions(sources=(), out=None, *, nets=None, labels=None, split="v
     cfg = {"source": "dyn import predictions", "dataset": None, "model": None,
            "decays": sorted(x.decay for x in networks if x.decay is not None),
            "import": {"dyn_version": __version__, "split": split, "labels": c.labels_from or "unknown (-1)",
-                      "networks": {p.name: p.source for p in c.nets}}}
+                      "networks": {network(p.name).name: p.source for p in c.nets},
+                      **({"renamed": renamed} if renamed else {})}}
     with staged(out, overwrite) as tmp:
         with RunWriter.create(tmp, layout, cfg, swmr=False, durable=False) as w:
             for i, e in enumerate(epochs):
