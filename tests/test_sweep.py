@@ -273,7 +273,7 @@ def test_scale_out_doc_commands_are_valid(capsys):
     for words in sweeps:
         code, out, err = dyn(capsys, *words[1:], *([] if "--print" in words else ["--print"]))
         assert code == 0 and out, err
-    trains = [w for w in lines if w[:2] == ["dyn", "train"] or "dyn.cli" in w]
+    trains = [w for w in lines if w[:2] == ["dyn", "train"] or " -m dyn train " in f" {' '.join(w)} "]
     help_text = train.get_help(train.make_context("train", []))
     assert len(trains) >= 2
     for words in trains:

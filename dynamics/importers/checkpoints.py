@@ -16,7 +16,7 @@ With --evaluate the model's own named_buffers decide instead.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -26,7 +26,7 @@ from .. import __version__
 from ..errors import DynError, UsageError
 from ..format import ema_name
 from ..layout import Layout, Network, Param
-from .layouts import Detection, Found, LayoutError, Ref, detect, select
+from .layouts import Detection, Found, LayoutError, detect, select
 from .load import SUFFIXES, load
 from .records import ORDERS, Part, Record, drop_last_copies, order_records, records_auto, records_paired
 from .sources import expand, stem
