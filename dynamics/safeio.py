@@ -20,7 +20,10 @@ Every writer of dyn (run files, imports, figures, tables, reports; and new ones)
 from __future__ import annotations
 
 import errno
-import fcntl
+try:
+    import fcntl
+except ImportError:  # Windows: no locks, so no temporary is ever proved abandoned (see lock.py)
+    fcntl = None
 import io
 import os
 import secrets
@@ -74,6 +77,9 @@ def hold(fd: int) -> None:
     """Mark a temporary as being written by this process (the kernel drops it when we die)."""
     import time
 
+    if fcntl is None:
+        return
+
     for _ in range(50):  # a sweeper's brief test of the lock (`abandoned`) may hold it a moment
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -85,6 +91,8 @@ def hold(fd: int) -> None:
 
 def abandoned(p: Path) -> bool:
     """True when no live process holds this temporary (file or folder) open for writing."""
+    if fcntl is None:  # nothing proves its writer dead: keep it (inspect still lists it)
+        return False
     try:
         fd = os.open(p, os.O_RDONLY)
     except OSError:

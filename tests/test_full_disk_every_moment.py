@@ -247,7 +247,7 @@ def big_preds(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bigpreds") / "preds"
     folder.mkdir()
     rng = np.random.default_rng(1)
-    for e in range(1, 41):
+    for e in range(40):  # the authors' preds/{e}.npy, saved after training epoch e + 1: dyn epochs 1..40
         np.save(folder / f"{e}.npy", rng.random(60000) < 0.8)
         np.save(folder / f"{e}_average.npy", rng.random(60000) < 0.85)
     return folder
@@ -275,7 +275,7 @@ def test_import_killed_at_every_moment_then_run_again(server, big_preds, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k.h5"]
     with open_run(out) as run:
         assert run.rows("metrics") == 40 and run.state == "complete"
-        np.testing.assert_array_equal(run.correct("val", "sgd")[39], np.load(big_preds / "40.npy"))
+        np.testing.assert_array_equal(run.correct("val", "sgd")[39], np.load(big_preds / "39.npy"))
     print(f"import predictions: {kills} kills")
 
 

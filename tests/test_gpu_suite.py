@@ -82,7 +82,7 @@ def test_dyn_path_makes_the_checkout_importable_without_pip(machine):
     dest = tmp / "path"
     assert run(env, "python3", str(ROOT / "benchmarks" / "dyn_path.py"), str(dest)).returncode == 0
     env = {**env, "PYTHONPATH": str(dest)}
-    r = run(env, "python3", "-c", "import dyn.train.loop, dyn.analyze.stability, dyn.importers, os; "
+    r = run(env, "python3", "-c", "import dyn.train.loop, dyn.analyze.measures.stability, dyn.importers, os; "
             "print(os.path.realpath(dyn.train.loop.__file__))", cwd=tmp)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(ROOT / "train" / "loop.py")

@@ -238,9 +238,15 @@ class DeviceData:
         return tuple(self.train_images.shape[1:])
 
     def split(self, name):
+        if name == "train-augmented":
+            return self.train_augmented()
         if name not in ("train", "val", "test"):
-            raise ValueError(f"unknown split {name!r}; choose one of: train, val, test")
+            raise ValueError(f"unknown split {name!r}; choose one of: train, val, test, train-augmented")
         return getattr(self, f"{name}_images"), getattr(self, f"{name}_labels")
+
+    def split_indices(self, name):
+        """Each sample's index in the original data set (train-augmented: the train split's)."""
+        return getattr(self, f"{'train' if name == 'train-augmented' else name}_indices")
 
     def images_nhwc(self, split):
         """The split's uint8 images as a numpy (N, H, W, C) array, e.g. for the run file."""

@@ -26,7 +26,7 @@ from dyn.errors import DynError, UsageError
 from dyn.layout import Param, Split
 from dyn.writer import Eval
 
-SPLITS = ("val", "test", "train")
+SPLITS = ("val", "test", "train", "train-augmented")
 
 
 def load_factory(spec: str):
@@ -143,7 +143,7 @@ class Evaluator:
         out = {}
         for s in self.split_names:
             _, labels = self.data.split(s)
-            out[s] = Split(labels=labels.cpu().numpy(), index=getattr(self.data, f"{s}_indices"),
+            out[s] = Split(labels=labels.cpu().numpy(), index=self.data.split_indices(s),
                            num_classes=self.data.num_classes)
         return out
 

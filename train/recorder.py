@@ -67,8 +67,13 @@ class Recorder:
         # the lr the epoch's last optimizer step used, taken as that step runs: by the time
         # step() is called a scheduler has usually moved the optimizer's lr on to the NEXT step's
         self._step_lr = math.nan
-        self._lr_hook = (optimizer.register_step_pre_hook(self._take_lr)
-                         if optimizer is not None and hasattr(optimizer, "register_step_pre_hook") else None)
+        # A wrapper (accelerate's AcceleratedOptimizer) subclasses Optimizer without its hooks'
+        # state and steps the optimizer it wraps: hook that one.
+        inner = optimizer
+        while inner is not None and not hasattr(inner, "_optimizer_step_pre_hooks") and hasattr(inner, "optimizer"):
+            inner = inner.optimizer
+        self._lr_hook = (inner.register_step_pre_hook(self._take_lr)
+                         if inner is not None and hasattr(inner, "_optimizer_step_pre_hooks") else None)
         self.eval_seconds = 0.0  # time spent evaluating and writing at the last epoch end
         self._reset_running()
         self._t0 = time.perf_counter()
