@@ -1,0 +1,228 @@
+"""Per-sample training dynamics: forgetting events (Toneva et al., ICLR 2019), data maps
+(Swayamdipta et al., EMNLP 2020) and the area under the margin (Pleiss et al., NeurIPS 2020).
+
+Each is computed from one network's records over epochs, fed in epoch order in chunks of
+epochs (memory O(N), not O(E N): an ImageNet-sized train-presented split does not fit whole).
+An example not presented in an epoch (train-presented: NaN prob/margin) is no presentation: it
+neither ends a learned streak nor counts in a mean.
+
+Definitions, as the reference code computes them (docs/analyze.md, reference/training-dynamics.md):
+- forgetting event: correct at one presentation, wrong at the next. Never learned (never
+  correct): counted as E, the number of epochs, per run (order_examples_by_forgetting.py);
+  `never_learned="inf"` as the paper's "infinitely forgotten", "skip" leaves them out.
+- data map: confidence = mean true-class probability, variability = its *population* standard
+  deviation (np.std, ddof 0, as cartography's compute_train_dy_metrics), correctness = fraction
+  of presentations correct (cartography stores the count; both are given).
+- AUM: mean over presentations of margin = true-class logit - largest other logit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+NEVER_LEARNED = ("E", "inf", "skip")
+
+
+def _rows(x, n: int, what: str, dtype=None) -> np.ndarray:
+    x = np.asarray(x, dtype=dtype)
+    if x.ndim == 1:
+        x = x[None]
+    if x.ndim != 2 or x.shape[1] != n:
+        raise ValueError(f"{what}: expected (epochs, {n}) rows, got shape {x.shape}")
+    return x
+
+
+class ForgettingAccumulator:
+    """Forgetting events, first-learned epoch and presentations per example, streamed by epoch."""
+
+    def __init__(self, n: int, epochs):
+        self.n, self.epochs = int(n), np.asarray(epochs, dtype=np.int64)
+        self.last = np.full(self.n, -1, np.int8)  # correctness at the latest presentation; -1: none yet
+        self.events = np.zeros(self.n, np.int32)
+        self.first = np.full(self.n, -1, np.int64)  # row of the first correct presentation
+        self.presentations = np.zeros(self.n, np.int32)
+        self.row = 0
+
+    def add(self, correct, presented=None) -> None:
+        correct = _rows(correct, self.n, "correctness", bool)
+        if presented is not None:
+            presented = _rows(presented, self.n, "presented", bool)
+        for t in range(len(correct)):
+            c = correct[t]
+            if presented is None:
+                self.events += (self.last == 1) & ~c
+                self.last = c.astype(np.int8)
+                self.presentations += 1
+            else:
+                p = presented[t]
+                c = c & p
+                self.events += p & (self.last == 1) & ~c
+                np.copyto(self.last, c.astype(np.int8), where=p)
+                self.presentations += p
+            self.first[c & (self.first < 0)] = self.row
+            self.row += 1
+
+    def frame(self, never_learned: str = "E"):
+        import pandas as pd
+
+        if never_learned not in NEVER_LEARNED:
+            raise ValueError(f"never_learned must be one of {', '.join(NEVER_LEARNED)}; got {never_learned!r}")
+        if self.row != len(self.epochs):
+            raise ValueError(f"fed {self.row} rows for {len(self.epochs)} epochs")
+        never = self.first < 0
+        first = np.full(self.n, np.nan)
+        first[~never] = self.epochs[self.first[~never]]
+        counted = self.events.astype(float)
+        counted[never] = {"E": float(len(self.epochs)), "inf": np.inf, "skip": np.nan}[never_learned]
+        return pd.DataFrame({"sample": np.arange(self.n), "presentations": self.presentations,
+                             "forgetting_events": self.events, "first_learned": first,
+                             "never_learned": never, "forgetting": counted})
+
+
+def forgetting(correct, presented=None, epochs=None, never_learned: str = "E"):
+    """Forgetting statistics of (E, N) correctness (bool), one row per example.
+
+    presented: (E, N) bool, False where the example was not presented in that epoch.
+    Columns: sample, presentations, forgetting_events (1 -> 0 transitions between consecutive
+    presentations), first_learned (epoch of the first correct presentation; NaN: never),
+    never_learned, forgetting (the count ranked on: forgetting_events, or for never-learned
+    examples E (the reference code), inf, or NaN with never_learned="skip")."""
+    correct = np.asarray(correct, dtype=bool)
+    correct = correct[None] if correct.ndim == 1 else correct
+    acc = ForgettingAccumulator(correct.shape[1], np.arange(len(correct)) if epochs is None else epochs)
+    acc.add(correct, presented)
+    return acc.frame(never_learned)
+
+
+def order_by_forgetting(counts, index=None):
+    """The reference's output (order_examples_by_forgetting.py): examples sorted by their
+    forgetting count summed over runs, ascending; ties by index (the reference's sort is not
+    stable, so any tie order matches it). counts: (runs, N) or (N,); NaN (skipped) examples left out.
+    Returns a DataFrame: rank (1 = least forgotten), index, forgetting_counts; `attrs["unforgettable"]`."""
+    import pandas as pd
+
+    counts = np.atleast_2d(np.asarray(counts, dtype=float))
+    total = counts.sum(axis=0)
+    index = np.arange(total.size) if index is None else np.asarray(index)
+    keep = ~np.isnan(total)
+    total, index = total[keep], index[keep]
+    order = np.lexsort((index, total))
+    df = pd.DataFrame({"rank": np.arange(1, order.size + 1), "index": index[order],
+                       "forgetting_counts": total[order]})
+    df.attrs["unforgettable"] = int(np.sum(total == 0))
+    return df
+
+
+class DataMapAccumulator:
+    """Confidence, variability and correctness per example, streamed by epoch."""
+
+    def __init__(self, n: int):
+        self.n = int(n)
+        self.sum = np.zeros(self.n)
+        self.sq = np.zeros(self.n)
+        self.count = np.zeros(self.n, np.int32)
+        self.correct = np.zeros(self.n, np.int32)
+
+    def add(self, prob, correct) -> None:
+        prob = _rows(prob, self.n, "probabilities", np.float32)
+        correct = _rows(correct, self.n, "correctness", bool)
+        if len(prob) != len(correct):
+            raise ValueError(f"{len(prob)} rows of probabilities, {len(correct)} of correctness")
+        for p, c in zip(prob, correct):
+            seen = ~np.isnan(p)  # not presented: NaN
+            p = np.where(seen, p, 0).astype(np.float64)
+            self.sum += p
+            self.sq += p * p
+            self.count += seen
+            self.correct += c & seen
+
+    def frame(self):
+        import pandas as pd
+
+        with np.errstate(invalid="ignore", divide="ignore"):
+            k = self.count.astype(float)
+            k[k == 0] = np.nan
+            mean = self.sum / k
+            var = np.maximum(self.sq / k - mean * mean, 0.0)  # population variance (ddof 0)
+        return pd.DataFrame({"sample": np.arange(self.n), "confidence": mean, "variability": np.sqrt(var),
+                             "correctness": self.correct / k, "correct_epochs": self.correct,
+                             "presentations": self.count})
+
+
+def data_map(prob, correct):
+    """Data-map coordinates of (E, N) true-class probabilities and correctness, one row per
+    example: sample, confidence (mean probability), variability (population std, ddof 0, as
+    cartography), correctness (fraction of presentations correct), correct_epochs (cartography's
+    count), presentations. NaN probabilities (not presented) are left out of all three."""
+    prob = np.asarray(prob, dtype=np.float32)
+    prob = prob[None] if prob.ndim == 1 else prob
+    acc = DataMapAccumulator(prob.shape[1])
+    acc.add(prob, correct)
+    return acc.frame()
+
+
+REGIONS = {  # cartography chooses subsets by sorting, not thresholds: (column, highest first)
+    "easy-to-learn": ("confidence", True),
+    "ambiguous": ("variability", True),
+    "hard-to-learn": ("confidence", False),
+}
+
+
+def region_top(df, region: str, k: int):
+    """The k examples of a data-map region: the highest confidence (easy-to-learn), the highest
+    variability (ambiguous) or the lowest confidence (hard-to-learn); ties by sample."""
+    column, highest = REGIONS[region]
+    d = df[df[column].notna()]
+    key = -d[column].to_numpy() if highest else d[column].to_numpy()
+    order = np.lexsort((d["sample"].to_numpy(), key))
+    return d.iloc[order[:k]]
+
+
+class AUMAccumulator:
+    """Sum and count of margins per example, streamed by epoch."""
+
+    def __init__(self, n: int):
+        self.n = int(n)
+        self.sum = np.zeros(self.n)
+        self.count = np.zeros(self.n, np.int32)
+
+    def add(self, margin) -> None:
+        for m in _rows(margin, self.n, "margins", np.float32):
+            seen = ~np.isnan(m)
+            self.sum += np.where(seen, m, 0)
+            self.count += seen
+
+    def frame(self):
+        import pandas as pd
+
+        with np.errstate(invalid="ignore", divide="ignore"):
+            aum = self.sum / np.where(self.count > 0, self.count, np.nan)
+        return pd.DataFrame({"sample": np.arange(self.n), "aum": aum, "measurements": self.count})
+
+
+def area_under_margin(margin):
+    """AUM of (E, N) margins (true-class logit - largest other logit), one row per example:
+    sample, aum (mean margin over the measurements), measurements (non-NaN epochs)."""
+    margin = np.asarray(margin, dtype=np.float32)
+    margin = margin[None] if margin.ndim == 1 else margin
+    acc = AUMAccumulator(margin.shape[1])
+    acc.add(margin)
+    return acc.frame()
+
+
+def margin_from_logits(logits, targets) -> np.ndarray:
+    """(N, C) logits and (N,) targets -> (N,) margins: z_y - max over k != y of z_k."""
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(targets, dtype=np.int64)
+    true = z[np.arange(len(z)), y]
+    other = z.copy()
+    other[np.arange(len(z)), y] = -np.inf
+    return true - other.max(axis=1)
+
+
+def prob_from_logits(logits, targets) -> np.ndarray:
+    """(N, C) logits and (N,) targets -> (N,) softmax probability of the target class."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e[np.arange(len(z)), np.asarray(targets, dtype=np.int64)] / e.sum(axis=1)
