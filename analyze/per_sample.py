@@ -16,7 +16,7 @@ from dyn.analyze import source
 from dyn.analyze.options import net_option, output_options, runs_argument, window_options
 from dyn.errors import RunFileError, UsageError
 
-CHUNK_VALUES = 1 << 24  # values per chunk read: 64 MB as float32, whatever N
+CHUNK_VALUES = 1 << 22  # values per chunk read: 16 MB as float32 whatever N (one per network thread)
 
 
 def common(fn):
