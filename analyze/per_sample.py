@@ -77,21 +77,37 @@ def lacking(run, split: str, net: str, kind: str, what: str) -> RunFileError:
                         f"recorded by dyn train --record-train (train-presented) or --record-train-every K (train)")
 
 
-def chunks(run, split: str, net: str, win, kind: str | None):
-    """(correct bool (t, N), values float32 (t, N) or None, presented bool (t, N) or None) over the
-    window, in chunks of epochs. kind None: correctness only, with `presented` taken from the
-    prob (or margin) records where there are any (NaN: not presented)."""
+def chunks(run, split: str, net: str, win, kind: str | None, correct: bool = True):
+    """(correct bool (t, N) or None, values float32 (t, N) or None, presented bool (t, N) or None)
+    over the window, in chunks of epochs. kind None: no values, but on train-presented which
+    examples were presented, from the prob (or margin) records (NaN: not presented), tested on
+    the stored float16 bits without converting them."""
     n = run.split_size(split)
     step = max(1, CHUNK_VALUES // max(n, 1))
     src = value_kind(run, split, net, kind) if kind else next(
         (k for k in ("prob", "margin") if run.has(split, net, k)), None)
+    if kind is None and split != "train-presented":
+        src = None  # elsewhere every example is evaluated at every recorded epoch
+    ds = None
+    if src is not None:
+        getattr(run, src)(split, net, slice(win.lo, win.lo))  # the reader's checks (shape, dtype, rows), once
+        ds = run.f[f"splits/{split}/{net}/{src}"]  # then the float16 rows as stored: converted once, below
     for a in range(win.lo, win.hi, step):
         rows = slice(a, min(a + step, win.hi))
-        correct = run.correct(split, net, rows)
-        values = None
-        if src == "loss":
-            values = np.exp(-run.loss(split, net, rows).astype(np.float32))
-        elif src is not None:
-            values = getattr(run, src)(split, net, rows)
-        presented = None if values is None or split != "train-presented" else ~np.isnan(values)
-        yield correct, (values if kind else None), presented
+        bits = run.correct(split, net, rows) if correct else None
+        values = presented = None
+        if ds is not None:
+            raw = ds[rows.start:rows.stop]
+            if kind is None:
+                presented = _not_nan(raw)
+            else:
+                values = raw.astype(np.float32)
+                if src == "loss":
+                    np.exp(np.negative(values, out=values), out=values)  # cross-entropy = -log p
+        yield bits, values, presented
+
+
+def _not_nan(raw: np.ndarray) -> np.ndarray:
+    if raw.dtype == np.float16:  # numpy's float16 isnan is ~10x slower than this bit test
+        return (raw.view(np.uint16) & 0x7FFF) <= 0x7C00
+    return ~np.isnan(raw)

@@ -15,7 +15,7 @@ def test_dynamics_bench_quick_prints_times_ratios_and_memory():
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "dynamics_bench.py"), "--quick"],
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
-    rows = dict((m[0], m[1:]) for m in re.findall(r"^(read|forgetting|datamap|aum) +([\d.]+) +([\d.]+) +(\d+)$",
+    rows = dict((m[0], m[1:]) for m in re.findall(r"^(read|forgetting|datamap|aum) +([\d.]+) +([\d.]+) +(\d+) +[\d.]+ +[\d.]+$",
                                                    r.stdout, re.M))
     assert set(rows) == {"read", "forgetting", "datamap", "aum"}, r.stdout
     assert all(float(t) > 0 and int(mb) > 0 for t, _, mb in rows.values())

@@ -37,9 +37,10 @@ class ForgettingAccumulator:
 
     def __init__(self, n: int, epochs):
         self.n, self.epochs = int(n), np.asarray(epochs, dtype=np.int64)
-        self.last = np.full(self.n, -1, np.int8)  # correctness at the latest presentation; -1: none yet
+        self.last = np.zeros(self.n, bool)  # correct at the latest presentation (False before any)
+        self.ever = np.zeros(self.n, bool)  # correct at some presentation so far
         self.events = np.zeros(self.n, np.int32)
-        self.first = np.full(self.n, -1, np.int64)  # row of the first correct presentation
+        self.before = np.zeros(self.n, np.int32)  # rows before the first correct presentation
         self.presentations = np.zeros(self.n, np.int32)
         self.row = 0
 
@@ -47,20 +48,29 @@ class ForgettingAccumulator:
         correct = _rows(correct, self.n, "correctness", bool)
         if presented is not None:
             presented = _rows(presented, self.n, "presented", bool)
+        forgot = np.empty(self.n, bool)
         for t in range(len(correct)):
             c = correct[t]
+            np.greater(self.last, c, out=forgot)  # 1 -> 0
             if presented is None:
-                self.events += (self.last == 1) & ~c
-                self.last = c.astype(np.int8)
+                self.events += forgot
+                self.last[:] = c
                 self.presentations += 1
             else:
                 p = presented[t]
                 c = c & p
-                self.events += p & (self.last == 1) & ~c
-                np.copyto(self.last, c.astype(np.int8), where=p)
+                forgot &= p  # an example not presented keeps its last state
+                self.events += forgot
+                np.copyto(self.last, c, where=p)
                 self.presentations += p
-            self.first[c & (self.first < 0)] = self.row
+            self.ever |= c
+            self.before += ~self.ever
             self.row += 1
+
+    @property
+    def first(self) -> np.ndarray:
+        """Row of the first correct presentation; -1: never correct."""
+        return np.where(self.ever, self.before, -1)
 
     def frame(self, never_learned: str = "E"):
         import pandas as pd
@@ -128,13 +138,14 @@ class DataMapAccumulator:
         correct = _rows(correct, self.n, "correctness", bool)
         if len(prob) != len(correct):
             raise ValueError(f"{len(prob)} rows of probabilities, {len(correct)} of correctness")
-        for p, c in zip(prob, correct):
-            seen = ~np.isnan(p)  # not presented: NaN
-            p = np.where(seen, p, 0).astype(np.float64)
-            self.sum += p
-            self.sq += p * p
-            self.count += seen
-            self.correct += c & seen
+        bad = np.isnan(prob)  # not presented
+        if bad.any():
+            prob = np.where(bad, np.float32(0), prob)
+            correct = correct & ~bad
+        self.sum += prob.sum(axis=0, dtype=np.float64)
+        self.sq += np.square(prob).sum(axis=0, dtype=np.float64)
+        self.count += len(prob) - bad.sum(axis=0, dtype=np.int32)
+        self.correct += correct.sum(axis=0, dtype=np.int32)
 
     def frame(self):
         import pandas as pd
@@ -187,10 +198,12 @@ class AUMAccumulator:
         self.count = np.zeros(self.n, np.int32)
 
     def add(self, margin) -> None:
-        for m in _rows(margin, self.n, "margins", np.float32):
-            seen = ~np.isnan(m)
-            self.sum += np.where(seen, m, 0)
-            self.count += seen
+        margin = _rows(margin, self.n, "margins", np.float32)
+        bad = np.isnan(margin)  # not measured
+        if bad.any():
+            margin = np.where(bad, np.float32(0), margin)
+        self.sum += margin.sum(axis=0, dtype=np.float64)
+        self.count += len(margin) - bad.sum(axis=0, dtype=np.int32)
 
     def frame(self):
         import pandas as pd
