@@ -77,11 +77,12 @@ def lacking(run, split: str, net: str, kind: str, what: str) -> RunFileError:
                         f"recorded by dyn train --record-train (train-presented) or --record-train-every K (train)")
 
 
-def chunks(run, split: str, net: str, win, kind: str | None, correct: bool = True):
-    """(correct bool (t, N) or None, values float32 (t, N) or None, presented bool (t, N) or None)
-    over the window, in chunks of epochs. kind None: no values, but on train-presented which
-    examples were presented, from the prob (or margin) records (NaN: not presented), tested on
-    the stored float16 bits without converting them."""
+def chunks(run, split: str, net: str, win, kind: str | None, correct: bool | str = True):
+    """(correct, values (t, N) or None, presented bool (t, N) or None) over the window, in
+    chunks of epochs. correct: True: bool (t, N); "packed": the stored uint8 rows; False: None.
+    values: as stored (float16; converted where they are summed, analyze/half.py), or float32
+    exp(-loss). kind None: no values, but on train-presented which examples were presented,
+    from the prob (or margin) records (NaN: not presented), tested on the float16 bits."""
     n = run.split_size(split)
     step = max(1, CHUNK_VALUES // max(n, 1))
     src = value_kind(run, split, net, kind) if kind else next(
@@ -94,16 +95,18 @@ def chunks(run, split: str, net: str, win, kind: str | None, correct: bool = Tru
         ds = run.f[f"splits/{split}/{net}/{src}"]  # then the float16 rows as stored: converted once, below
     for a in range(win.lo, win.hi, step):
         rows = slice(a, min(a + step, win.hi))
-        bits = run.correct(split, net, rows) if correct else None
+        bits = (run.correct_packed(split, net, rows) if correct == "packed"
+                else run.correct(split, net, rows) if correct else None)
         values = presented = None
         if ds is not None:
             raw = ds[rows.start:rows.stop]
             if kind is None:
                 presented = _not_nan(raw)
-            else:
+            elif src == "loss":
                 values = raw.astype(np.float32)
-                if src == "loss":
-                    np.exp(np.negative(values, out=values), out=values)  # cross-entropy = -log p
+                np.exp(np.negative(values, out=values), out=values)  # cross-entropy = -log p
+            else:
+                values = raw
         yield bits, values, presented
 
 

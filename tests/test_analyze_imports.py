@@ -9,7 +9,7 @@ import dyn.analyze
 
 PURE = ["measures", "measures.accuracy", "measures.agreement", "bits", "measures.flips", "histogram", "kernels",
         "measures.misclassification", "networks", "runs", "measures.stability", "tables", "measures.weight_diff",
-        "window", "measures.decays", "posthoc", "measures.dynamics"]
+        "window", "measures.decays", "posthoc", "measures.dynamics", "half"]
 PLOT = ["plot", "plot.style", "plot.save", "plot.stability", "plot.misclassification",
         "plot.barcode", "plot.weight_diff", "plot.accuracy", "plot.agreement", "plot.decays", "plot.dynamics"]
 CLI = ["api", "figures", "cli", "source", "stream", "output", "options", "commands", "commands.stability", "commands.histogram",

@@ -40,8 +40,8 @@ def compute(runs, opts, top: int = 10) -> dict:
 
         def one(net):
             acc = DataMapAccumulator(run.split_size(split))
-            for correct, prob, _ in per_sample.chunks(run, split, net, win, "prob"):
-                acc.add(prob, correct)
+            for packed, prob, _ in per_sample.chunks(run, split, net, win, "prob", correct="packed"):
+                acc.add(prob, packed=packed)
             return acc.frame()
 
         frames = dict(zip(nets, source.map_parallel(one, nets)))

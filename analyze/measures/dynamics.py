@@ -133,19 +133,18 @@ class DataMapAccumulator:
         self.count = np.zeros(self.n, np.int32)
         self.correct = np.zeros(self.n, np.int32)
 
-    def add(self, prob, correct) -> None:
-        prob = _rows(prob, self.n, "probabilities", np.float32)
-        correct = _rows(correct, self.n, "correctness", bool)
-        if len(prob) != len(correct):
-            raise ValueError(f"{len(prob)} rows of probabilities, {len(correct)} of correctness")
-        bad = np.isnan(prob)  # not presented
-        if bad.any():
-            prob = np.where(bad, np.float32(0), prob)
-            correct = correct & ~bad
-        self.sum += prob.sum(axis=0, dtype=np.float64)
-        self.sq += np.square(prob).sum(axis=0, dtype=np.float64)
-        self.count += len(prob) - bad.sum(axis=0, dtype=np.int32)
-        self.correct += correct.sum(axis=0, dtype=np.int32)
+    def add(self, prob, correct=None, packed=None) -> None:
+        """prob: (t, N) floats (float16 as stored is fastest), NaN where not presented;
+        correct: (t, N) bool, or packed: (t, ceil(N/8)) uint8 rows as the run file stores them."""
+        from dyn.analyze.half import accumulate
+
+        prob = _rows(prob, self.n, "probabilities")
+        if packed is None:
+            correct = _rows(correct, self.n, "correctness", bool)
+            packed = np.packbits(correct, axis=1)
+        if len(prob) != len(packed):
+            raise ValueError(f"{len(prob)} rows of probabilities, {len(packed)} of correctness")
+        accumulate(prob, self.sum, self.count, squares=self.sq, packed=packed, correct=self.correct)
 
     def frame(self):
         import pandas as pd
@@ -198,12 +197,10 @@ class AUMAccumulator:
         self.count = np.zeros(self.n, np.int32)
 
     def add(self, margin) -> None:
-        margin = _rows(margin, self.n, "margins", np.float32)
-        bad = np.isnan(margin)  # not measured
-        if bad.any():
-            margin = np.where(bad, np.float32(0), margin)
-        self.sum += margin.sum(axis=0, dtype=np.float64)
-        self.count += len(margin) - bad.sum(axis=0, dtype=np.int32)
+        """margin: (t, N) floats (float16 as stored is fastest), NaN where not measured."""
+        from dyn.analyze.half import accumulate
+
+        accumulate(_rows(margin, self.n, "margins"), self.sum, self.count)
 
     def frame(self):
         import pandas as pd
