@@ -52,3 +52,27 @@ void dyn_half_accumulate(const uint16_t *x, int64_t rows, int64_t stride, int64_
         }
     }
 }
+
+/* Forgetting events, rows in epoch order. bits: packed correctness rows (bit order big);
+ * presence: float16 rows whose NaN marks an example not presented (NULL: all presented).
+ * State per example: last (correct at its latest presentation), ever (correct at some),
+ * events (1 -> 0 between consecutive presentations), before (rows before the first correct
+ * one), presentations. The same as ForgettingAccumulator.add in analyze/measures/dynamics.py. */
+void dyn_forgetting_rows(const uint8_t *bits, int64_t rows, int64_t bits_stride, const uint16_t *presence,
+                         int64_t presence_stride, int64_t n, uint8_t *last, uint8_t *ever, int32_t *events,
+                         int32_t *before, int32_t *presentations)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const uint8_t *b = bits + r * bits_stride;
+        const uint16_t *p = presence ? presence + r * presence_stride : NULL;
+        for (int64_t i = 0; i < n; i++) {
+            int pres = p ? ((p[i] & 0x7fff) <= 0x7c00) : 1;
+            int c = ((b[i >> 3] >> (7 - (i & 7))) & 1) & pres;
+            events[i] += pres & last[i] & !c;
+            last[i] = pres ? (uint8_t)c : last[i];
+            ever[i] |= (uint8_t)c;
+            before[i] += !ever[i];
+            presentations[i] += pres;
+        }
+    }
+}

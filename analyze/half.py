@@ -24,15 +24,17 @@ def _lib():
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
         path = here / f"_half{suffix}"
         if path.is_file():
-            try:
+            p, i = ctypes.c_void_p, ctypes.c_int64
+            try:  # a build from another dyn (other version, a kernel missing): numpy instead
                 lib = ctypes.CDLL(str(path))
                 if lib.dyn_half_version() != VERSION:
                     return None
+                lib.dyn_half_accumulate.argtypes = [p, i, i, i, p, p, p, p, i, p]
+                lib.dyn_half_accumulate.restype = None
+                lib.dyn_forgetting_rows.argtypes = [p, i, i, p, i, i, p, p, p, p, p]
+                lib.dyn_forgetting_rows.restype = None
             except (OSError, AttributeError):
                 return None
-            p, i = ctypes.c_void_p, ctypes.c_int64
-            lib.dyn_half_accumulate.argtypes = [p, i, i, i, p, p, p, p, i, p]
-            lib.dyn_half_accumulate.restype = None
             return lib
     return None
 
@@ -70,3 +72,24 @@ def accumulate(values, total, count, squares=None, packed=None, correct=None) ->
     if packed is not None:
         c = np.unpackbits(np.asarray(packed, np.uint8), axis=1, count=n).astype(bool)
         correct += (c & ~bad).sum(axis=0, dtype=np.int32)
+
+
+def forgetting_rows(packed, presence, n: int, last, ever, events, before, presentations) -> bool:
+    """Advance forgetting state (see ForgettingAccumulator) over packed correctness rows (t,
+    ceil(n/8)) and float16 presence rows (NaN: not presented; None: all presented), in C.
+    Returns False (nothing done) where the C kernel is not built or the inputs do not fit it."""
+    lib = _lib()
+    if lib is None or (presence is not None and np.asarray(presence).dtype != np.float16):
+        return False
+    packed = np.ascontiguousarray(packed, dtype=np.uint8)
+    if presence is not None:
+        presence = np.ascontiguousarray(presence)
+        if presence.shape != (len(packed), n):
+            raise ValueError(f"presence rows {presence.shape}, correctness rows {packed.shape}")
+    for a, dt in ((last, np.bool_), (ever, np.bool_), (events, np.int32), (before, np.int32), (presentations, np.int32)):
+        if a.dtype != dt or not a.flags.c_contiguous or a.shape != (n,):
+            raise ValueError(f"state must be a contiguous ({n},) {np.dtype(dt).name} array")
+    lib.dyn_forgetting_rows(packed.ctypes.data, len(packed), packed.shape[1],
+                            None if presence is None else presence.ctypes.data, n, n, last.ctypes.data,
+                            ever.ctypes.data, events.ctypes.data, before.ctypes.data, presentations.ctypes.data)
+    return True

@@ -77,7 +77,7 @@ def lacking(run, split: str, net: str, kind: str, what: str) -> RunFileError:
                         f"recorded by dyn train --record-train (train-presented) or --record-train-every K (train)")
 
 
-def chunks(run, split: str, net: str, win, kind: str | None, correct: bool | str = True):
+def chunks(run, split: str, net: str, win, kind: str | None, correct: bool | str = True, raw_presence=False):
     """(correct, values (t, N) or None, presented bool (t, N) or None) over the window, in
     chunks of epochs. correct: True: bool (t, N); "packed": the stored uint8 rows; False: None.
     values: as stored (float16; converted where they are summed, analyze/half.py), or float32
@@ -101,7 +101,7 @@ def chunks(run, split: str, net: str, win, kind: str | None, correct: bool | str
         if ds is not None:
             raw = ds[rows.start:rows.stop]
             if kind is None:
-                presented = _not_nan(raw)
+                presented = raw if raw_presence else _not_nan(raw)  # raw: the float16 rows, NaN = absent
             elif src == "loss":
                 values = raw.astype(np.float32)
                 np.exp(np.negative(values, out=values), out=values)  # cross-entropy = -log p

@@ -28,3 +28,25 @@ def test_c_sums_equal_numpy_on_every_float16_and_random_rows():
     np.testing.assert_array_equal(got[0][1], ok.sum(axis=0))
     bits = np.unpackbits(packed, axis=1).astype(bool)
     np.testing.assert_array_equal(got[0][3], (bits & ok).sum(axis=0))
+
+
+@pytest.mark.parametrize("kernels", ["C", "numpy"])
+def test_forgetting_from_packed_rows_equals_the_bool_path(kernels, monkeypatch):
+    from dyn.analyze.measures.dynamics import ForgettingAccumulator
+
+    if kernels == "C" and half.backend() != "C":
+        pytest.skip("analyze/_half.c not built")
+    if kernels == "numpy":
+        monkeypatch.setattr(half, "_lib", lambda: None)
+    rng = np.random.default_rng(1)
+    n, E = 1003, 12
+    correct = rng.random((E, n)) < 0.6
+    presence = rng.standard_normal((E, n)).astype(np.float16)
+    presence[rng.random((E, n)) < 0.2] = np.nan
+    for pres in (presence, None):
+        a, b = ForgettingAccumulator(n, np.arange(E)), ForgettingAccumulator(n, np.arange(E))
+        a.add(correct, None if pres is None else ~np.isnan(pres))
+        for lo, hi in ((0, 5), (5, 6), (6, E)):
+            b.add_packed(np.packbits(correct[lo:hi], axis=1), None if pres is None else pres[lo:hi])
+        for col in ("presentations", "forgetting_events", "first_learned", "never_learned"):
+            np.testing.assert_array_equal(a.frame()[col], b.frame()[col])

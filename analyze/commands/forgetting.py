@@ -35,8 +35,9 @@ def compute(runs, opts, never_learned: str = "E", top: int = 10) -> dict:
 
         def one(net):
             acc = ForgettingAccumulator(run.split_size(split), win.epochs)
-            for correct, _, presented in per_sample.chunks(run, split, net, win, None):
-                acc.add(correct, presented)
+            for packed, _, presence in per_sample.chunks(run, split, net, win, None, correct="packed",
+                                                        raw_presence=True):
+                acc.add_packed(packed, presence)
             return acc.frame(never_learned)
 
         frames = dict(zip(nets, source.map_parallel(one, nets)))

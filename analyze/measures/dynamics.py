@@ -67,6 +67,24 @@ class ForgettingAccumulator:
             self.before += ~self.ever
             self.row += 1
 
+    def add_packed(self, packed, presence=None) -> None:
+        """As add, from packed correctness rows (t, ceil(N/8)) as stored and float16 presence
+        rows (NaN: not presented; None: all presented): in C where built (analyze/half.py)."""
+        from dyn.analyze.half import forgetting_rows
+
+        packed = _rows(packed, (self.n + 7) // 8, "packed correctness", np.uint8)
+        if forgetting_rows(packed, presence, self.n, self.last, self.ever, self.events, self.before,
+                           self.presentations):
+            self.row += len(packed)
+            return
+        correct = np.unpackbits(packed, axis=1, count=self.n).astype(bool)
+        presented = None
+        if presence is not None:
+            presence = np.asarray(presence)
+            presented = ((presence.view(np.uint16) & 0x7FFF) <= 0x7C00 if presence.dtype == np.float16
+                         else ~np.isnan(presence))
+        self.add(correct, presented)
+
     @property
     def first(self) -> np.ndarray:
         """Row of the first correct presentation; -1: never correct."""
