@@ -12,14 +12,13 @@ int dyn_half_version(void) { return 1; }
 
 static inline float half_to_float(uint16_t h)
 {
-    uint32_t em = (uint32_t)(h & 0x7fff), bits = em << 13, sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t em = (uint32_t)(h & 0x7fff), bits = em << 13, top = -(uint32_t)(em >= 0x7c00); /* inf: all ones */
     float f;
     memcpy(&f, &bits, 4);
     f *= 0x1p112f;
-    if (em >= 0x7c00)
-        f = INFINITY;
     memcpy(&bits, &f, 4);
-    bits |= sign;
+    bits = (bits & ~top) | (0x7f800000u & top);
+    bits |= (uint32_t)(h & 0x8000) << 16;
     memcpy(&f, &bits, 4);
     return f;
 }
@@ -27,27 +26,42 @@ static inline float half_to_float(uint16_t h)
 /* x: rows of n float16 bit patterns, `stride` values apart. For every non-NaN value:
  * sum[i] += v, sq[i] += v*v (when sq), count[i] += 1; and, when bits (packed correctness, bit
  * order big, `bits_stride` bytes a row) is given, correct[i] += its bit. */
-void dyn_half_accumulate(const uint16_t *x, int64_t rows, int64_t stride, int64_t n,
-                         double *sum, double *sq, int32_t *count,
-                         const uint8_t *bits, int64_t bits_stride, int32_t *correct)
+void dyn_half_accumulate(const uint16_t *restrict x, int64_t rows, int64_t stride, int64_t n,
+                         double *restrict sum, double *restrict sq, int32_t *restrict count,
+                         const uint8_t *restrict bits, int64_t bits_stride, int32_t *restrict correct)
 {
     for (int64_t r = 0; r < rows; r++) {
         const uint16_t *row = x + r * stride;
-        for (int64_t i = 0; i < n; i++) {
-            uint16_t h = row[i];
-            if ((h & 0x7fff) > 0x7c00)
-                continue; /* NaN: not presented */
-            double v = (double)half_to_float(h);
-            sum[i] += v;
-            if (sq)
-                sq[i] += v * v;
-            count[i] += 1;
+        if (sq) { /* branch-free inner loops, so that the compiler vectorizes them */
+            for (int64_t i = 0; i < n; i++) {
+                uint16_t h = row[i];
+                int ok = (h & 0x7fff) <= 0x7c00; /* NaN: not presented */
+                float f = half_to_float(h & (uint16_t)-ok);
+                sum[i] += (double)f;
+                sq[i] += (double)f * (double)f;
+                count[i] += ok;
+            }
+        } else {
+            for (int64_t i = 0; i < n; i++) {
+                uint16_t h = row[i];
+                int ok = (h & 0x7fff) <= 0x7c00;
+                sum[i] += (double)half_to_float(h & (uint16_t)-ok);
+                count[i] += ok;
+            }
         }
         if (bits) {
             const uint8_t *b = bits + r * bits_stride;
-            for (int64_t i = 0; i < n; i++) {
+            int64_t whole = n / 8;
+            for (int64_t j = 0; j < whole; j++) { /* a byte at a time: 8 samples */
+                uint32_t byte = b[j];
+                for (int k = 0; k < 8; k++) {
+                    uint16_t h = row[8 * j + k];
+                    correct[8 * j + k] += ((h & 0x7fff) <= 0x7c00) & (byte >> (7 - k)) & 1;
+                }
+            }
+            for (int64_t i = 8 * whole; i < n; i++) {
                 uint16_t h = row[i];
-                correct[i] += ((h & 0x7fff) <= 0x7c00) & (b[i >> 3] >> (7 - (i & 7)));
+                correct[i] += ((h & 0x7fff) <= 0x7c00) & (b[i >> 3] >> (7 - (i & 7))) & 1;
             }
         }
     }
@@ -58,21 +72,41 @@ void dyn_half_accumulate(const uint16_t *x, int64_t rows, int64_t stride, int64_
  * State per example: last (correct at its latest presentation), ever (correct at some),
  * events (1 -> 0 between consecutive presentations), before (rows before the first correct
  * one), presentations. The same as ForgettingAccumulator.add in analyze/measures/dynamics.py. */
-void dyn_forgetting_rows(const uint8_t *bits, int64_t rows, int64_t bits_stride, const uint16_t *presence,
-                         int64_t presence_stride, int64_t n, uint8_t *last, uint8_t *ever, int32_t *events,
-                         int32_t *before, int32_t *presentations)
+#define FORGET(i, bit, pres)                                                        \
+    do {                                                                            \
+        uint8_t c_ = (uint8_t)((bit) & (pres)), p_ = (uint8_t)(pres);               \
+        events[i] += p_ & last[i] & (c_ ^ 1);                                       \
+        last[i] = (uint8_t)((last[i] & (p_ ^ 1)) | c_); /* not presented: kept */   \
+        ever[i] |= c_;                                                              \
+        before[i] += ever[i] ^ 1;                                                   \
+        presentations[i] += p_;                                                     \
+    } while (0)
+
+void dyn_forgetting_rows(const uint8_t *restrict bits, int64_t rows, int64_t bits_stride,
+                         const uint16_t *restrict presence, int64_t presence_stride, int64_t n,
+                         uint8_t *restrict last, uint8_t *restrict ever, int32_t *restrict events,
+                         int32_t *restrict before, int32_t *restrict presentations)
 {
+    int64_t whole = n / 8;
     for (int64_t r = 0; r < rows; r++) {
         const uint8_t *b = bits + r * bits_stride;
-        const uint16_t *p = presence ? presence + r * presence_stride : NULL;
-        for (int64_t i = 0; i < n; i++) {
-            int pres = p ? ((p[i] & 0x7fff) <= 0x7c00) : 1;
-            int c = ((b[i >> 3] >> (7 - (i & 7))) & 1) & pres;
-            events[i] += pres & last[i] & !c;
-            last[i] = pres ? (uint8_t)c : last[i];
-            ever[i] |= (uint8_t)c;
-            before[i] += !ever[i];
-            presentations[i] += pres;
+        if (presence) { /* a byte of bits at a time: 8 samples, branch-free */
+            const uint16_t *p = presence + r * presence_stride;
+            for (int64_t j = 0; j < whole; j++) {
+                uint32_t byte = b[j];
+                for (int k = 0; k < 8; k++)
+                    FORGET(8 * j + k, (byte >> (7 - k)) & 1, (p[8 * j + k] & 0x7fff) <= 0x7c00);
+            }
+            for (int64_t i = 8 * whole; i < n; i++)
+                FORGET(i, (b[i >> 3] >> (7 - (i & 7))) & 1, (p[i] & 0x7fff) <= 0x7c00);
+        } else {
+            for (int64_t j = 0; j < whole; j++) {
+                uint32_t byte = b[j];
+                for (int k = 0; k < 8; k++)
+                    FORGET(8 * j + k, (byte >> (7 - k)) & 1, 1);
+            }
+            for (int64_t i = 8 * whole; i < n; i++)
+                FORGET(i, (b[i >> 3] >> (7 - (i & 7))) & 1, 1);
         }
     }
 }

@@ -41,9 +41,8 @@ def compute(runs, opts, top: int = 10) -> dict:
             for _, margin, _ in per_sample.chunks(run, split, net, win, "margin", correct=False):
                 acc.add(margin)
             d = acc.frame()
-            rank = np.empty(len(d), np.int64)  # 1 = lowest AUM; ties by sample; unmeasured last
-            rank[np.lexsort((d["sample"].to_numpy(), np.nan_to_num(d["aum"].to_numpy(), nan=np.inf)))] = \
-                np.arange(1, len(d) + 1)
+            rank = np.empty(len(d), np.int64)  # 1 = lowest AUM; ties by sample (a stable sort); NaN last
+            rank[np.argsort(d["aum"].to_numpy(), kind="stable")] = np.arange(1, len(d) + 1)
             d["rank"] = rank
             return d
 
@@ -68,13 +67,20 @@ def table(result) -> str:
         parts.append(f"area under the margin ({r.info.path}: split {r.split}, epochs {r.window.span})\n"
                      + output.text_table(["network", "examples", "mean AUM", "median AUM", "AUM < 0"], rows))
         for net, d in r.nets.items():
-            t = d.sort_values("rank")[: result["top"]]
+            t = _lowest(d, result["top"])
             if len(t):
                 parts.append(f"lowest AUM, {label(net)}\n" + output.text_table(
                     ["rank", "sample", "dataset index", "label", "AUM"],
                     [[int(k), int(s), int(r.dataset_index[s]), int(r.labels[s]), output.fmt(a, 3)]
                      for k, s, a in zip(t["rank"], t["sample"], t["aum"])]))
     return "\n\n".join(parts)
+
+
+def _lowest(d, k: int):
+    """The k lowest-AUM rows, by rank (without sorting all N)."""
+    rank = d["rank"].to_numpy()
+    rows = np.flatnonzero(rank <= k)
+    return d.iloc[rows[np.argsort(rank[rows])]]
 
 
 def records(result):
@@ -87,7 +93,7 @@ def document(result) -> dict:
     return {"analysis": "aum", "runs": [{
         "path": r.info.path, "label": r.info.label, "split": r.split,
         "window": [int(r.window.epochs[0]), int(r.window.epochs[-1])],
-        "networks": {n: {**summary(d), "lowest": [int(r.dataset_index[s]) for s in d.sort_values("rank")["sample"][:k]]}
+        "networks": {n: {**summary(d), "lowest": [int(r.dataset_index[s]) for s in _lowest(d, k)["sample"]]}
                      for n, d in r.nets.items()}} for r in result["runs"]]}
 
 
