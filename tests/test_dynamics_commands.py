@@ -124,3 +124,17 @@ def test_documented_columns_are_the_columns(run_path):
         (body,) = re.findall(rf"^### `{fn}\(.*?\)`\n(.*?)(?=^### |^## )", doc, re.M | re.S)
         (cols,) = re.findall(r"^Columns: (.*)$", body, re.M)
         assert list(getattr(da, fn)(run_path).columns) == re.findall(r"`(\w+)`", cols), fn
+
+
+def test_ranking_across_runs_sums_per_dataset_index(run_path, tmp_path):
+    import shutil
+
+    second = tmp_path / "seed2.h5"
+    shutil.copy(run_path, second)  # the same counts twice: every total doubles, the order stays
+    r = run_dyn("analyze", "forgetting", run_path, second, "--csv", tmp_path / "o.csv")
+    assert r.returncode == 0, r.stderr
+    both = pd.read_csv(tmp_path / "o.csv")
+    f = da.forgetting(run_path)
+    ref = dy.order_by_forgetting(np.stack([f["forgetting"]] * 2), f["dataset_index"])
+    np.testing.assert_array_equal(both["index"], ref["index"])
+    np.testing.assert_array_equal(both["forgetting_counts"], 2 * np.sort(f["forgetting"]))

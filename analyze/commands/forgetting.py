@@ -11,7 +11,7 @@ import click
 import numpy as np
 
 from dyn.analyze import output, per_sample, source
-from dyn.analyze.measures.dynamics import NEVER_LEARNED, ForgettingAccumulator, order_by_forgetting
+from dyn.analyze.measures.dynamics import NEVER_LEARNED, ForgettingAccumulator, order_by_forgetting, smallest
 from dyn.analyze.networks import label
 from dyn.analyze.options import execute
 
@@ -52,14 +52,17 @@ def _ranking(results) -> dict:
     ranking = {}
     for net in nets:
         have = [r for r in results if net in r.nets]
-        common = have[0].dataset_index
-        for r in have[1:]:
-            common = np.intersect1d(common, r.dataset_index)
-        counts = []
-        for r in have:
-            pos = np.argsort(r.dataset_index, kind="stable")
-            at = pos[np.searchsorted(r.dataset_index[pos], common)]
-            counts.append(r.nets[net]["forgetting"].to_numpy()[at])
+        if len(have) == 1:
+            common, counts = have[0].dataset_index, [have[0].nets[net]["forgetting"].to_numpy()]
+        else:
+            common = have[0].dataset_index
+            for r in have[1:]:
+                common = np.intersect1d(common, r.dataset_index)
+            counts = []
+            for r in have:
+                pos = np.argsort(r.dataset_index, kind="stable")
+                at = pos[np.searchsorted(r.dataset_index[pos], common)]
+                counts.append(r.nets[net]["forgetting"].to_numpy()[at])
         ranking[net] = order_by_forgetting(np.stack(counts), common)
         ranking[net].attrs["runs"] = len(have)
     return ranking
@@ -86,7 +89,7 @@ def table(result) -> str:
     k = result["top"]
     for net, order in result["ranking"].items():
         if k and len(order):
-            tail = order.sort_values(["forgetting_counts", "index"], ascending=[False, True])[:k]
+            tail = order.iloc[smallest(-order["forgetting_counts"].to_numpy(), order["index"].to_numpy(), k)]
             parts.append(f"most forgotten, {label(net)} (summed over {order.attrs['runs']} run(s); "
                          f"unforgettable: {order.attrs['unforgettable']})\n"
                          + output.text_table(["dataset index", "forgetting count"],
