@@ -16,6 +16,8 @@ process:
   read      every byte of the split once (correct, prob, margin of every network), through h5py
             into arrays, a few epochs at a time: the floor
   <name>    `dyn analyze <name> RUN --top 10` (all 6 networks), as a user runs it
+  compute   the command's computation alone (dyn.analyze.commands.<name>.compute, in this
+            process: no interpreter start-up, imports or printing), wall and CPU
 
 Printed: seconds (best of --repeat), the ratio to the floor, and the peak resident memory of
 each (ru_maxrss of the child process). Targets: each analysis within 2x of the floor, under 1 GB.
@@ -93,7 +95,7 @@ def main(argv=None):
         t0 = time.perf_counter()
         make_run(path, n, a.epochs)
         print(f"wrote {path}: {n:,} examples x {a.epochs} epochs x 6 networks, "
-              f"{path.stat().st_size / 1e9:.2f} GB in {time.perf_counter() - t0:.0f} s")
+              f"{path.stat().st_size / 1e6:,.0f} MB in {time.perf_counter() - t0:.0f} s")
     dyn = [sys.executable, "-m", "dyn"]
     read = [sys.executable, "-c", READ, str(path)]
     subprocess.run(read, capture_output=True, check=True)  # warm the page cache
@@ -115,8 +117,28 @@ def main(argv=None):
     three = sum(results[x][0] for x in ANALYSES)
     three_cpu = sum(results[x][2] for x in ANALYSES)
     print(f"{'all three':12}{three:9.2f}{three / floor:8.2f}{'':9}{three_cpu:8.2f}{three_cpu / floor_cpu:8.2f}")
+    print(f"{'compute':12}{'seconds':>9}{'x read':>8}{'':9}{'CPU s':>8}{'x read':>8}   (in this process, best of --repeat)")
+    for name in ANALYSES:
+        dt, c = _compute(name, path, a.repeat)
+        print(f"{name:12}{dt:9.2f}{dt / floor:8.2f}{'':9}{c:8.2f}{c / floor_cpu:8.2f}")
     if not a.keep:
         path.unlink()
+
+
+def _compute(name: str, path: Path, repeat: int) -> tuple[float, float]:
+    import importlib
+
+    from dyn.analyze.api import _opts
+    from dyn.analyze.source import open_runs
+
+    mod = importlib.import_module(f"dyn.analyze.commands.{name}")
+    best, cpu = float("inf"), float("inf")
+    for _ in range(repeat):
+        t0, c0 = time.perf_counter(), time.process_time()
+        with open_runs([str(path)]) as runs:
+            mod.compute(runs, _opts(None, None, None, None))
+        best, cpu = min(best, time.perf_counter() - t0), min(cpu, time.process_time() - c0)
+    return best, cpu
 
 
 def _measure(cmd) -> tuple[float, float]:
