@@ -83,6 +83,7 @@ def test_datamap_on_val_uses_exp_minus_loss(run_path):
     np.testing.assert_allclose(d["correctness"], cv.mean(axis=0))
 
 
+@pytest.mark.slow
 def test_commands_csv_json_figures_without_torch(run_path, tmp_path):
     r = run_dyn("analyze", "forgetting", run_path, "--csv", tmp_path / "order.csv", "--out", tmp_path / "f.png",
                 "--never-learned", "skip", block=("torch",))

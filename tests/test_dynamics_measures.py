@@ -112,6 +112,7 @@ def test_margin_oracle():
     np.testing.assert_array_equal(dy.margin_from_logits([[1, 2, 3], [6, 5, 4], [7, 8, 9]], [1, 0, 2]), [-1, 1, 1])
 
 
+@pytest.mark.slow
 def test_aum_against_the_aum_package(tmp_path):
     torch = pytest.importorskip("torch")
     aum = pytest.importorskip("aum")
