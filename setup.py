@@ -7,4 +7,7 @@ counts with numpy instead (same results, about 2x slower on the bits).
 from setuptools import Extension, setup
 
 setup(ext_modules=[Extension("dyn.analyze._bits", ["analyze/_bits.c"], optional=True,
+                             extra_compile_args=["-O3"]),
+                   # float16 sums of the training-dynamics analyses (analyze/half.py)
+                   Extension("dyn.analyze._half", ["analyze/_half.c"], optional=True,
                              extra_compile_args=["-O3"])])

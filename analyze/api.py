@@ -18,7 +18,8 @@ from __future__ import annotations
 import contextlib
 import os
 
-__all__ = ["stability", "misclassification", "flips", "weight_difference", "accuracy", "agreement"]
+__all__ = ["stability", "misclassification", "flips", "weight_difference", "accuracy", "agreement",
+           "forgetting", "datamap", "aum"]
 
 
 @contextlib.contextmanager
@@ -33,7 +34,7 @@ def _open(runs):
         yield [stack.enter_context(open_run(r)) if isinstance(r, (str, os.PathLike)) else r for r in items]
 
 
-def _opts(networks, split, from_epoch, to_epoch, figure=False):
+def _opts(networks, split, from_epoch, to_epoch, figure=False):  # split None: the command's default
     from dyn.analyze.options import Common, parse_nets
 
     nets = [networks] if isinstance(networks, (str, float)) else list(networks or ())
@@ -135,3 +136,36 @@ def agreement(runs, networks=None, split: str = "val", from_epoch: int | None = 
     recorded). attrs["runs"][run]["histograms"]["a vs b"] holds each pair's per-sample mismatch histogram.
     """
     return _run("agreement", runs, _opts(networks, split, from_epoch, to_epoch), bins=bins)
+
+
+def forgetting(runs, networks=None, split: str | None = None, from_epoch: int | None = None,
+               to_epoch: int | None = None, never_learned: str = "E"):
+    """Forgetting events per example (Toneva et al. 2019); split default train-presented, else train.
+
+    One row per run, network and example: run, network, sample, dataset_index, label,
+    presentations, forgetting_events, first_learned (epoch; NaN: never), never_learned,
+    forgetting (the count ranked on: events, or for never-learned examples E, inf or NaN as
+    never_learned says). dyn.analyze.measures.dynamics.order_by_forgetting orders them.
+    """
+    return _run("forgetting", runs, _opts(networks, split, from_epoch, to_epoch), never_learned=never_learned)
+
+
+def datamap(runs, networks=None, split: str | None = None, from_epoch: int | None = None,
+            to_epoch: int | None = None):
+    """Data-map coordinates (Swayamdipta et al. 2020); split default train-presented, else train.
+
+    One row per run, network and example: run, network, sample, dataset_index, label,
+    confidence, variability (population std), correctness (fraction), correct_epochs,
+    presentations.
+    """
+    return _run("datamap", runs, _opts(networks, split, from_epoch, to_epoch))
+
+
+def aum(runs, networks=None, split: str | None = None, from_epoch: int | None = None,
+        to_epoch: int | None = None):
+    """Area under the margin (Pleiss et al. 2020); split default train-presented, else train.
+
+    One row per run, network and example: run, network, sample, dataset_index, label, aum,
+    measurements, rank (1 = lowest AUM).
+    """
+    return _run("aum", runs, _opts(networks, split, from_epoch, to_epoch))

@@ -11,8 +11,11 @@ import click
 
 from dyn.analyze.commands.accuracy import accuracy_cmd
 from dyn.analyze.commands.agreement import agreement
+from dyn.analyze.commands.aum import aum
+from dyn.analyze.commands.datamap import datamap
 from dyn.analyze.commands.decays import decays
 from dyn.analyze.commands.flips import flips
+from dyn.analyze.commands.forgetting import forgetting
 from dyn.analyze.commands.histogram import histogram
 from dyn.analyze.commands.report import report
 from dyn.analyze.commands.stability import stability
@@ -35,7 +38,8 @@ def analyze():
     """
 
 
-for command in (stability, histogram, flips, weight_diff, accuracy_cmd, agreement, decays, report):
+for command in (stability, histogram, flips, weight_diff, accuracy_cmd, agreement, decays, report,
+                forgetting, datamap, aum):
     analyze.add_command(command)
 
 __all__ = ["analyze", "table"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["plot_stability", "plot_misclassification", "plot_flips", "plot_weight_difference",
-           "plot_accuracy", "plot_agreement"]
+           "plot_accuracy", "plot_agreement", "plot_forgetting", "plot_datamap", "plot_aum"]
 
 
 def _one_run(df, run):
@@ -153,3 +153,78 @@ def plot_agreement(df, *, run=None, pair=None, fig=None):
     return agreement_figure(None, d["epoch"].to_numpy(), d["correct_differs"].to_numpy(float),
                             None if np.isnan(lab).all() else lab, hist,
                             names=tuple(pair), title=title or None, fig=fig)
+
+
+def _panel(fig, ax, title, width="single", height=None):
+    """The axes to draw one panel on: the caller's ax, else one on fig or a new figure."""
+    from dyn.analyze.plot import style
+
+    if ax is not None:
+        return ax.figure, ax
+    fig = style.canvas(fig, width, height)
+    ax = fig.subplots()
+    if title:
+        ax.set_title(title)
+    return fig, ax
+
+
+def plot_forgetting(df, *, run=None, fig=None, ax=None):
+    """Forgetting events per example, a bar group per count and one for the never learned,
+    per network (`dyn analyze forgetting --out`)."""
+    from dyn.analyze.plot import style
+    from dyn.analyze.plot.dynamics import forgetting_axes
+
+    run, d, meta = _one_run(df, run)
+    events, never = {}, {}
+    for net in _networks(d):
+        rows = d[d["network"] == net]
+        events[net] = rows["forgetting_events"].to_numpy(np.int64)
+        never[net] = int(rows["never_learned"].sum())
+    with style.context():
+        fig, ax = _panel(fig, ax, _titled(meta.get("title"), meta.get("split")))
+        forgetting_axes(ax, events, never)
+    return fig
+
+
+def plot_datamap(df, *, run=None, network=None, fig=None, ax=None):
+    """Data maps (`dyn analyze datamap --out`): variability x, confidence y, colour
+    correctness; one panel per network, or on `ax` the one `network` names."""
+    from dyn.analyze.plot import style
+    from dyn.analyze.plot.dynamics import datamap_axes
+
+    run, d, meta = _one_run(df, run)
+    nets = _networks(d) if network is None else [network]
+    if ax is not None and len(nets) != 1:
+        raise ValueError(f"ax= draws one network; choose one with network= ({', '.join(nets)})")
+    split = _titled(meta.get("title"), meta.get("split"))
+    with style.context():
+        if ax is None:
+            fig = style.canvas(fig, "double" if len(nets) > 1 else "single",
+                               2.6 * ((len(nets) + 2) // 3) if len(nets) > 1 else None)
+            cols = min(len(nets), 3)
+            axes = fig.subplots((len(nets) + cols - 1) // cols, cols, squeeze=False, sharey=True).ravel()
+            for extra in axes[len(nets):]:
+                extra.set_visible(False)
+        else:
+            fig, axes = ax.figure, [ax]
+        for a, net in zip(axes, nets):
+            rows = d[d["network"] == net]
+            sc = datamap_axes(a, rows["variability"], rows["confidence"], rows["correctness"],
+                              title=", ".join(t for t in (style.label(net), split) if t))
+            if not a.get_subplotspec().is_first_col():
+                a.set_ylabel("")
+        fig.colorbar(sc, ax=list(axes[: len(nets)]), label="Correctness", shrink=0.8)
+    return fig
+
+
+def plot_aum(df, *, run=None, fig=None, ax=None):
+    """The distribution of the area under the margin per network (`dyn analyze aum --out`)."""
+    from dyn.analyze.plot import style
+    from dyn.analyze.plot.dynamics import aum_axes
+
+    run, d, meta = _one_run(df, run)
+    values = {net: d.loc[d["network"] == net, "aum"].to_numpy(float) for net in _networks(d)}
+    with style.context():
+        fig, ax = _panel(fig, ax, _titled(meta.get("title"), meta.get("split")))
+        aum_axes(ax, values)
+    return fig

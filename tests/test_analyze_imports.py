@@ -9,12 +9,13 @@ import dyn.analyze
 
 PURE = ["measures", "measures.accuracy", "measures.agreement", "bits", "measures.flips", "histogram", "kernels",
         "measures.misclassification", "networks", "runs", "measures.stability", "tables", "measures.weight_diff",
-        "window", "measures.decays", "posthoc", "fileio"]
+        "window", "measures.decays", "posthoc", "fileio", "measures.dynamics", "half"]
 PLOT = ["plot", "plot.style", "plot.save", "plot.stability", "plot.misclassification",
-        "plot.barcode", "plot.weight_diff", "plot.accuracy", "plot.agreement", "plot.decays"]
+        "plot.barcode", "plot.weight_diff", "plot.accuracy", "plot.agreement", "plot.decays", "plot.dynamics"]
 CLI = ["api", "figures", "cli", "source", "stream", "output", "options", "commands", "commands.stability", "commands.histogram",
        "commands.flips", "commands.weight_diff", "commands.accuracy", "commands.agreement", "commands.table",
-       "commands.report", "commands.decays", "posthoc_cli"]
+       "commands.report", "commands.decays", "posthoc_cli",
+       "per_sample", "commands.forgetting", "commands.datamap", "commands.aum"]
 
 
 def test_every_module_is_listed():

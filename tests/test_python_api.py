@@ -151,6 +151,8 @@ def test_documented_columns_are_the_columns(run):
 
     assert sorted(documented) == sorted(api.__all__)
     for fn, cols in documented.items():
+        if fn in ("forgetting", "datamap", "aum"):
+            continue  # need train dynamics, which this run lacks: tests/test_dynamics_commands.py
         kw = {"networks": "sgd,ema-0.9"} if fn == "agreement" else {}
         assert list(getattr(da, fn)(run, **kw).columns) == cols, fn
 

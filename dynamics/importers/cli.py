@@ -26,6 +26,8 @@ def import_():
                             ema-pytorch, torch's AveragedModel, the paper's code, safetensors
     dyn import predictions  per-epoch correctness or predicted labels (the paper's preds/
                             folders, .npy/.npz arrays, CSV or Parquet tables)
+    dyn import dynamics     per-example training dynamics: cartography's training_dynamics/,
+                            the aum package's full_aum_records.csv, example_forgetting's stats_dict.pkl
 
     Every `dyn analyze` command then works on the result. Checkpoints are untrusted: torch
     files are loaded with weights_only=True only, never unpickled in full. See docs/import.md.
@@ -187,4 +189,41 @@ def predictions(sources, out, nets, labels, split, first_epoch, decay, overwrite
         named[name] = path
     path = import_predictions(sources, out, nets=named, labels=labels, split=split, first_epoch=first_epoch,
                               decay=decay, overwrite=overwrite)
+    click.echo(f"wrote {path}")
+
+
+@import_.command("dynamics", context_settings={"show_default": True})
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Run file to write.")
+@click.option("--format", "fmt", type=click.Choice(["auto", "cartography", "aum", "toneva"]), default="auto",
+              help="auto: a folder is cartography's, a .csv the aum package's, a .pkl example_forgetting's.")
+@click.option("--net", default="sgd", help="The network the records are of: sgd, or ema-<decay> for an EMA's.")
+@click.option("--split", default="train-presented", help="The split to record them as.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
+def dynamics(source, out, fmt, net, split, overwrite):
+    """Import per-example training dynamics from SOURCE as a run's train-presented split, for
+    `dyn analyze forgetting | datamap | aum`.
+
+    \b
+    Examples:
+      dyn import dynamics output/training_dynamics/ --out runs/carto.h5     # cartography
+      dyn import dynamics aum_out/full_aum_records.csv --out runs/aum.h5    # the aum package
+      dyn import dynamics cifar10_stats_dict.pkl --out runs/forget.h5       # example_forgetting
+
+    \b
+    Accepted:
+      folder   cartography's dynamics_epoch_{e}.jsonl (guid, logits_epoch_{e}, gold): correctness,
+               true-class probability and margin from the logits
+      .csv     the aum package's full_aum_records.csv (AUMCalculator(..., compressed=False)):
+               margins, measurement k as epoch k; aum_values.csv (final values only) is refused
+      .pkl     example_forgetting's stats_dict: {id: [losses, accuracies, margins]} per
+               presentation, prob = exp(-loss). Read by a restricted unpickler that builds only
+               dicts, lists, numbers and strings: any other pickle is refused, nothing is run
+
+    Examples are sorted by id; an integer id is the data-set index (else the ids are kept in
+    the config). An example missing from an epoch is recorded as not presented (NaN).
+    """
+    from .dynamics import import_dynamics
+
+    path = import_dynamics(source, out, fmt=fmt, net=net, split=split, overwrite=overwrite)
     click.echo(f"wrote {path}")

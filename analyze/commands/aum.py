@@ -1,0 +1,149 @@
+"""`dyn analyze aum`: the area under the margin (Pleiss et al., NeurIPS 2020) per example, for
+SGD and every EMA network: its ranking (lowest first: the likeliest mislabelled) and its
+distribution."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import click
+import numpy as np
+
+from dyn.analyze import output, per_sample, source
+from dyn.analyze.measures.dynamics import AUMAccumulator
+from dyn.analyze.networks import label
+from dyn.analyze.options import execute
+
+
+@dataclass
+class RunResult:
+    info: source.RunInfo
+    split: str
+    window: source.Window
+    nets: dict  # {network: DataFrame of dyn.analyze.measures.dynamics.area_under_margin}
+    dataset_index: np.ndarray
+    labels: np.ndarray
+
+
+def compute(runs, opts, top: int = 10) -> dict:
+    out = []
+    for run, info in zip(runs, source.describe(runs)):
+        split = per_sample.split_of(run, opts.split)
+        nets = per_sample.networks_on(run, split, opts.nets)
+        win = source.window(run, split, opts.first, opts.last, need=1, what="AUM")
+        for n in nets:
+            if not run.has(split, n, "margin"):
+                raise per_sample.lacking(run, split, n, "margin", "AUM")
+
+        def one(net):
+            acc = AUMAccumulator(run.split_size(split))
+            for _, margin, _ in per_sample.chunks(run, split, net, win, "margin", correct=False):
+                acc.add(margin)
+            d = acc.frame()
+            rank = np.empty(len(d), np.int64)  # 1 = lowest AUM; ties by sample (a stable sort); NaN last
+            rank[np.argsort(d["aum"].to_numpy(), kind="stable")] = np.arange(1, len(d) + 1)
+            d["rank"] = rank
+            return d
+
+        frames = dict(zip(nets, source.map_parallel(one, nets)))
+        out.append(RunResult(info, split, win, frames, run.dataset_index(split), run.labels(split)))
+    return {"runs": out, "top": top}
+
+
+def summary(df) -> dict:
+    a = df["aum"].to_numpy()
+    ok = np.isfinite(a)
+    return {"examples": int(len(df)), "mean_aum": float(a[ok].mean()) if ok.any() else float("nan"),
+            "median_aum": float(np.median(a[ok])) if ok.any() else float("nan"),
+            "negative": int(np.sum(a[ok] < 0))}
+
+
+def table(result) -> str:
+    parts = []
+    for r in result["runs"]:
+        rows = [[label(n), s["examples"], output.fmt(s["mean_aum"], 3), output.fmt(s["median_aum"], 3), s["negative"]]
+                for n, s in ((n, summary(d)) for n, d in r.nets.items())]
+        parts.append(f"area under the margin ({r.info.path}: split {r.split}, epochs {r.window.span})\n"
+                     + output.text_table(["network", "examples", "mean AUM", "median AUM", "AUM < 0"], rows))
+        for net, d in r.nets.items():
+            t = _lowest(d, result["top"])
+            if len(t):
+                parts.append(f"lowest AUM, {label(net)}\n" + output.text_table(
+                    ["rank", "sample", "dataset index", "label", "AUM"],
+                    [[int(k), int(s), int(r.dataset_index[s]), int(r.labels[s]), output.fmt(a, 3)]
+                     for k, s, a in zip(t["rank"], t["sample"], t["aum"])]))
+    return "\n\n".join(parts)
+
+
+def _lowest(d, k: int):
+    """The k lowest-AUM rows, by rank (without sorting all N)."""
+    rank = d["rank"].to_numpy()
+    rows = np.flatnonzero(rank <= k)
+    return d.iloc[rows[np.argsort(rank[rows])]]
+
+
+def records(result):
+    cols = ["run", "network", "sample", "dataset_index", "label", "aum", "measurements", "rank"]
+    return cols, frame(result).to_dict("records")
+
+
+def document(result) -> dict:
+    k = result["top"]
+    return {"analysis": "aum", "runs": [{
+        "path": r.info.path, "label": r.info.label, "split": r.split,
+        "window": [int(r.window.epochs[0]), int(r.window.epochs[-1])],
+        "networks": {n: {**summary(d), "lowest": [int(r.dataset_index[s]) for s in _lowest(d, k)["sample"]]}
+                     for n, d in r.nets.items()}} for r in result["runs"]]}
+
+
+def frame(result):
+    """dyn.analyze.aum's DataFrame: one row per run, network and example."""
+    import pandas as pd
+
+    from dyn.analyze.api import run_attrs
+
+    parts = []
+    for r in result["runs"]:
+        for net, d in r.nets.items():
+            d = d.copy()
+            d.insert(0, "network", net)
+            d.insert(0, "run", r.info.path)
+            d.insert(3, "dataset_index", r.dataset_index)
+            d.insert(4, "label", r.labels)
+            parts.append(d)
+    df = pd.concat(parts, ignore_index=True)
+    df.attrs.update(runs=run_attrs(result["runs"]))
+    return df
+
+
+def draw(result, out) -> list:
+    from dyn.analyze.figures import plot_aum
+    from dyn.analyze.plot.save import save
+
+    df = frame(result)
+    paths = output.figure_paths(out, [r.info.name for r in result["runs"]])
+    return [output.draw(lambda p: save(plot_aum(df, run=r.info.path), p), path)
+            for r, path in zip(result["runs"], paths)]
+
+
+@click.command()
+@per_sample.common
+@click.option("--top", type=click.IntRange(0), default=10, show_default=True, metavar="K",
+              help="How many of the lowest-AUM examples to list.")
+def aum(top, **kw):
+    """Area under the margin per example (AUM, Pleiss 2020), SGD and every EMA network.
+
+    Per example: the mean over the window's epochs of its margin, the true-class logit minus
+    the largest other logit (an epoch in which it was not presented is left out). Low or
+    negative AUM marks examples the network fits against their label: the likeliest
+    mislabelled. The figure is the distribution of AUM per network. Margins need logits: a
+    split records them only with dyn train --record-train (train-presented) or
+    --record-train-every K (train), or from an import of aum/cartography records.
+
+    \b
+    Examples:
+      dyn analyze aum runs/x.h5 --out aum.png
+      dyn analyze aum runs/x.h5 --split train --csv aum.csv
+    """
+    execute(sys.modules[__name__], kw, top=top)

@@ -1,0 +1,150 @@
+"""`dyn analyze datamap`: dataset cartography (Swayamdipta et al., EMNLP 2020) for SGD and every
+EMA network: confidence, variability and correctness per example, the data-map scatter and the
+easy-to-learn / ambiguous / hard-to-learn examples."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import click
+import numpy as np
+
+from dyn.analyze import output, per_sample, source
+from dyn.analyze.measures.dynamics import REGIONS, DataMapAccumulator, region_top
+from dyn.analyze.networks import label
+from dyn.analyze.options import execute
+
+
+@dataclass
+class RunResult:
+    info: source.RunInfo
+    split: str
+    window: source.Window
+    nets: dict     # {network: DataFrame of dyn.analyze.measures.dynamics.data_map}
+    sources: dict  # {network: "prob" or "loss" (prob = exp(-loss))}
+    dataset_index: np.ndarray
+    labels: np.ndarray
+
+
+def compute(runs, opts, top: int = 10) -> dict:
+    out = []
+    for run, info in zip(runs, source.describe(runs)):
+        split = per_sample.split_of(run, opts.split)
+        nets = per_sample.networks_on(run, split, opts.nets)
+        win = source.window(run, split, opts.first, opts.last, need=1, what="a data map")
+        kinds = {n: per_sample.value_kind(run, split, n, "prob") for n in nets}
+        for n, k in kinds.items():
+            if k is None:
+                raise per_sample.lacking(run, split, n, "prob", "a data map")
+
+        def one(net):
+            acc = DataMapAccumulator(run.split_size(split))
+            for packed, prob, _ in per_sample.chunks(run, split, net, win, "prob", correct="packed"):
+                acc.add(prob, packed=packed)
+            return acc.frame()
+
+        frames = dict(zip(nets, source.map_parallel(one, nets)))
+        out.append(RunResult(info, split, win, frames, kinds, run.dataset_index(split), run.labels(split)))
+    return {"runs": out, "top": top}
+
+
+def summary(df) -> dict:
+    return {"examples": int(len(df)), "mean_confidence": float(df["confidence"].mean()),
+            "mean_variability": float(df["variability"].mean()), "mean_correctness": float(df["correctness"].mean())}
+
+
+def table(result) -> str:
+    parts = []
+    for r in result["runs"]:
+        rows = [[label(n), s["examples"], output.fmt(s["mean_confidence"], 3), output.fmt(s["mean_variability"], 3),
+                 output.fmt(s["mean_correctness"], 3), _src(r.sources[n])]
+                for n, s in ((n, summary(d)) for n, d in r.nets.items())]
+        parts.append(f"data map ({r.info.path}: split {r.split}, epochs {r.window.span}; variability is the "
+                     f"population std, ddof 0, as cartography)\n"
+                     + output.text_table(["network", "examples", "confidence", "variability", "correctness",
+                                          "probability from"], rows))
+        for net, d in r.nets.items():
+            for region in REGIONS:
+                t = region_top(d, region, result["top"])
+                if len(t):
+                    parts.append(f"{region}, {label(net)}: top {len(t)}\n" + output.text_table(
+                        ["sample", "dataset index", "label", "confidence", "variability", "correctness"],
+                        [[int(s), int(r.dataset_index[s]), int(r.labels[s]), output.fmt(c, 3), output.fmt(v, 3),
+                          output.fmt(k, 3)] for s, c, v, k in
+                         zip(t["sample"], t["confidence"], t["variability"], t["correctness"])]))
+    return "\n\n".join(parts)
+
+
+def _src(kind) -> str:
+    return "recorded" if kind == "prob" else "exp(-loss)"
+
+
+def records(result):
+    cols = ["run", "network", "sample", "dataset_index", "label", "confidence", "variability", "correctness",
+            "correct_epochs", "presentations"]
+    return cols, frame(result).to_dict("records")
+
+
+def document(result) -> dict:
+    k = result["top"]
+    return {"analysis": "datamap", "variability": "population std (ddof 0)", "runs": [{
+        "path": r.info.path, "label": r.info.label, "split": r.split,
+        "window": [int(r.window.epochs[0]), int(r.window.epochs[-1])],
+        "networks": {n: {**summary(d), "probability_from": _src(r.sources[n]),
+                         **{reg: [int(r.dataset_index[s]) for s in region_top(d, reg, k)["sample"]] for reg in REGIONS}}
+                     for n, d in r.nets.items()}} for r in result["runs"]]}
+
+
+def frame(result):
+    """dyn.analyze.datamap's DataFrame: one row per run, network and example."""
+    import pandas as pd
+
+    from dyn.analyze.api import run_attrs
+
+    parts = []
+    for r in result["runs"]:
+        for net, d in r.nets.items():
+            d = d.copy()
+            d.insert(0, "network", net)
+            d.insert(0, "run", r.info.path)
+            d.insert(3, "dataset_index", r.dataset_index)
+            d.insert(4, "label", r.labels)
+            parts.append(d)
+    df = pd.concat(parts, ignore_index=True)
+    df.attrs.update(runs=run_attrs(result["runs"]))
+    return df
+
+
+def draw(result, out) -> list:
+    from dyn.analyze.figures import plot_datamap
+    from dyn.analyze.plot.save import save
+
+    df = frame(result)
+    paths = output.figure_paths(out, [r.info.name for r in result["runs"]])
+    return [output.draw(lambda p: save(plot_datamap(df, run=r.info.path), p), path)
+            for r, path in zip(result["runs"], paths)]
+
+
+@click.command()
+@per_sample.common
+@click.option("--top", type=click.IntRange(0), default=10, show_default=True, metavar="K",
+              help="How many examples of each region to list.")
+def datamap(top, **kw):
+    """Data maps: confidence, variability, correctness (cartography), SGD and every EMA.
+
+    Per example, over the window's epochs: confidence = mean softmax probability of the true
+    class; variability = its standard deviation (population, ddof 0, as cartography's
+    code); correctness = fraction of epochs correct. The figure is cartography's scatter
+    (variability x, confidence y, colour by correctness), one panel per network. As
+    cartography does, the regions are chosen by sorting, not thresholds: easy-to-learn = the
+    highest confidence, ambiguous = the highest variability, hard-to-learn = the lowest
+    confidence; the top K of each are listed. On val/test without recorded probabilities the
+    probability is exp(-loss) from the per-sample cross-entropy loss.
+
+    \b
+    Examples:
+      dyn analyze datamap runs/x.h5 --out datamap.png
+      dyn analyze datamap runs/x.h5 --split train --net sgd,ema-0.9999 --csv datamap.csv
+    """
+    execute(sys.modules[__name__], kw, top=top)

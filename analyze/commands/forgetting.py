@@ -1,0 +1,181 @@
+"""`dyn analyze forgetting`: forgetting events per example (Toneva et al., ICLR 2019), for SGD
+and every EMA network, and the examples ordered by forgetting as order_examples_by_forgetting.py
+orders them."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import click
+import numpy as np
+
+from dyn.analyze import output, per_sample, source
+from dyn.analyze.measures.dynamics import NEVER_LEARNED, ForgettingAccumulator, order_by_forgetting, smallest
+from dyn.analyze.networks import label
+from dyn.analyze.options import execute
+
+
+@dataclass
+class RunResult:
+    info: source.RunInfo
+    split: str
+    window: source.Window
+    nets: dict  # {network: DataFrame of dyn.analyze.measures.dynamics.forgetting}
+    dataset_index: np.ndarray
+    labels: np.ndarray
+
+
+def compute(runs, opts, never_learned: str = "E", top: int = 10) -> dict:
+    out = []
+    for run, info in zip(runs, source.describe(runs)):
+        split = per_sample.split_of(run, opts.split)
+        nets = per_sample.networks_on(run, split, opts.nets)
+        win = source.window(run, split, opts.first, opts.last, need=1, what="forgetting")
+
+        def one(net):
+            acc = ForgettingAccumulator(run.split_size(split), win.epochs)
+            for packed, _, presence in per_sample.chunks(run, split, net, win, None, correct="packed",
+                                                        raw_presence=True):
+                acc.add_packed(packed, presence)
+            return acc.frame(never_learned)
+
+        frames = dict(zip(nets, source.map_parallel(one, nets)))
+        out.append(RunResult(info, split, win, frames, run.dataset_index(split), run.labels(split)))
+    return {"runs": out, "ranking": _ranking(out), "never_learned": never_learned, "top": top}
+
+
+def _ranking(results) -> dict:
+    """Per network, the examples ordered by their forgetting count summed over runs (seeds),
+    matched by data-set index; an example missing from a run is left out."""
+    nets = list(dict.fromkeys(n for r in results for n in r.nets))
+    ranking = {}
+    for net in nets:
+        have = [r for r in results if net in r.nets]
+        if len(have) == 1:
+            common, counts = have[0].dataset_index, [have[0].nets[net]["forgetting"].to_numpy()]
+        else:
+            common = have[0].dataset_index
+            for r in have[1:]:
+                common = np.intersect1d(common, r.dataset_index)
+            counts = []
+            for r in have:
+                pos = np.argsort(r.dataset_index, kind="stable")
+                at = pos[np.searchsorted(r.dataset_index[pos], common)]
+                counts.append(r.nets[net]["forgetting"].to_numpy()[at])
+        ranking[net] = order_by_forgetting(np.stack(counts), common)
+        ranking[net].attrs["runs"] = len(have)
+    return ranking
+
+
+def summary(df) -> dict:
+    ev = df["forgetting_events"].to_numpy()
+    never = df["never_learned"].to_numpy()
+    return {"examples": int(len(df)), "mean_events": float(ev.mean()) if len(ev) else float("nan"),
+            "unforgettable": int(np.sum((ev == 0) & ~never)), "never_learned": int(never.sum()),
+            "forgotten_at_least_once": int(np.sum(ev > 0)), "max_events": int(ev.max()) if len(ev) else 0}
+
+
+def table(result) -> str:
+    parts = []
+    for r in result["runs"]:
+        rows = [[label(n)] + [s[k] if isinstance(s[k], int) else output.fmt(s[k], 3) for k in
+                              ("examples", "mean_events", "unforgettable", "never_learned", "max_events")]
+                for n, s in ((n, summary(d)) for n, d in r.nets.items())]
+        parts.append(f"forgetting events per example ({r.info.path}: split {r.split}, epochs {r.window.span}; "
+                     f"never learned counted as {_nl(result['never_learned'], len(r.window.epochs))})\n"
+                     + output.text_table(["network", "examples", "mean events", "unforgettable",
+                                          "never learned", "most events"], rows))
+    k = result["top"]
+    for net, order in result["ranking"].items():
+        if k and len(order):
+            tail = order.iloc[smallest(-order["forgetting_counts"].to_numpy(), order["index"].to_numpy(), k)]
+            parts.append(f"most forgotten, {label(net)} (summed over {order.attrs['runs']} run(s); "
+                         f"unforgettable: {order.attrs['unforgettable']})\n"
+                         + output.text_table(["dataset index", "forgetting count"],
+                                             [[int(i), output.fmt(c, 0)] for i, c in
+                                              zip(tail["index"], tail["forgetting_counts"])]))
+    return "\n\n".join(parts)
+
+
+def _nl(choice, epochs) -> str:
+    return {"E": f"E = {epochs}", "inf": "inf", "skip": "skipped (left out of the ranking)"}[choice]
+
+
+def records(result):
+    """--csv: the data-set indices ordered as order_examples_by_forgetting.py writes them
+    ('indices' by 'forgetting counts', ascending), one block per network."""
+    cols = ["network", "rank", "index", "forgetting_counts"]
+    rows = [{"network": net, "rank": int(k), "index": int(i), "forgetting_counts": c}
+            for net, order in result["ranking"].items()
+            for k, i, c in zip(order["rank"], order["index"], order["forgetting_counts"])]
+    return cols, rows
+
+
+def document(result) -> dict:
+    return {"analysis": "forgetting", "never_learned": result["never_learned"], "runs": [{
+        "path": r.info.path, "label": r.info.label, "split": r.split,
+        "window": [int(r.window.epochs[0]), int(r.window.epochs[-1])],
+        "networks": {n: summary(d) for n, d in r.nets.items()}} for r in result["runs"]],
+        "ranking": {net: {"runs": o.attrs["runs"], "unforgettable": o.attrs["unforgettable"],
+                          "indices": o["index"].to_numpy(), "forgetting counts": o["forgetting_counts"].to_numpy()}
+                    for net, o in result["ranking"].items()}}
+
+
+def frame(result):
+    """dyn.analyze.forgetting's DataFrame: one row per run, network and example."""
+    import pandas as pd
+
+    from dyn.analyze.api import run_attrs
+
+    parts = []
+    for r in result["runs"]:
+        for net, d in r.nets.items():
+            d = d.copy()
+            d.insert(0, "network", net)
+            d.insert(0, "run", r.info.path)
+            d.insert(3, "dataset_index", r.dataset_index)
+            d.insert(4, "label", r.labels)
+            parts.append(d)
+    df = pd.concat(parts, ignore_index=True)
+    df.attrs.update(runs=run_attrs(result["runs"]), never_learned=result["never_learned"])
+    return df
+
+
+def draw(result, out) -> list:
+    from dyn.analyze.figures import plot_forgetting
+    from dyn.analyze.plot.save import save
+
+    df = frame(result)
+    paths = output.figure_paths(out, [r.info.name for r in result["runs"]])
+    return [output.draw(lambda p: save(plot_forgetting(df, run=r.info.path), p), path)
+            for r, path in zip(result["runs"], paths)]
+
+
+@click.command()
+@per_sample.common
+@click.option("--never-learned", type=click.Choice(NEVER_LEARNED), default="E", show_default=True,
+              help="How an example never learned (never correct) counts: E, the number of epochs in "
+                   "the window, per run (Toneva et al.'s code); inf (the paper's 'infinitely "
+                   "forgotten'); skip (left out of the ranking).")
+@click.option("--top", type=click.IntRange(0), default=10, show_default=True, metavar="K",
+              help="How many of the most forgotten examples to list.")
+def forgetting(never_learned, top, **kw):
+    """Forgetting events per example (Toneva 2019), for SGD and every EMA network.
+
+    A forgetting event is a 1 -> 0 change of an example's correctness between consecutive
+    presentations (an example not presented in an epoch is skipped over). Also: the first
+    epoch at which it was learned, and how many examples were never forgotten
+    (unforgettable). With several runs (seeds) the counts are summed per example, matched by
+    data-set index, as the reference code sums over its runs.
+
+    --csv writes the data-set indices sorted by forgetting count, ascending, with the counts
+    (network, rank, index, forgetting_counts): the 'indices' and 'forgetting counts' of
+    order_examples_by_forgetting.py, for data-pruning scripts (filter one network).
+
+    \b
+    Examples:
+      dyn analyze forgetting runs/x.h5 --out forgetting.png
+      dyn analyze forgetting runs/seed*.h5 --net sgd --csv order.csv
+    """
+    execute(sys.modules[__name__], kw, never_learned=never_learned, top=top)

@@ -1,0 +1,269 @@
+"""Per-sample training dynamics: forgetting events (Toneva et al., ICLR 2019), data maps
+(Swayamdipta et al., EMNLP 2020) and the area under the margin (Pleiss et al., NeurIPS 2020).
+
+Each is computed from one network's records over epochs, fed in epoch order in chunks of
+epochs (memory O(N), not O(E N): an ImageNet-sized train-presented split does not fit whole).
+An example not presented in an epoch (train-presented: NaN prob/margin) is no presentation: it
+neither ends a learned streak nor counts in a mean.
+
+Definitions, as the reference code computes them (docs/analyze.md, reference/training-dynamics.md):
+- forgetting event: correct at one presentation, wrong at the next. Never learned (never
+  correct): counted as E, the number of epochs, per run (order_examples_by_forgetting.py);
+  `never_learned="inf"` as the paper's "infinitely forgotten", "skip" leaves them out.
+- data map: confidence = mean true-class probability, variability = its *population* standard
+  deviation (np.std, ddof 0, as cartography's compute_train_dy_metrics), correctness = fraction
+  of presentations correct (cartography stores the count; both are given).
+- AUM: mean over presentations of margin = true-class logit - largest other logit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+NEVER_LEARNED = ("E", "inf", "skip")
+
+
+def _rows(x, n: int, what: str, dtype=None) -> np.ndarray:
+    x = np.asarray(x, dtype=dtype)
+    if x.ndim == 1:
+        x = x[None]
+    if x.ndim != 2 or x.shape[1] != n:
+        raise ValueError(f"{what}: expected (epochs, {n}) rows, got shape {x.shape}")
+    return x
+
+
+class ForgettingAccumulator:
+    """Forgetting events, first-learned epoch and presentations per example, streamed by epoch."""
+
+    def __init__(self, n: int, epochs):
+        self.n, self.epochs = int(n), np.asarray(epochs, dtype=np.int64)
+        self.last = np.zeros(self.n, bool)  # correct at the latest presentation (False before any)
+        self.ever = np.zeros(self.n, bool)  # correct at some presentation so far
+        self.events = np.zeros(self.n, np.int32)
+        self.before = np.zeros(self.n, np.int32)  # rows before the first correct presentation
+        self.presentations = np.zeros(self.n, np.int32)
+        self.row = 0
+
+    def add(self, correct, presented=None) -> None:
+        correct = _rows(correct, self.n, "correctness", bool)
+        if presented is not None:
+            presented = _rows(presented, self.n, "presented", bool)
+        forgot = np.empty(self.n, bool)
+        for t in range(len(correct)):
+            c = correct[t]
+            np.greater(self.last, c, out=forgot)  # 1 -> 0
+            if presented is None:
+                self.events += forgot
+                self.last[:] = c
+                self.presentations += 1
+            else:
+                p = presented[t]
+                c = c & p
+                forgot &= p  # an example not presented keeps its last state
+                self.events += forgot
+                np.copyto(self.last, c, where=p)
+                self.presentations += p
+            self.ever |= c
+            self.before += ~self.ever
+            self.row += 1
+
+    def add_packed(self, packed, presence=None) -> None:
+        """As add, from packed correctness rows (t, ceil(N/8)) as stored and float16 presence
+        rows (NaN: not presented; None: all presented): in C where built (analyze/half.py)."""
+        from dyn.analyze.half import forgetting_rows
+
+        packed = _rows(packed, (self.n + 7) // 8, "packed correctness", np.uint8)
+        if forgetting_rows(packed, presence, self.n, self.last, self.ever, self.events, self.before,
+                           self.presentations):
+            self.row += len(packed)
+            return
+        correct = np.unpackbits(packed, axis=1, count=self.n).astype(bool)
+        presented = None
+        if presence is not None:
+            presence = np.asarray(presence)
+            presented = ((presence.view(np.uint16) & 0x7FFF) <= 0x7C00 if presence.dtype == np.float16
+                         else ~np.isnan(presence))
+        self.add(correct, presented)
+
+    @property
+    def first(self) -> np.ndarray:
+        """Row of the first correct presentation; -1: never correct."""
+        return np.where(self.ever, self.before, -1)
+
+    def frame(self, never_learned: str = "E"):
+        import pandas as pd
+
+        if never_learned not in NEVER_LEARNED:
+            raise ValueError(f"never_learned must be one of {', '.join(NEVER_LEARNED)}; got {never_learned!r}")
+        if self.row != len(self.epochs):
+            raise ValueError(f"fed {self.row} rows for {len(self.epochs)} epochs")
+        never = self.first < 0
+        first = np.full(self.n, np.nan)
+        first[~never] = self.epochs[self.first[~never]]
+        counted = self.events.astype(float)
+        counted[never] = {"E": float(len(self.epochs)), "inf": np.inf, "skip": np.nan}[never_learned]
+        return pd.DataFrame({"sample": np.arange(self.n), "presentations": self.presentations,
+                             "forgetting_events": self.events, "first_learned": first,
+                             "never_learned": never, "forgetting": counted})
+
+
+def forgetting(correct, presented=None, epochs=None, never_learned: str = "E"):
+    """Forgetting statistics of (E, N) correctness (bool), one row per example.
+
+    presented: (E, N) bool, False where the example was not presented in that epoch.
+    Columns: sample, presentations, forgetting_events (1 -> 0 transitions between consecutive
+    presentations), first_learned (epoch of the first correct presentation; NaN: never),
+    never_learned, forgetting (the count ranked on: forgetting_events, or for never-learned
+    examples E (the reference code), inf, or NaN with never_learned="skip")."""
+    correct = np.asarray(correct, dtype=bool)
+    correct = correct[None] if correct.ndim == 1 else correct
+    acc = ForgettingAccumulator(correct.shape[1], np.arange(len(correct)) if epochs is None else epochs)
+    acc.add(correct, presented)
+    return acc.frame(never_learned)
+
+
+def order_by_forgetting(counts, index=None):
+    """The reference's output (order_examples_by_forgetting.py): examples sorted by their
+    forgetting count summed over runs, ascending; ties by index (the reference's sort is not
+    stable, so any tie order matches it). counts: (runs, N) or (N,); NaN (skipped) examples left out.
+    Returns a DataFrame: rank (1 = least forgotten), index, forgetting_counts; `attrs["unforgettable"]`."""
+    import pandas as pd
+
+    counts = np.atleast_2d(np.asarray(counts, dtype=float))
+    total = counts.sum(axis=0)
+    index = np.arange(total.size) if index is None else np.asarray(index)
+    keep = ~np.isnan(total)
+    total, index = total[keep], index[keep]
+    if np.all(index[:-1] <= index[1:]):  # ties already in index order: one stable sort
+        order = np.argsort(total, kind="stable")
+    else:
+        order = np.lexsort((index, total))
+    df = pd.DataFrame({"rank": np.arange(1, order.size + 1), "index": index[order],
+                       "forgetting_counts": total[order]})
+    df.attrs["unforgettable"] = int(np.sum(total == 0))
+    return df
+
+
+class DataMapAccumulator:
+    """Confidence, variability and correctness per example, streamed by epoch."""
+
+    def __init__(self, n: int):
+        self.n = int(n)
+        self.sum = np.zeros(self.n)
+        self.sq = np.zeros(self.n)
+        self.count = np.zeros(self.n, np.int32)
+        self.correct = np.zeros(self.n, np.int32)
+
+    def add(self, prob, correct=None, packed=None) -> None:
+        """prob: (t, N) floats (float16 as stored is fastest), NaN where not presented;
+        correct: (t, N) bool, or packed: (t, ceil(N/8)) uint8 rows as the run file stores them."""
+        from dyn.analyze.half import accumulate
+
+        prob = _rows(prob, self.n, "probabilities")
+        if packed is None:
+            correct = _rows(correct, self.n, "correctness", bool)
+            packed = np.packbits(correct, axis=1)
+        if len(prob) != len(packed):
+            raise ValueError(f"{len(prob)} rows of probabilities, {len(packed)} of correctness")
+        accumulate(prob, self.sum, self.count, squares=self.sq, packed=packed, correct=self.correct)
+
+    def frame(self):
+        import pandas as pd
+
+        with np.errstate(invalid="ignore", divide="ignore"):
+            k = self.count.astype(float)
+            k[k == 0] = np.nan
+            mean = self.sum / k
+            var = np.maximum(self.sq / k - mean * mean, 0.0)  # population variance (ddof 0)
+        return pd.DataFrame({"sample": np.arange(self.n), "confidence": mean, "variability": np.sqrt(var),
+                             "correctness": self.correct / k, "correct_epochs": self.correct,
+                             "presentations": self.count})
+
+
+def data_map(prob, correct):
+    """Data-map coordinates of (E, N) true-class probabilities and correctness, one row per
+    example: sample, confidence (mean probability), variability (population std, ddof 0, as
+    cartography), correctness (fraction of presentations correct), correct_epochs (cartography's
+    count), presentations. NaN probabilities (not presented) are left out of all three."""
+    prob = np.asarray(prob, dtype=np.float32)
+    prob = prob[None] if prob.ndim == 1 else prob
+    acc = DataMapAccumulator(prob.shape[1])
+    acc.add(prob, correct)
+    return acc.frame()
+
+
+REGIONS = {  # cartography chooses subsets by sorting, not thresholds: (column, highest first)
+    "easy-to-learn": ("confidence", True),
+    "ambiguous": ("variability", True),
+    "hard-to-learn": ("confidence", False),
+}
+
+
+def region_top(df, region: str, k: int):
+    """The k examples of a data-map region: the highest confidence (easy-to-learn), the highest
+    variability (ambiguous) or the lowest confidence (hard-to-learn); ties by sample."""
+    column, highest = REGIONS[region]
+    value = df[column].to_numpy(dtype=float)
+    return df.iloc[smallest(-value if highest else value, df["sample"].to_numpy(), k)]
+
+
+def smallest(key, tie, k: int) -> np.ndarray:
+    """Positions of the k smallest finite keys, ordered by key then `tie`, without sorting all
+    N (an ImageNet-sized split has 1.3 million): a partition, then a sort of the candidates."""
+    key = np.where(np.isnan(key), np.inf, key)
+    k = min(int(k), int(np.sum(np.isfinite(key))))
+    if k <= 0:
+        return np.zeros(0, np.int64)
+    kth = np.partition(key, k - 1)[k - 1]
+    cand = np.flatnonzero(key <= kth)  # every candidate tied with the k-th too
+    return cand[np.lexsort((tie[cand], key[cand]))][:k]
+
+
+class AUMAccumulator:
+    """Sum and count of margins per example, streamed by epoch."""
+
+    def __init__(self, n: int):
+        self.n = int(n)
+        self.sum = np.zeros(self.n)
+        self.count = np.zeros(self.n, np.int32)
+
+    def add(self, margin) -> None:
+        """margin: (t, N) floats (float16 as stored is fastest), NaN where not measured."""
+        from dyn.analyze.half import accumulate
+
+        accumulate(_rows(margin, self.n, "margins"), self.sum, self.count)
+
+    def frame(self):
+        import pandas as pd
+
+        with np.errstate(invalid="ignore", divide="ignore"):
+            aum = self.sum / np.where(self.count > 0, self.count, np.nan)
+        return pd.DataFrame({"sample": np.arange(self.n), "aum": aum, "measurements": self.count})
+
+
+def area_under_margin(margin):
+    """AUM of (E, N) margins (true-class logit - largest other logit), one row per example:
+    sample, aum (mean margin over the measurements), measurements (non-NaN epochs)."""
+    margin = np.asarray(margin, dtype=np.float32)
+    margin = margin[None] if margin.ndim == 1 else margin
+    acc = AUMAccumulator(margin.shape[1])
+    acc.add(margin)
+    return acc.frame()
+
+
+def margin_from_logits(logits, targets) -> np.ndarray:
+    """(N, C) logits and (N,) targets -> (N,) margins: z_y - max over k != y of z_k."""
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(targets, dtype=np.int64)
+    true = z[np.arange(len(z)), y]
+    other = z.copy()
+    other[np.arange(len(z)), y] = -np.inf
+    return true - other.max(axis=1)
+
+
+def prob_from_logits(logits, targets) -> np.ndarray:
+    """(N, C) logits and (N,) targets -> (N,) softmax probability of the target class."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e[np.arange(len(z)), np.asarray(targets, dtype=np.int64)] / e.sum(axis=1)

@@ -1,0 +1,52 @@
+"""analyze/_half.c (the float16 sums of the training-dynamics analyses) against numpy: every
+float16 bit pattern converted exactly, NaN skipped, correctness bits counted where presented."""
+
+import numpy as np
+import pytest
+
+from dyn.analyze import half
+
+
+@pytest.mark.skipif(half.backend() != "C", reason="analyze/_half.c not built")
+def test_c_sums_equal_numpy_on_every_float16_and_random_rows():
+    every = np.arange(65536, dtype=np.uint16).view(np.float16).reshape(1, -1)  # NaN, inf, subnormals, -0
+    rng = np.random.default_rng(0)
+    rows = np.concatenate([every, rng.standard_normal((4, 65536)).astype(np.float16)])
+    rows[2, ::7] = np.nan
+    packed = rng.integers(0, 256, (5, 65536 // 8), dtype=np.uint8)
+    got, want = [], []
+    for use_c in (True, False):
+        acc = [np.zeros(65536), np.zeros(65536, np.int32), np.zeros(65536), np.zeros(65536, np.int32)]
+        if use_c:
+            half.accumulate(rows, acc[0], acc[1], squares=acc[2], packed=packed, correct=acc[3])
+        else:
+            half.accumulate(rows.astype(np.float32), acc[0], acc[1], squares=acc[2], packed=packed, correct=acc[3])
+        (got if use_c else want).append(acc)
+    for g, w in zip(got[0], want[0]):
+        np.testing.assert_array_equal(g, w)  # exact: float16 values are exact in float64
+    ok = ~np.isnan(rows.astype(np.float32))
+    np.testing.assert_array_equal(got[0][1], ok.sum(axis=0))
+    bits = np.unpackbits(packed, axis=1).astype(bool)
+    np.testing.assert_array_equal(got[0][3], (bits & ok).sum(axis=0))
+
+
+@pytest.mark.parametrize("kernels", ["C", "numpy"])
+def test_forgetting_from_packed_rows_equals_the_bool_path(kernels, monkeypatch):
+    from dyn.analyze.measures.dynamics import ForgettingAccumulator
+
+    if kernels == "C" and half.backend() != "C":
+        pytest.skip("analyze/_half.c not built")
+    if kernels == "numpy":
+        monkeypatch.setattr(half, "_lib", lambda: None)
+    rng = np.random.default_rng(1)
+    n, E = 1003, 12
+    correct = rng.random((E, n)) < 0.6
+    presence = rng.standard_normal((E, n)).astype(np.float16)
+    presence[rng.random((E, n)) < 0.2] = np.nan
+    for pres in (presence, None):
+        a, b = ForgettingAccumulator(n, np.arange(E)), ForgettingAccumulator(n, np.arange(E))
+        a.add(correct, None if pres is None else ~np.isnan(pres))
+        for lo, hi in ((0, 5), (5, 6), (6, E)):
+            b.add_packed(np.packbits(correct[lo:hi], axis=1), None if pres is None else pres[lo:hi])
+        for col in ("presentations", "forgetting_events", "first_learned", "never_learned"):
+            np.testing.assert_array_equal(a.frame()[col], b.frame()[col])
