@@ -20,6 +20,16 @@ Resume: give `state_fn` (returns a dict of what else your loop needs: optimizer,
 RNG states, ...). Its result is saved with every epoch, and `Recorder.resume` gives it back
 after restoring the model and the EMA networks as they were at the last complete epoch.
 
+Per-sample training dynamics (`presented=`): give the training set's labels (in its order) and
+pass each batch's positions in it to `step(loss, logits, labels, indices=idx)`. From the logits of
+the training forward pass itself (train mode, augmented, before the update: no extra forward
+pass) each example presented gets its correctness, true-class softmax probability and margin,
+scattered into per-epoch tensors on the device (no host sync per batch) and written once per
+epoch, with that epoch's commit, as split `train-presented` (network sgd only, epochs 1..E; an
+example not presented in an epoch: correct 0, prob and margin NaN; presented twice: the last
+presentation). For every network on clean inputs, `record_every={"train": K}` evaluates a final
+split every K epochs (0, K, 2K, ...) as well as at the end.
+
 Under torchrun give `dist=Dist.from_env()` (train/distributed.py, its process group started) on
 every rank: each rank evaluates its shard of every split and the results are gathered, the
 running train metrics are summed over ranks, and only rank 0 opens and writes the run file.
@@ -43,15 +53,23 @@ from dyn.layout import Layout, Network, Param, Split
 from dyn.writer import Eval, RunWriter
 
 from .ema import EMA, flatten_state
-from .evaluate import evaluate
+from .evaluate import evaluate, per_sample
 from .ranks import shard
 
 TRAIN_METRICS = ["iteration", "lr", "train_loss", "train_acc", "seconds"]
+PRESENTED = "train-presented"  # the training set as SGD saw it, from the training forward pass
+PRESENTED_SOURCE = "training forward pass"
+
+
+def _record(ev) -> Eval:
+    """A SplitEval as the writer takes it (prob and margin where computed)."""
+    return Eval(correct=ev.correct, predicted=ev.predicted, loss=ev.loss, prob=ev.prob, margin=ev.margin)
 
 
 class Recorder:
     def __init__(self, writer: RunWriter | None, model: torch.nn.Module, ema: EMA, splits, final_splits, *,
-                 transform, optimizer, state_fn, checkpoint_every, eval_batch_size, autocast=None, dist=None):
+                 transform, optimizer, state_fn, checkpoint_every, eval_batch_size, autocast=None, dist=None,
+                 presented: int | None = None, record_every: Mapping[str, int] | None = None):
         self.writer, self.model, self.ema = writer, model, ema  # writer None on ranks other than 0
         self.dist = dist
         self.path = writer.path if writer is not None else None  # set by create/resume on other ranks
@@ -70,6 +88,9 @@ class Recorder:
         self._lr_hook = (optimizer.register_step_pre_hook(self._take_lr)
                          if optimizer is not None and hasattr(optimizer, "register_step_pre_hook") else None)
         self.eval_seconds = 0.0  # time spent evaluating and writing at the last epoch end
+        self.presented = presented  # size of the training set recorded as train-presented, or None
+        self._pres = None  # this epoch's (seen, correct, prob|margin) device tensors, made at the first batch
+        self.record_every = {s: int(k) for s, k in dict(record_every or {}).items() if s in self.final_splits}
         self._reset_running()
         self._t0 = time.perf_counter()
 
@@ -82,7 +103,8 @@ class Recorder:
                state_fn: Callable[[], dict] | None = None, checkpoint_every: int = 1,
                eval_batch_size: int = 1000, overwrite: bool = False, record_initial: bool = True,
                ema_warmup: bool = False, autocast=None, dist=None,
-               augmentation: Mapping[str, str] | None = None) -> "Recorder":
+               augmentation: Mapping[str, str] | None = None, presented=None,
+               record_every: Mapping[str, int] | None = None) -> "Recorder":
         """Create the run file and, unless `record_initial` is False, record epoch 0.
 
         splits / final_splits: name -> (inputs, labels) tensors on the model's device; inputs go
