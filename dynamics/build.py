@@ -55,18 +55,26 @@ def build(f: h5py.File, layout: Layout, config: dict) -> None:
         g.attrs["num_classes"] = int(split.num_classes or 0)
         if split.augmentation is not None:
             g.attrs["augmentation"] = str(split.augmentation)
+        if split.source is not None:
+            g.attrs["source"] = str(split.source)
         g.create_dataset("labels", data=split.labels)
         g.create_dataset("index", data=split.index)
         if split.images is not None:
             g.create_dataset("images", data=split.images, chunks=True)
         _rows(g, "epoch", 0, "i8")
         for net in layout.networks:
+            if split.networks is not None and net.name not in split.networks:
+                continue  # e.g. train-presented: only SGD makes a training forward pass
             ng = g.create_group(net.name)
             _rows(ng, "correct", packed_width(n), "u1")
             if split.predicted:
                 _rows(ng, "predicted", n, predicted_dtype(split.num_classes))
             if split.loss:
                 _rows(ng, "loss", n, "f2")
+            if split.prob:
+                _rows(ng, "prob", n, "f2")
+            if split.margin:
+                _rows(ng, "margin", n, "f2")
 
     if layout.resume:
         for slot in RESUME_SLOTS:

@@ -28,7 +28,7 @@ from .format import packed_width, row_chunks, weight_chunk
 from .fs import fsync
 from .layout import valid_name
 from .lock import WriterLock
-from .writer import Eval
+from .writer import OPTIONAL_RECORDS, Eval
 
 # Runs in these states receive no more epochs, so a derived network can never fall behind.
 FINAL_STATES = ("complete", "diverged")
@@ -117,7 +117,7 @@ class DerivedWriter:
         like = g[self.networks[0]]
         ng = g.create_group(name)
         packed = []
-        extra = {k: [] for k in ("predicted", "loss") if k in like}
+        extra = {k: [] for k, _ in OPTIONAL_RECORDS if k in like}
         for rec in evals:
             if rec.correct is None:
                 raise ValueError(f"{split}/{name}: no correctness given")
@@ -125,7 +125,7 @@ class DerivedWriter:
             if correct.shape != (n,):
                 raise ValueError(f"{split}/{name}: correctness has {correct.size} samples, the split has {n}")
             packed.append(np.packbits(correct))
-            for key, fill in (("predicted", -1), ("loss", np.nan)):
+            for key, fill in OPTIONAL_RECORDS:
                 if key in extra:
                     value = getattr(rec, key)
                     extra[key].append(np.full(n, fill) if value is None else np.asarray(value).reshape(n))

@@ -41,7 +41,11 @@ class Split:
     num_classes: int | None = None
     predicted: bool = True  # record predicted classes
     loss: bool = True  # record per-sample losses
+    prob: bool = False  # record the softmax probability of the true class (training dynamics)
+    margin: bool = False  # record the true-class logit minus the largest other logit
     augmentation: str | None = None  # how the inputs were transformed ("none", or a description)
+    source: str | None = None  # where the records come from, e.g. "training forward pass"
+    networks: list[str] | None = None  # the networks with records on this split; None: all
 
     def __post_init__(self):
         self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
@@ -100,6 +104,12 @@ class Layout:
         for name in names + list(self.splits):
             if not valid_name(name):
                 raise ValueError(f"invalid network or split name {name!r}")
+        for name, split in self.splits.items():
+            if split.networks is not None:
+                unknown = [n for n in split.networks if n not in names]
+                if unknown or not split.networks:
+                    raise ValueError(f"split {name!r}: networks {list(split.networks)} are not a non-empty "
+                                     f"subset of the run's {names}")
         self.metrics = [c for c in self.metrics if c != "epoch"]
 
     @property

@@ -287,6 +287,11 @@ class Run:
         attribute ("none" for clean images), or None where the file does not say (older runs)."""
         return _text(self._check_split(split).attrs.get("augmentation"))
 
+    def split_source(self, split: str) -> str | None:
+        """Where the split's records come from (its `source` attribute, e.g. "training forward
+        pass" on train-presented), or None where the file does not say."""
+        return _text(self._check_split(split).attrs.get("source"))
+
     @_guard("reading labels")
     def labels(self, split: str, samples=None) -> np.ndarray:
         """The true class of every sample, or of `samples` (indices) only."""
@@ -402,6 +407,22 @@ class Run:
         r = self._rows_slice(split, rows)
         ds = self._check_ds(self._split_ds(split, net, "loss"), 2, "f", "losses", width=self.split_size(split))
         return ds[r.start:r.stop]
+
+    @_guard("reading true-class probabilities")
+    def prob(self, split: str, net: str, rows: slice | None = None) -> np.ndarray:
+        """Softmax probability of the true class, float32 (epochs, N); NaN where unknown."""
+        r = self._rows_slice(split, rows)
+        ds = self._check_ds(self._split_ds(split, net, "prob"), 2, "f", "probabilities",
+                            width=self.split_size(split))
+        return ds[r.start:r.stop].astype(np.float32)
+
+    @_guard("reading margins")
+    def margin(self, split: str, net: str, rows: slice | None = None) -> np.ndarray:
+        """True-class logit minus the largest other logit, float32 (epochs, N); NaN where unknown."""
+        r = self._rows_slice(split, rows)
+        ds = self._check_ds(self._split_ds(split, net, "margin"), 2, "f", "margins",
+                            width=self.split_size(split))
+        return ds[r.start:r.stop].astype(np.float32)
 
     def has(self, split: str, net: str, key: str) -> bool:
         return (split in self.splits and net in self.networks and net in self.f[f"splits/{split}"]

@@ -52,13 +52,18 @@ class Eval:
     """One network's record on one split at one epoch.
 
     `correct`: bool (N,) (packed here), or `packed`: uint8 (ceil(N/8),) already packed with
-    np.packbits (bit order "big"). `predicted` (N,) ints and `loss` (N,) floats are optional.
+    np.packbits (bit order "big"). `predicted` (N,) ints and `loss` (N,) floats are optional, as
+    are `prob` (N,) (softmax probability of the true class) and `margin` (N,) (true-class logit
+    minus the largest other logit); a value the split records but the Eval lacks is stored as
+    -1 (predicted) or NaN.
     """
 
     correct: np.ndarray | None = None
     packed: np.ndarray | None = None
     predicted: np.ndarray | None = None
     loss: np.ndarray | None = None
+    prob: np.ndarray | None = None
+    margin: np.ndarray | None = None
 
 
 class RunWriter:
@@ -162,8 +167,10 @@ class RunWriter:
         self._metrics = _Rows(f["metrics"])
         self._split_size = {s: int(f[f"splits/{s}"].attrs["size"]) for s in self.splits}
         self._split_epoch = {s: _Rows(f[f"splits/{s}/epoch"]) for s in self.splits}
+        # A split may hold records of some networks only (Split.networks, e.g. train-presented).
+        self._split_nets = {s: [n for n in self.networks if n in f[f"splits/{s}"]] for s in self.splits}
         self._evals = {(s, n): {k: _Rows(ds) for k, ds in f[f"splits/{s}/{n}"].items()}
-                       for s in self.splits for n in self.networks}
+                       for s in self.splits for n in self._split_nets[s]}
         if self.has_weights:
             self._weight_epoch = _Rows(f["weights/epoch"])
             self._weights = {n: {k: _Rows(ds) for k, ds in f[f"networks/{n}"].items()} for n in self.networks}
@@ -177,7 +184,7 @@ class RunWriter:
                 if k in f[f"networks/{n}"]]
         for s in self.splits:
             g = f[f"splits/{s}"]
-            streams[split_stream(s)] = [g["epoch"]] + [g[n][k] for n in self.networks for k in g[n]]
+            streams[split_stream(s)] = [g["epoch"]] + [g[n][k] for n in self.networks if n in g for k in g[n]]
         return streams
 
     def _last_epoch(self, stream: str) -> int | None:
@@ -233,13 +240,16 @@ class RunWriter:
             stream = split_stream(split)
             self._check_epoch(stream, epoch)
             n = self._split_size[split]
-            missing = set(self.networks) - set(records)
+            missing = set(self._split_nets[split]) - set(records)
             if missing:
                 raise ValueError(f"split {split!r}: no record for networks {sorted(missing)}")
             writes.append((self._split_epoch[split], epoch))
             for net, rec in records.items():
                 if net not in self.networks:
                     raise ValueError(f"network {net!r} is not in this run ({self.networks})")
+                if net not in self._split_nets[split]:
+                    raise ValueError(f"network {net!r} has no records on split {split!r} "
+                                     f"(it holds {self._split_nets[split]})")
                 writes += _eval_rows(self._evals[split, net], rec, n, f"{split}/{net}")
             bumps[stream] = 1
         if weights is not None:
@@ -375,6 +385,10 @@ class RunWriter:
 
 
 # ------------------------------------------------------------------- appending
+# The optional per-sample records of a split, and what stands for an unknown value.
+OPTIONAL_RECORDS = (("predicted", -1), ("loss", np.nan), ("prob", np.nan), ("margin", np.nan))
+
+
 def _eval_rows(ds: dict, rec, n: int, where: str) -> list:
     if isinstance(rec, Mapping):
         rec = Eval(**rec)
@@ -393,7 +407,7 @@ def _eval_rows(ds: dict, rec, n: int, where: str) -> list:
     else:
         raise ValueError(f"{where}: no correctness given")
     out = [(ds["correct"], packed)]
-    for key, fill in (("predicted", -1), ("loss", np.nan)):
+    for key, fill in OPTIONAL_RECORDS:
         value = getattr(rec, key)
         if key in ds:
             if value is None:
