@@ -11,7 +11,10 @@ of CIFAR-10's split, on CUDA the full 45,000):
                   of every example scattered into per-epoch device tensors from the training
                   logits); rounds of the two alternate, best of each, so a shared machine's other
                   loads hit both alike
-  step overhead   with / without - 1: the recording's cost during the epoch (target <= 2%)
+  step overhead   with / without - 1: the recording's cost during the epoch (target <= 2%); on a
+                  shared machine this difference of two noisy figures swings by several percent, so
+  per batch       the recording's own work per batch (per-sample values, the scatter), timed alone
+                  over many calls on a real batch's logits, as a fraction of a training step
   epoch end       the once-per-epoch part: the device tensors to the host and the train-presented
                   row written and committed, as a fraction of the epoch
   every K         --record-train-every: SGD and the K EMA networks evaluated on the clean training
@@ -76,6 +79,22 @@ def bench(data, label, decays, folder, *, warmup, steps, rounds):
         epoch_s = n / best[plain]
         print(f"  step img/s: {best[plain]:,.0f} without, {best[rec]:,.0f} with --record-train; "
               f"step overhead {best[plain] / best[rec] - 1:+.1%}  (epoch {epoch_s:.2f} s)")
+        x, y = next(streams[rec])
+        with torch.no_grad():
+            logits = rec.model(x)
+        idx = rec.batches.indices
+        calls = 20 if rec.device.type == "cpu" else 200
+        per_batch = []
+        for _ in range(rounds):
+            sync(rec.device)
+            t = time.perf_counter()
+            for _ in range(calls):
+                rec.rec._present(logits, y, idx)
+            sync(rec.device)
+            per_batch.append((time.perf_counter() - t) / calls)
+        step_s = len(y) / best[plain]
+        print(f"  per batch of {len(y)}: the recording's own work {min(per_batch) * 1e3:.3f} ms = "
+              f"{min(per_batch) / step_s:.2%} of a training step ({step_s * 1e3:.1f} ms)")
         ends = []
         for r in range(rounds):
             sync(rec.device)
@@ -87,7 +106,7 @@ def bench(data, label, decays, folder, *, warmup, steps, rounds):
               f"{min(ends) / epoch_s:.2%} of the epoch")
         split = {"train": (data.train_images, data.train_labels)}
         evals = []
-        for _ in range(rounds):
+        for _ in range(min(rounds, 2)):  # a whole pass per network: long on a CPU
             sync(rec.device)
             t = time.perf_counter()
             rec.rec._evaluate(split)
