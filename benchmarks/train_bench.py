@@ -91,8 +91,10 @@ def describe_machine(device) -> None:
 class Setup:
     """A fresh ResNet-20 with dyn's optimizer, scheduler and a Recorder with K EMA networks."""
 
-    def __init__(self, data, decays, folder, *, channels_last=False, bf16=False, compile=False):
+    def __init__(self, data, decays, folder, *, channels_last=False, bf16=False, compile=False,
+                 record_train=False):
         self.data, self.device = data, data.train_images.device
+        self.record_train = record_train  # dyn train --record-train (benchmarks/train_dynamics_bench.py)
         torch.manual_seed(0)
         self.model = build_model("resnet20", data.num_classes, in_channels=data.image_shape[0]).to(self.device)
         self.channels_last = channels_last
@@ -110,7 +112,8 @@ class Setup:
         self.rec = Recorder.create(
             Path(folder) / f"bench-{time.monotonic_ns()}.h5", self.model, decays, splits,
             transform=lambda x: self.layout(normalize(x, mean, std)), optimizer=self.optimizer,
-            state_fn=self.state, num_classes=data.num_classes, record_initial=False, autocast=self.autocast)
+            state_fn=self.state, num_classes=data.num_classes, record_initial=False, autocast=self.autocast,
+            presented=data.train_labels if record_train else None)
         self.epoch = 0
 
     def layout(self, x):
@@ -129,7 +132,7 @@ class Setup:
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
-        self.rec.step(loss, logits, y)
+        self.rec.step(loss, logits, y, indices=self.batches.indices if self.record_train else None)
         if check_loss:  # dyn train reads the loss every step on CPU, every 32 on CUDA (a sync)
             loss.item()
 

@@ -18,7 +18,7 @@ DATASETS = ("cifar10", "digits", "synthetic")
 # Flags that change what a run computes: `--resume` refuses them if they differ from the file's.
 RUN_KEYS = ("schedule", "decays", "lr", "epochs", "batch_size", "momentum", "weight_decay", "warmup_iters",
             "milestones", "gamma", "seed", "model", "dataset", "val_size", "checkpoint_every", "ema_warmup",
-            "amp", "channels_last", "sync_bn")
+            "amp", "channels_last", "sync_bn", "record_train", "record_train_every")
 
 
 @dataclass
@@ -49,6 +49,8 @@ class TrainConfig:
     compile: bool = False
     deterministic: bool = False  # repeatable CUDA runs (not in RUN_KEYS: it may change on --resume)
     eval_batch_size: int = 1000
+    record_train: bool = False  # train-presented: per-sample records from the training forward pass
+    record_train_every: int | None = None  # the train split every K epochs (None: after the last only)
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> "TrainConfig":
@@ -82,6 +84,8 @@ class TrainConfig:
             bad("--warmup-iters", f"must be >= 0, got {self.warmup_iters}")
         if self.checkpoint_every < 1:
             bad("--checkpoint-every", f"must be >= 1, got {self.checkpoint_every}")
+        if self.record_train_every is not None and self.record_train_every < 1:
+            bad("--record-train-every", f"must be >= 1, got {self.record_train_every}")
         if self.gamma is not None and not self.gamma > 0:
             bad("--gamma", f"must be > 0, got {self.gamma}")
         if list(self.milestones) != sorted(set(self.milestones)) or any(m < 1 for m in self.milestones):

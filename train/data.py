@@ -83,6 +83,12 @@ def augmentation_note(pad, seed=AUGMENTED_SEED):
     return f"random crop (zero-pad {pad}) + horizontal flip (p=0.5), one draw per image, seed {seed}"
 
 
+def training_augmentation_note(pad, flip=True):
+    """The `augmentation` attribute of `train-presented`: what training drew, anew each epoch."""
+    what = f"random crop (zero-pad {pad})" + (" + horizontal flip (p=0.5)" if flip else "")
+    return f"{what}, drawn anew every epoch from the run's seed (the training augmentation)"
+
+
 def _channel_tensor(values, device):
     return torch.as_tensor(values, dtype=torch.float32, device=device)
 
@@ -114,6 +120,7 @@ class TrainBatches:
         # draws the same randomness, so the parts of all ranks make up the one-process batch.
         self.rank, self.world = shard
         self.global_size = 0  # samples of the whole batch last handed out, over all ranks
+        self.indices = None  # positions in the split of this rank's samples in the batch last handed out
         self.mean, self.std = _channel_tensor(mean, images.device), _channel_tensor(std, images.device)
         self.seed, self.device_type = seed, images.device.type
         self.generator = torch.Generator(device=images.device).manual_seed(seed)
@@ -158,6 +165,7 @@ class TrainBatches:
             self._position = b + 1
             if self._position == len(self):
                 self._epoch_start, self._position = None, 0
+            self.indices = idx
             yield x, self.labels[idx]
 
     def state_dict(self):

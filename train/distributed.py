@@ -127,11 +127,19 @@ class Dist:
     def gather_evals(self, evals: Mapping[str, SplitEval], n: int) -> dict[str, SplitEval]:
         """Every network's per-sample results on this rank's shard of a split -> on the whole split.
 
-        One all_gather per split: correctness, prediction and loss of every network as float64
-        rows (exact for bools, int64 class indices and float32 losses)."""
+        One all_gather per split: correctness, prediction, loss (and prob and margin where
+        computed) of every network as float64 rows (exact for bools, int64 class indices and
+        float32 values)."""
         names = list(evals)
+        extra = [f for f in ("prob", "margin") if all(getattr(evals[k], f) is not None for k in names)]
+        fields = ["correct", "predicted", "loss", *extra]
         rows = torch.stack([torch.from_numpy(np.asarray(getattr(evals[k], f), dtype=np.float64))
-                            for k in names for f in ("correct", "predicted", "loss")])
+                            for k in names for f in fields])
         whole = self.gather(rows, n).cpu().numpy()
-        return {k: SplitEval(whole[3 * i] != 0, whole[3 * i + 1].astype(np.int64), whole[3 * i + 2].astype(np.float32))
-                for i, k in enumerate(names)}
+        w = len(fields)
+        out = {}
+        for i, k in enumerate(names):
+            r = whole[w * i:w * (i + 1)]
+            more = {f: r[3 + j].astype(np.float32) for j, f in enumerate(extra)}
+            out[k] = SplitEval(r[0] != 0, r[1].astype(np.int64), r[2].astype(np.float32), **more)
+        return out

@@ -28,11 +28,14 @@ from torch.func import functional_call, vmap
 
 @dataclass
 class SplitEval:
-    """One network on one split: per-sample correctness, prediction and loss (numpy)."""
+    """One network on one split: per-sample correctness, prediction and loss (numpy), and the
+    true class's softmax probability and margin where computed (None where not)."""
 
     correct: np.ndarray  # bool (N,)
     predicted: np.ndarray  # int64 (N,)
     loss: np.ndarray  # float32 (N,)
+    prob: np.ndarray | None = None  # float32 (N,)
+    margin: np.ndarray | None = None  # float32 (N,)
 
     @property
     def accuracy(self) -> float:
@@ -41,6 +44,19 @@ class SplitEval:
     @property
     def mean_loss(self) -> float:
         return float(self.loss.mean()) if len(self.loss) else float("nan")
+
+
+def per_sample(logits: torch.Tensor, labels: torch.Tensor):
+    """(correct, predicted, loss, prob, margin) per sample of float (B, C) logits, on their device.
+
+    prob: softmax probability of the true class, exp(-loss); margin: the true class's logit minus
+    the largest other logit (Pleiss et al.'s AUM margin, on raw logits). Correct is argmax == label,
+    as for every split, so a tie at the top can be wrong with margin 0."""
+    pred = logits.argmax(dim=1)
+    loss = F.cross_entropy(logits, labels, reduction="none")
+    true = logits.gather(1, labels[:, None])
+    other = logits.scatter(1, labels[:, None], float("-inf")).amax(dim=1)
+    return pred == labels, pred, loss, torch.exp(-loss), true[:, 0] - other
 
 
 def batches(inputs: torch.Tensor, labels: torch.Tensor, batch_size: int,
@@ -66,7 +82,7 @@ def evaluate(model: torch.nn.Module, states: Mapping[str, Mapping[str, torch.Ten
         stacked = inputs.device.type == "cuda" and len(states) > 1
     was_training = model.training
     model.eval()
-    out = {name: ([], [], []) for name in states}
+    out = {name: ([], [], [], [], []) for name in states}
     forward = _stacked_forward(model, states) if stacked else None
     try:
         for x, y in batches(inputs, labels, batch_size, transform):
@@ -78,21 +94,17 @@ def evaluate(model: torch.nn.Module, states: Mapping[str, Mapping[str, torch.Ten
                     per_net = ((name, model(x) if state is None else functional_call(model, dict(state), (x,)))
                                for name, state in states.items())
                 for name, logits in per_net:
-                    logits = logits.float()
-                    pred = logits.argmax(dim=1)
-                    c, p, l = out[name]
-                    c.append(pred == y)
-                    p.append(pred)
-                    l.append(F.cross_entropy(logits, y, reduction="none"))
+                    for acc, value in zip(out[name], per_sample(logits.float(), y)):
+                        acc.append(value)
     finally:
         model.train(was_training)
     result = {}
-    for name, (c, p, l) in out.items():
-        if c:
-            result[name] = SplitEval(torch.cat(c).cpu().numpy(), torch.cat(p).cpu().numpy(),
-                                     torch.cat(l).cpu().numpy())
+    for name, parts in out.items():
+        if parts[0]:
+            result[name] = SplitEval(*(torch.cat(v).cpu().numpy() for v in parts))
         else:
-            result[name] = SplitEval(np.zeros(0, bool), np.zeros(0, np.int64), np.zeros(0, np.float32))
+            empty = np.zeros(0, np.float32)
+            result[name] = SplitEval(np.zeros(0, bool), np.zeros(0, np.int64), empty, empty, empty)
     return result
 
 

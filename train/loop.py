@@ -48,12 +48,12 @@ from dyn import __version__
 from dyn.errors import DiskFull, DynError, UsageError
 
 from .config import RUN_KEYS, TrainConfig
-from .data import DataNotFound, augmentation_note, load_dataset, normalize
+from .data import DataNotFound, augmentation_note, load_dataset, normalize, training_augmentation_note
 from .distributed import Dist
 from .models import build_model
 from .progress import NullProgress, Progress
 from .ranks import check_shards, loss_scale
-from .recorder import Recorder
+from .recorder import PRESENTED, Recorder
 from .schedules import build_scheduler
 
 
@@ -186,9 +186,11 @@ class Trainer:
         common = dict(final_splits=final,
                       transform=self.transform, optimizer=self.optimizer, state_fn=self.state,
                       checkpoint_every=cfg.checkpoint_every, eval_batch_size=cfg.eval_batch_size,
-                      ema_warmup=cfg.ema_warmup, autocast=self.autocast, dist=dist)
+                      ema_warmup=cfg.ema_warmup, autocast=self.autocast, dist=dist,
+                      record_every={"train": cfg.record_train_every} if cfg.record_train_every else None)
         if resume:
-            self.rec, self.start, saved = Recorder.resume(self.out, self.model, cfg.decays, splits, **common)
+            self.rec, self.start, saved = Recorder.resume(self.out, self.model, cfg.decays, splits,
+                                                          presented=cfg.record_train or None, **common)
             self.load_state(saved)
             if self.resumed_from != self.device.type:
                 self.progress.message(
@@ -203,9 +205,12 @@ class Trainer:
             self.rec = Recorder.create(
                 self.out, self.model, cfg.decays, splits, images=images, num_classes=self.data.num_classes,
                 indices={"train": self.data.train_indices, "val": self.data.val_indices,
-                         "test": self.data.test_indices, "train-augmented": self.data.train_indices},
+                         "test": self.data.test_indices, "train-augmented": self.data.train_indices,
+                         PRESENTED: self.data.train_indices},
                 augmentation={"train": "none", "val": "none", "test": "none",
-                              "train-augmented": augmentation_note(self.data.pad)},
+                              "train-augmented": augmentation_note(self.data.pad),
+                              PRESENTED: training_augmentation_note(self.data.pad)},
+                presented=self.data.train_labels if cfg.record_train else None,
                 config=config, overwrite=overwrite, **common)
             self.start = 0
 
@@ -255,7 +260,7 @@ class Trainer:
                     self.scheduler.step()
                     if self.float_buffers:
                         dist.broadcast_buffers(self.float_buffers)
-                    self.rec.step(loss, logits, y)
+                    self.rec.step(loss, logits, y, indices=self.batches.indices if self.cfg.record_train else None)
                     if dist is not None:
                         # no early break on a bad loss (ranks would part ways): the summed
                         # train loss at end_epoch marks divergence on all ranks at once

@@ -20,6 +20,16 @@ Resume: give `state_fn` (returns a dict of what else your loop needs: optimizer,
 RNG states, ...). Its result is saved with every epoch, and `Recorder.resume` gives it back
 after restoring the model and the EMA networks as they were at the last complete epoch.
 
+Per-sample training dynamics (`presented=`): give the training set's labels (in its order) and
+pass each batch's positions in it to `step(loss, logits, labels, indices=idx)`. From the logits of
+the training forward pass itself (train mode, augmented, before the update: no extra forward
+pass) each example presented gets its correctness, true-class softmax probability and margin,
+scattered into per-epoch tensors on the device (no host sync per batch) and written once per
+epoch, with that epoch's commit, as split `train-presented` (network sgd only, epochs 1..E; an
+example not presented in an epoch: correct 0, prob and margin NaN; presented twice in an epoch:
+the later presentation). For every network on clean inputs, `record_every={"train": K}` records
+a final split at epochs 0, K, 2K, ... as well as at the end, with prob and margin.
+
 Under torchrun give `dist=Dist.from_env()` (train/distributed.py, its process group started) on
 every rank: each rank evaluates its shard of every split and the results are gathered, the
 running train metrics are summed over ranks, and only rank 0 opens and writes the run file.
@@ -43,15 +53,24 @@ from dyn.layout import Layout, Network, Param, Split
 from dyn.writer import Eval, RunWriter
 
 from .ema import EMA, flatten_state
-from .evaluate import evaluate
+from .evaluate import evaluate, per_sample
 from .ranks import shard
 
 TRAIN_METRICS = ["iteration", "lr", "train_loss", "train_acc", "seconds"]
+PRESENTED = "train-presented"  # the training set as SGD saw it, from the training forward pass
+PRESENTED_SOURCE = "training forward pass"
+
+
+def _record(ev) -> Eval:
+    """A SplitEval as the writer takes it (prob and margin where computed)."""
+    return Eval(correct=ev.correct, predicted=ev.predicted, loss=ev.loss, prob=getattr(ev, "prob", None),
+                margin=getattr(ev, "margin", None))
 
 
 class Recorder:
     def __init__(self, writer: RunWriter | None, model: torch.nn.Module, ema: EMA, splits, final_splits, *,
-                 transform, optimizer, state_fn, checkpoint_every, eval_batch_size, autocast=None, dist=None):
+                 transform, optimizer, state_fn, checkpoint_every, eval_batch_size, autocast=None, dist=None,
+                 presented: int | None = None, record_every: Mapping[str, int] | None = None):
         self.writer, self.model, self.ema = writer, model, ema  # writer None on ranks other than 0
         self.dist = dist
         self.path = writer.path if writer is not None else None  # set by create/resume on other ranks
@@ -75,6 +94,9 @@ class Recorder:
         self._lr_hook = (inner.register_step_pre_hook(self._take_lr)
                          if inner is not None and hasattr(inner, "_optimizer_step_pre_hooks") else None)
         self.eval_seconds = 0.0  # time spent evaluating and writing at the last epoch end
+        self.presented = presented  # size of the training set recorded as train-presented, or None
+        self._pres = None  # the epoch's (seen, correct, [prob; margin]) on the device, made at its first batch
+        self.record_every = {s: int(k) for s, k in dict(record_every or {}).items() if s in self.final_splits}
         self._reset_running()
         self._t0 = time.perf_counter()
 
@@ -87,7 +109,8 @@ class Recorder:
                state_fn: Callable[[], dict] | None = None, checkpoint_every: int = 1,
                eval_batch_size: int = 1000, overwrite: bool = False, record_initial: bool = True,
                ema_warmup: bool = False, autocast=None, dist=None,
-               augmentation: Mapping[str, str] | None = None) -> "Recorder":
+               augmentation: Mapping[str, str] | None = None, presented=None,
+               record_every: Mapping[str, int] | None = None) -> "Recorder":
         """Create the run file and, unless `record_initial` is False, record epoch 0.
 
         splits / final_splits: name -> (inputs, labels) tensors on the model's device; inputs go
@@ -95,7 +118,16 @@ class Recorder:
         evaluated once, by `finish()`. images: name -> uint8 (N, H, W, C) to store for figures.
         augmentation: name -> how that split's inputs were transformed ("none" for clean
         images), stored as the split's `augmentation` attribute.
+        presented: the training set's labels, in its order: record split `train-presented`
+        from the training forward pass (module docstring); its index and augmentation are
+        `indices` and `augmentation` under that name.
+        record_every: final split -> K: also recorded at epochs 0, K, 2K, ..., with the true
+        class's probability and margin.
         """
+        record_every = {s: int(k) for s, k in dict(record_every or {}).items()}
+        for s, k in record_every.items():
+            if s not in dict(final_splits) or k < 1:
+                raise ValueError(f"record_every: {s!r} must be a final split and {k} >= 1")
         ema = EMA(model, decays, warmup=ema_warmup)
         nets = [Network.sgd()] + [Network.ema(d, n) for d, n in zip(ema.decays, ema.names)]
         images, indices, augmentation = dict(images or {}), dict(indices or {}), dict(augmentation or {})
@@ -104,7 +136,15 @@ class Recorder:
         for name, (_, y) in all_splits.items():
             layout_splits[name] = Split(labels=y.cpu().numpy(), index=indices.get(name),
                                         images=images.get(name), num_classes=num_classes,
-                                        augmentation=augmentation.get(name))
+                                        augmentation=augmentation.get(name),
+                                        prob=name in record_every, margin=name in record_every)
+        labels = None
+        if presented is not None:
+            labels = presented.cpu().numpy() if isinstance(presented, torch.Tensor) else np.asarray(presented)
+            layout_splits[PRESENTED] = Split(
+                labels=labels, index=indices.get(PRESENTED), num_classes=num_classes,
+                augmentation=augmentation.get(PRESENTED), source=PRESENTED_SOURCE, networks=["sgd"],
+                predicted=False, loss=False, prob=True, margin=True)
         cols = TRAIN_METRICS + [f"{n}/{s}/{k}" for n in [x.name for x in nets] for s in splits
                                 for k in ("loss", "acc")] + [m for m in metrics if m not in TRAIN_METRICS]
         params = [Param(r.name, r.shape, r.kind, r.dtype) for r in ema.table]
@@ -112,7 +152,8 @@ class Recorder:
         writer = RunWriter.create(path, layout, config, overwrite=overwrite) if _writes(dist) else None
         rec = cls(writer, model, ema, splits, final_splits, transform=transform, optimizer=optimizer,
                   state_fn=state_fn, checkpoint_every=checkpoint_every, eval_batch_size=eval_batch_size,
-                  autocast=autocast, dist=dist)
+                  autocast=autocast, dist=dist, presented=None if labels is None else len(labels),
+                  record_every=record_every)
         rec.path = Path(path)
         if record_initial:
             try:
@@ -125,12 +166,13 @@ class Recorder:
     @classmethod
     def resume(cls, path, model, decays, splits, *, final_splits=(), transform=None, optimizer=None,
                state_fn=None, checkpoint_every: int = 1, eval_batch_size: int = 1000, ema_warmup=False,
-               autocast=None, dist=None) -> tuple["Recorder", int, dict]:
+               autocast=None, dist=None, presented=None, record_every=None) -> tuple["Recorder", int, dict]:
         """Reopen a run: restores `model` and the EMA networks as at the last complete epoch.
 
         Returns (recorder, last complete epoch, the dict `state_fn` returned then). Final splits
         that the file lacks (a run begun by an older dyn, e.g. without `train-augmented`) are
-        not recorded: the file's layout is fixed when it is created.
+        not recorded: the file's layout is fixed when it is created; so is `train-presented`
+        (recorded if the file has it and `presented` is given: anything, e.g. True).
         """
         writer = None
         if not _writes(dist):  # the other ranks read the state before rank 0 opens (repairs) the file
@@ -138,6 +180,7 @@ class Recorder:
 
             with open_run(path) as run:
                 saved, networks, have = run.resume_state(), run.networks, list(run.splits)
+                n_presented = run.split_size(PRESENTED) if PRESENTED in have else None
                 recorded = {s: (int(run.epochs(s)[-1]) if s in run.splits and len(run.epochs(s)) else None)
                             for s in dict(final_splits)}
             dist.barrier()
@@ -146,6 +189,7 @@ class Recorder:
                 dist.barrier()
             writer = RunWriter.resume(path)
             saved, networks, have = writer.resume_state(), writer.networks, list(writer.splits)
+            n_presented = int(writer.f[f"splits/{PRESENTED}"].attrs["size"]) if PRESENTED in have else None
             recorded = {s: writer.last_epoch(f"split/{s}") if s in writer.splits else None for s in dict(final_splits)}
         try:
             if saved is None:
@@ -168,7 +212,8 @@ class Recorder:
         final_splits = {s: v for s, v in dict(final_splits).items() if s in have}
         rec = cls(writer, model, ema, splits, final_splits, transform=transform, optimizer=optimizer,
                   state_fn=state_fn, checkpoint_every=checkpoint_every, eval_batch_size=eval_batch_size,
-                  autocast=autocast, dist=dist)
+                  autocast=autocast, dist=dist, presented=n_presented if presented is not None else None,
+                  record_every=record_every)
         rec.iteration = int(state["iteration"])
         rec.path, rec._last_epoch = Path(path), epoch
         rec._final_recorded = recorded
@@ -184,20 +229,23 @@ class Recorder:
 
     @torch.no_grad()
     def step(self, loss: torch.Tensor | None = None, logits: torch.Tensor | None = None,
-             labels: torch.Tensor | None = None) -> None:
+             labels: torch.Tensor | None = None, indices: torch.Tensor | None = None) -> None:
         """Call after every optimizer step: updates every EMA network; accumulates the running
-        train loss/accuracy on the device (no synchronisation). The epoch's `lr` metric is the lr
+        train loss/accuracy on the device (no synchronisation), and with `indices` (the batch's
+        positions in the training set) the batch's train-presented records. The epoch's `lr` metric is the lr
         that its last optimizer.step() used, taken by a step pre-hook on the optimizer, so it
         does not matter whether scheduler.step() runs before this call or after."""
         self.ema.update()
         self.iteration += 1
-        self.observe(loss, logits, labels)
+        self.observe(loss, logits, labels, indices)
 
     @torch.no_grad()
     def observe(self, loss: torch.Tensor | None = None, logits: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None) -> None:
+                labels: torch.Tensor | None = None, indices: torch.Tensor | None = None) -> None:
         """Add one batch to the running train loss/accuracy without an EMA update (the batches of
         a gradient accumulation that end in no optimizer step)."""
+        if indices is not None and self.presented is not None and logits is not None and labels is not None:
+            self._present(logits, labels, indices)
         if loss is not None:
             n = len(labels) if labels is not None else 1
             part = loss.detach().float() * n
@@ -206,6 +254,46 @@ class Recorder:
             if logits is not None and labels is not None:
                 c = (logits.detach().argmax(1) == labels).sum()
                 self._correct = c if self._correct is None else self._correct + c
+
+    def _present(self, logits: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> None:
+        """Scatter one batch's correctness, prob and margin into the epoch's device tensors
+        (index_put_ with tensor indices: no host synchronisation)."""
+        if self._pres is None:
+            n, dev = self.presented, logits.device
+            self._pres = (torch.zeros(n, dtype=torch.bool, device=dev), torch.zeros(n, dtype=torch.bool, device=dev),
+                          torch.full((2, n), math.nan, dtype=torch.float16, device=dev))
+        seen, correct, values = self._pres
+        c, _, _, prob, margin = per_sample(logits.detach().float(), labels)
+        idx = indices.to(seen.device)
+        seen[idx] = True
+        correct[idx] = c
+        values[:, idx] = torch.stack([prob, margin]).to(torch.float16)
+
+    def _take_presented(self) -> Eval:
+        """The epoch's train-presented records on the host (over all ranks); starts the next."""
+        n = self.presented
+        if self.dist is not None:
+            # each rank holds its own examples: sum (seen, correct, prob, margin), zero where
+            # unseen; an example one rank saw keeps its float16 values exactly
+            if self._pres is None:
+                rows = torch.zeros(4, n, dtype=torch.float64)
+            else:
+                seen, correct, values = self._pres
+                vals = torch.where(seen, values.double(), 0.0)
+                rows = torch.cat([seen.double()[None], correct.double()[None], vals])
+            total = self.dist.sum(rows).cpu()
+            count = total[0]
+            prob = (total[2] / count).to(torch.float16).numpy()  # 0/0: NaN where no rank saw it
+            margin = (total[3] / count).to(torch.float16).numpy()
+            correct = ((total[1] == count) & (count > 0)).numpy()
+        elif self._pres is None:
+            correct, prob, margin = np.zeros(n, bool), np.full(n, np.nan, np.float16), np.full(n, np.nan, np.float16)
+        else:
+            _, c, values = self._pres
+            correct, values = c.cpu().numpy(), values.cpu().numpy()
+            prob, margin = values[0], values[1]
+        self._pres = None
+        return Eval(correct=correct, prob=prob, margin=margin)
 
     def states(self) -> dict:
         """Every network's state for evaluation: None (the module itself) for SGD, EMA views."""
@@ -234,7 +322,11 @@ class Recorder:
                     self.writer.finish("diverged", diverged_epoch=epoch)
                 raise Diverged(f"{self.path}: the training loss became {row['train_loss']} in "
                                f"epoch {epoch}; the run is marked diverged and keeps epochs 0..{epoch - 1}")
+        due = {s: v for s, v in self.final_splits.items()
+               if s in self.record_every and epoch % self.record_every[s] == 0 and self._final_recorded.get(s) != epoch}
         evals = self._evaluate(self.splits)
+        extra = self._evaluate(due) if due else {}
+        presented = self._take_presented() if self.presented is not None and epoch > 0 else None
         row["seconds"] = time.perf_counter() - self._t0  # training and evaluation; not the write
         for s, per_net in evals.items():
             for n, ev in per_net.items():
@@ -244,12 +336,13 @@ class Recorder:
         if weights is None:
             weights = epoch % self.checkpoint_every == 0
         if self.writer is not None:
-            self.writer.append(
-                epoch, metrics=row,
-                evals={s: {n: Eval(correct=ev.correct, predicted=ev.predicted, loss=ev.loss) for n, ev in d.items()}
-                       for s, d in evals.items()},
-                weights=self._weights() if weights else None,
-                resume=self._resume_blob())
+            records = {s: {n: _record(ev) for n, ev in d.items()} for s, d in {**evals, **extra}.items()}
+            if presented is not None:
+                records[PRESENTED] = {"sgd": presented}
+            self.writer.append(epoch, metrics=row, evals=records, weights=self._weights() if weights else None,
+                               resume=self._resume_blob())
+        for s in extra:
+            self._final_recorded[s] = epoch
         self._last_epoch = epoch
         self._reset_running()
         self.eval_seconds = time.perf_counter() - t_eval
@@ -320,9 +413,7 @@ class Recorder:
         if todo and epoch is not None:
             evals = self._evaluate(todo)
             if self.writer is not None:
-                self.writer.append(epoch, evals={
-                    s: {n: Eval(correct=ev.correct, predicted=ev.predicted, loss=ev.loss) for n, ev in d.items()}
-                    for s, d in evals.items()})
+                self.writer.append(epoch, evals={s: {n: _record(ev) for n, ev in d.items()} for s, d in evals.items()})
         if self.writer is None:
             return
         if weights and epoch is not None and self.writer.last_epoch("weights") != epoch:
