@@ -233,6 +233,8 @@ def _evaluator(run, data_dir, device, batch_size, asked):
     from dyn import plugins
 
     for s in run.splits:
+        if run.split_source(s):  # recorded from training passes (train-presented): never evaluated
+            continue
         missing = sorted(set(run.epochs(s).tolist()) - set(asked.tolist()))
         if missing:
             raise UsageError(f"--evaluate: split {s!r} has records at epoch {missing[0]} where no network is "
@@ -247,8 +249,10 @@ class _Evaluations:
 
     def __init__(self, run, evaluator, targets):
         self.run, self.evaluator, self.table = run, evaluator, run.param_table
-        self.need = {int(e) for s in run.splits for e in run.epochs(s)}
-        self.per = {s: {tg.name: {} for tg in targets} for s in run.splits}
+        # the splits the evaluator runs (not train-presented: SGD's own training passes)
+        self.splits = [s for s in run.splits if s in evaluator.split_names]
+        self.need = {int(e) for s in self.splits for e in run.epochs(s)}
+        self.per = {s: {tg.name: {} for tg in targets} for s in self.splits}
 
     def __call__(self, epoch: int, networks: dict) -> None:
         if epoch not in self.need:
@@ -260,7 +264,7 @@ class _Evaluations:
                     self.per[s][n][epoch] = ev
 
     def write(self, writer) -> None:
-        for s in self.run.splits:
+        for s in self.splits:
             order = self.run.epochs(s).tolist()
             for n, by_epoch in self.per[s].items():
                 writer.add_split_records(s, n, [by_epoch[e] for e in order])

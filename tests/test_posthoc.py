@@ -257,3 +257,21 @@ def test_posthoc_and_weight_diff_without_torch(digits_pair, tmp_path):
             sgd = p.params("sgd", e).astype(float)
             want = np.linalg.norm(p.params("posthoc-0.97", e) - sgd) / np.linalg.norm(sgd)
             assert got[e] == pytest.approx(want, rel=1e-5)
+
+
+def test_evaluate_skips_the_training_pass_split(tmp_path):
+    """A run recorded with --record-train holds train-presented (SGD's own training passes):
+    --evaluate evaluates the other splits and leaves that one to SGD."""
+    from helpers import run_dyn
+
+    run = tmp_path / "r.h5"
+    r = run_dyn("train", "--dataset", "digits", "--schedule", "constant", "--lr", "0.05", "--decay", "0.9,0.99",
+                "--batch-size", "512", "--epochs", 3, "--record-train", "--no-progress", "--out", run)
+    assert r.returncode == 0, r.stderr
+    r = run_dyn("posthoc", run, "--decay", "0.95", "--evaluate")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    from dyn import open_run
+
+    with open_run(run) as f:
+        assert f.has("val", "posthoc-0.95", "correct") and not f.has("train-presented", "posthoc-0.95", "correct")
+        assert f.epochs("val").tolist() == [0, 1, 2, 3]
