@@ -298,3 +298,48 @@ def test_temporaries_of_killed_writers_are_listed_then_removed_by_the_next_write
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["fig.png", live.name])
     finally:
         os.close(fd)
+
+
+RACE = """
+import resource, sys
+import dyn.writer as writer
+# the room check passes, then the disk fills anyway: the race between the check and the write
+writer.room = lambda path: (1 << 60, "(check bypassed by the test)")
+limit = int(sys.argv.pop(1))
+if limit:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+from dyn.cli import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 20, open: the failing run stops in one line with no signal, but "
+                   "its file is then shorter than HDF5's recorded end and `--resume` refuses it as truncated")
+def test_train_when_room_runs_out_between_the_check_and_the_write(tmp_path):
+    """SWMR appends go through HDF5's own driver, which room is checked for before each epoch.
+    Room that goes in between: one line, exit 1, no signal, and a resume completes the run."""
+    from helpers import DIGITS, assert_same_records
+
+    def train(out, limit, *extra):
+        return subprocess.run([sys.executable, "-c", RACE, str(limit), "train", *DIGITS, "--epochs", "3",
+                               "--out", str(out), *extra], capture_output=True, text=True, timeout=600)
+
+    ref = tmp_path / "ref.h5"
+    r = train(ref, 0)
+    assert r.returncode == 0, r.stderr
+    size = ref.stat().st_size
+    failed = 0
+    for frac in (0.55, 0.8, 0.95):
+        out = tmp_path / f"t{frac}.h5"
+        r = train(out, int(size * frac))
+        assert r.returncode in (0, 1) and r.returncode >= 0, f"{frac}: exit {r.returncode}\n{r.stderr[-3000:]}"
+        assert "Traceback" not in r.stderr and "Segmentation" not in r.stderr, r.stderr[-3000:]
+        if r.returncode == 1:
+            failed += 1
+            errors = [ln for ln in r.stderr.splitlines() if ln.startswith("dyn: error:")]
+            assert len(errors) == 1 and out.name in errors[0], r.stderr[-3000:]
+            r = train(out, 0, "--resume")
+            assert r.returncode == 0, r.stderr[-3000:]
+        assert_same_records(ref, out)
+    assert failed  # the limits did cut the run somewhere
