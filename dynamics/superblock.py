@@ -108,10 +108,15 @@ def repair(path: str | os.PathLike) -> bool:
     if sb is None or not sb.checksum_ok():
         return False
     size = os.path.getsize(path)
-    if sb.flags == 0 and max(sb.eof, size - sb.offset) == sb.eof:
+    if sb.flags == 0 and max(sb.eof, size - sb.offset) == sb.eof and size >= sb.offset + sb.eof:
         return False
     raw = sb.cleared(size)
     with open(path, "r+b") as f:
+        if size < sb.offset + sb.eof and sb.flags != 0:
+            # Only a file its writer had open (flags set), never a copy cut short. A write that failed (disk or ulimit -f full) left the file shorter than the space
+            # HDF5 had allocated for the unfinished epoch, past the commit counter: give it back
+            # as zeros so HDF5 opens the file; resume then shrinks every dataset to the counter.
+            f.truncate(sb.offset + sb.eof)
         f.seek(sb.offset)
         f.write(raw)
         f.flush()

@@ -128,6 +128,18 @@ class RunWriter:
             raise
         return cls(path, lock, swmr, durable)
 
+    @staticmethod
+    def repair(path) -> bool:
+        """Make a run whose writer died (killed, or stopped by a failed write) readable again:
+        under the writer lock, clear HDF5's write flags and reconcile its end address with the
+        file's size. True when it needed it. Resume does the same before it appends."""
+        path = Path(path)
+        lock = WriterLock(path).acquire()
+        try:
+            return repair(path)
+        finally:
+            lock.release()
+
     @classmethod
     def resume(cls, path, *, swmr: bool | None = None, durable: bool = True) -> "RunWriter":
         """Reopen an existing run to append to it (after a kill, a stop, or to add records)."""

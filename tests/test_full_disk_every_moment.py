@@ -314,8 +314,6 @@ main(sys.argv[1:])
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 20, open: the failing run stops in one line with no signal, but "
-                   "its file is then shorter than HDF5's recorded end and `--resume` refuses it as truncated")
 def test_train_when_room_runs_out_between_the_check_and_the_write(tmp_path):
     """SWMR appends go through HDF5's own driver, which room is checked for before each epoch.
     Room that goes in between: one line, exit 1, no signal, and a resume completes the run."""

@@ -302,7 +302,9 @@ def _resume_config(cfg, out, given, check_resume, world=1, extend_to=None):
     """(the stored config with the given flags checked against it, whether to start the run over);
     None if nothing is left to do."""
     from dyn import open_run
+    from dyn.writer import RunWriter
 
+    RunWriter.repair(out)  # a run stopped by a failed write can be short of HDF5's end address
     with open_run(out) as run:
         state, stored = run.state, run.config
         diverged_epoch = run.diverged_epoch
