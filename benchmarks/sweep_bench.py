@@ -75,6 +75,8 @@ def time_steps(n, args, folder, k):
     alone = [Trainer(c, folder / f"ss-{n}-{i}.h5", progress=False) for i, c in enumerate(cfgs)]
     g = BatchedGroup([(c, folder / f"sb-{n}-{i}.h5", False, False) for i, c in enumerate(cfgs)], echo=lambda s: None)
     batches = [[b for _, b in zip(range(k), t.batches.epoch())] for t in alone]
+    k = min(len(bs) for bs in batches)  # an epoch may have fewer batches than asked for
+    batches = [bs[:k] for bs in batches]
 
     def one_by_one():
         for t, bs in zip(alone, batches):
