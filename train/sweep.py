@@ -268,7 +268,8 @@ def sweep(ctx, preset, out_dir, gpus, print_, batched, group_size, **params):
     """Run a grid of `dyn train` runs: the product of the comma lists, all decays in each run.
 
     Complete runs are skipped and killed ones resumed, so the same command, run again,
-    completes a sweep. Runs go one after another, or one per GPU with --gpus.
+    completes a sweep. Runs go one after another, one per GPU with --gpus, or
+    with --batched as one stacked model in this process.
 
     \b
     The paper's Table 1 (15 runs), then the table:
