@@ -7,7 +7,8 @@
 # update (plain and channels_last layouts, with CUDA kernel counts), training speed (train_bench
 # at CIFAR-10's 45,000/5,000/10,000 size: the reference loop first, then each speed option and
 # --deterministic while its time budget lasts), the recording cost (record_bench, with the TF32
-# prediction flips it reports), and a short real `dyn train` on synthetic data (5 EMA networks,
+# prediction flips it reports), `dyn sweep --batched` against the same runs one by one
+# (sweep_bench: 15 runs), and a short real `dyn train` on synthetic data (5 EMA networks,
 # every record) with a rough 180-epoch estimate.
 # Logs and a small summary go to $OUT if set (at most 8 files, each small); the run file and
 # everything large stay in a scratch folder that is deleted at the end.
@@ -82,8 +83,15 @@ PY
 # ema: the plain and channels_last layouts, in one log
 step 60 ema bash -c "'$py' benchmarks/ema_bench.py --device $dev $quick && '$py' benchmarks/ema_bench.py --device $dev $quick --channels-last"
 # the headline first: the reference loop runs before the speed options, which stop at --budget
-step 240 train "$py" benchmarks/train_bench.py --device $dev $quick --budget $((190 * slower))
+step 200 train "$py" benchmarks/train_bench.py --device $dev $quick --budget $((150 * slower))
 step 90 record "$py" benchmarks/record_bench.py --device $dev $quick
+# dyn sweep --batched: 15 runs as one stacked model against the same runs one after another
+if [ $dry = 1 ]; then
+    sweep_args=(--quick)
+else
+    sweep_args=(--dataset synthetic --runs 1,15 --epochs 1 --steps 12)
+fi
+step 70 sweep "$py" benchmarks/sweep_bench.py --device $dev "${sweep_args[@]}"
 if [ $dry = 1 ]; then
     run_args=(--dataset digits --device cpu --epochs 1)
 else

@@ -100,14 +100,14 @@ def test_the_suite_dry_run_installs_dyn_runs_every_step_and_brings_back_only_sma
     assert r.returncode == 0, log
     assert "== installing dyn from" in log, log  # nothing was installed before
     assert "PYTHONPATH instead" not in log, log  # pip did it, without an index
-    for step in ("ema", "train", "record", "run"):
+    for step in ("ema", "train", "record", "sweep", "run"):
         assert re.search(rf"^== {step}: exit 0 after \d+ s$", log, re.M), log
     # point 7: logs only, at most 8 files of at most 16 MiB, none below $OUT/a/b/
     files = [p for p in out.rglob("*") if p.is_file()]
     assert 1 <= len(files) <= 8 and all(p.stat().st_size <= 16 * 2**20 for p in files), files
     assert all(len(p.relative_to(out).parts) <= 3 for p in files)
     assert sorted(p.name for p in files) == ["ema.txt", "env.txt", "estimate.txt", "record.txt", "run.txt",
-                                             "train.txt"]
+                                             "sweep.txt", "train.txt"]
     assert not list(tmp.glob("dyn-gpu-suite.*")), "the scratch folder (run.h5) is left behind"
     text = {p.stem: p.read_text() for p in files}
     assert re.search(r"^dyn \S+ from .+/__init__.py$", text["env"], re.M), text["env"]
@@ -117,3 +117,4 @@ def test_the_suite_dry_run_installs_dyn_runs_every_step_and_brings_back_only_sma
     assert re.search(r"^predictions stacked vs plain: \d+ of [\d,]+ flipped, \d+ where the top-2 gap > 0.001",
                      text["record"], re.M), text["record"]
     assert re.search(r"^dyn train on .+: \d+\.\d\d s per epoch", text["estimate"], re.M), text["estimate"]
+    assert re.search(r"^  2 +\d+\.\d\d +\d+\.\d\d +\d+\.\d\d$", text["sweep"], re.M), text["sweep"]

@@ -116,8 +116,9 @@ class Trainer:
     ignore_signals_when_done = False  # `dyn train` sets it: SIGINT/SIGTERM ignored once complete
 
     def __init__(self, cfg: TrainConfig, out: Path, *, resume: bool = False, overwrite: bool = False,
-                 progress: bool | None = None, dist: Dist | None = None):
-        """dist: this rank of a torchrun job, its process group started (None: one process)."""
+                 progress: bool | None = None, dist: Dist | None = None, data=None):
+        """dist: this rank of a torchrun job, its process group started (None: one process).
+        data: the run's DeviceData already loaded (a batched sweep shares one copy among its runs)."""
         self.cfg, self.out, self.dist = cfg, Path(out), dist
         self.device = dist.device(cfg.device) if dist else resolve_device(cfg.device)
         set_deterministic(cfg.deterministic, self.device)
@@ -125,7 +126,8 @@ class Trainer:
         if not main:  # rank 0 first: it may unpack the CIFAR-10 archive the others then read
             dist.barrier()
         try:
-            self.data = load_dataset(cfg.dataset, cfg.data_dir, cfg.val_size, self.device)
+            self.data = data if data is not None else load_dataset(cfg.dataset, cfg.data_dir, cfg.val_size,
+                                                                   self.device)
         except DataNotFound as e:
             raise DynError(f"--data-dir: {e}", exit_code=2) from None
         except ValueError as e:  # e.g. a val size that leaves no training samples

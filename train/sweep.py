@@ -255,14 +255,21 @@ def _copied(name: str) -> click.Option:
               help="Folder of the run files. [default: runs/<preset>, or runs/sweep]")
 @click.option("--gpus", default=None, metavar="I[,I...]",
               help="Run in parallel, one run per GPU (per --nproc GPUs); each run's output goes to a .log beside it.")
+@click.option("--batched", is_flag=True,
+              help="Train up to --group-size runs of the same model, data set and batch size in this one process as "
+                   "one stacked model (one forward/backward for all; per run its own seed, data order, lr schedule, "
+                   "optimizer and EMAs; the same run files as one by one, equal to float rounding).")
+@click.option("--group-size", type=int, default=15, metavar="G",
+              help="With --batched: at most G runs per stacked model.")
 @click.option("--print", "print_", is_flag=True,
               help="Print one `dyn train` command per run (for a cluster's job array) and write nothing.")
 @click.pass_context
-def sweep(ctx, preset, out_dir, gpus, print_, **params):
+def sweep(ctx, preset, out_dir, gpus, print_, batched, group_size, **params):
     """Run a grid of `dyn train` runs: the product of the comma lists, all decays in each run.
 
     Complete runs are skipped and killed ones resumed, so the same command, run again,
-    completes a sweep. Runs go one after another, or one per GPU with --gpus.
+    completes a sweep. Runs go one after another, one per GPU with --gpus, or
+    with --batched as one stacked model in this process.
 
     \b
     The paper's Table 1 (15 runs), then the table:
@@ -274,6 +281,8 @@ def sweep(ctx, preset, out_dir, gpus, print_, **params):
     On 4 GPUs of one machine, or as a cluster job array (examples/slurm_array.sh):
       dyn sweep --preset table1 --gpus 0,1,2,3
       dyn sweep --preset table1 --print
+    All 15 runs as one stacked model in this process (one GPU):
+      dyn sweep --preset table1 --batched
 
     Exit codes: 0 every run complete (or diverged), 1 some run failed, 2 bad flags,
     130/143 stopped by a signal (the runs stay resumable).
@@ -295,6 +304,8 @@ def sweep(ctx, preset, out_dir, gpus, print_, **params):
         for run in runs:
             click.echo(shlex.join(["dyn", *run.argv(nproc)]))
         return
+    if batched or ctx.get_parameter_source("group_size") == ParameterSource.COMMANDLINE:
+        _check_batched(batched, group_size, gpus, nproc, configs)
     slots = [{}]
     if gpus is not None:
         if params["device"] not in ("auto", "cuda"):
@@ -311,13 +322,78 @@ def sweep(ctx, preset, out_dir, gpus, print_, **params):
     click.echo(f"dyn sweep: {len(runs)} runs in {out_dir}: {counts['complete']} complete, {counts['resume']} to "
                f"resume, {counts['new']} to start"
                + (f", {len(slots)} at a time" if len(slots) > 1 else ""), err=True)
-    runner = Runner(slots, nproc=nproc)
-    runner.run(todo)
+    if batched:
+        signum = run_batched(todo, group_size, lambda text: click.echo(text, err=True))
+    else:
+        runner = Runner(slots, nproc=nproc)
+        runner.run(todo)
+        signum = runner.signum
     report(runs, lambda text: click.echo(text, err=True))
-    if runner.signum:
-        ctx.exit(128 + runner.signum)
+    if signum:
+        ctx.exit(128 + signum)
     if any(r.result == "failed" or r.status in ("failed", "busy") for r in runs) or any(not r.result for r in todo):
         ctx.exit(1)
+
+
+def _check_batched(batched, group_size, gpus, nproc, configs) -> None:
+    if not batched:
+        raise UsageError("--group-size: only with --batched")
+    if group_size < 1:
+        raise UsageError(f"--group-size: must be >= 1, got {group_size}")
+    if gpus is not None:
+        raise UsageError("--batched: not with --gpus (a batched group trains in one process on one device)")
+    if nproc is not None:
+        raise UsageError("--batched: not with --nproc (a batched group trains in one process)")
+    from .batched import check_batchable
+
+    for cfg in configs:
+        check_batchable(cfg)
+
+
+def batched_groups(runs: list[Run], group_size: int) -> list[list[Run]]:
+    """The runs to train, in groups of at most group_size that share model, data set and batch size."""
+    from .batched import group_key
+
+    by_key: dict[tuple, list[Run]] = {}
+    for run in runs:
+        by_key.setdefault(group_key(run.cfg), []).append(run)
+    return [rs[i:i + group_size] for rs in by_key.values() for i in range(0, len(rs), group_size)]
+
+
+def run_batched(todo: list[Run], group_size: int, echo) -> int:
+    """Train `todo` group by group in this process (train/batched.py). Returns the signal that
+    stopped it, or 0."""
+    from .batched import BatchedGroup
+    from .cli import prepare
+
+    groups = batched_groups(todo, group_size)
+    for n, group in enumerate(groups, 1):
+        echo(f"dyn sweep: [group {n}/{len(groups)}] {len(group)} runs as one stacked model: "
+             + ", ".join(r.out.name for r in group))
+        t0 = time.monotonic()
+        try:
+            specs = []
+            for r in group:
+                cfg, out, resuming, overwrite = prepare(r.cfg, r.out, resume=True, overwrite=False,
+                                                        given=r.cfg.to_dict(), world=1)
+                specs.append((cfg, out, resuming, overwrite))
+            g = BatchedGroup(specs, echo=echo)
+            signum = g.run()
+            results, diverged_at = g.result, g.diverged_at
+        except (DynError, RuntimeError) as e:
+            for r in group:
+                r.result, r.note = "failed", (str(e).strip().splitlines() or [""])[0][:300]
+            echo(f"dyn sweep: group {n}: failed: {group[0].note}")
+            continue
+        seconds = time.monotonic() - t0
+        for r in group:
+            r.seconds = seconds
+            r.result = results.get(r.out, "")
+            if r.result == "diverged":
+                r.status, r.note = "diverged", f"diverged at epoch {diverged_at.get(r.out)}"
+        if signum:
+            return signum - 128
+    return 0
 
 
 def _check_can_train(configs: list[TrainConfig]) -> None:
