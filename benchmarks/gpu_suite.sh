@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurements of the performance issue in one command of under 8 minutes, for a session
+# The GPU measurements of the performance issue in one command of under 10 minutes (its steps' limits total 500 s), for a session
 # that is lent a GPU (see benchmarks/README.md). From the repository root:
 #     bash benchmarks/gpu_suite.sh             # on the GPU machine: python3, no network needed
 #     bash benchmarks/gpu_suite.sh --dry-run   # the same steps on this CPU at tiny sizes (a test runs it)
