@@ -1,9 +1,10 @@
-"""dyn's shared core: the run file (format v1, writer and reader) and the `dyn` command line.
+"""dyn's shared core (the repository's dynamics/ folder): the run file (format v1, writer and
+reader), the importers and the `dyn` command line; the stages are dyn.train and dyn.analyze.
 
-Needs no torch. `import dynamics` is cheap: the HDF5 parts load on first use.
+Needs no torch. `import dyn` is cheap: the HDF5 parts load on first use.
 
-    >>> import dynamics
-    >>> with dynamics.open_run("runs/x.h5") as run:
+    >>> import dyn
+    >>> with dyn.open_run("runs/x.h5") as run:
     ...     bits = run.correct("val", "sgd")        # bool (epochs, samples)
     ...     df = run.metrics()                      # one row per epoch
 """
@@ -26,4 +27,4 @@ def __getattr__(name):
         import importlib
 
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module 'dynamics' has no attribute {name!r}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -126,7 +126,7 @@ def main(argv=None):
         print(f"\n{args.out}: {run.networks} on {run.splits}, epochs 0..{run.epochs('val')[-1]}, "
               f"SGD val stability at the end {np.mean(bits[-1] == bits[-2]):.3f}")
     print(f"Analyse it:\n  dyn inspect {args.out}\n  dyn analyze stability {args.out} --out stability.png\n"
-          f"  or in Python: dynamics.open_run('{args.out}').correct('val', 'ema-0.99')  (see docs/format.md)")
+          f"  or in Python: dyn.open_run('{args.out}').correct('val', 'ema-0.99')  (see docs/format.md)")
     return 0
 
 
