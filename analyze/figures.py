@@ -207,10 +207,14 @@ def plot_datamap(df, *, run=None, network=None, fig=None, ax=None):
                 extra.set_visible(False)
         else:
             fig, axes = ax.figure, [ax]
+        several = len(nets) > 1
+        if several and split:  # one title for the run and split; each panel names its network
+            fig.suptitle(split, y=1.04)  # above the panels' own titles (the saved box is tight)
         for a, net in zip(axes, nets):
             rows = d[d["network"] == net]
             sc = datamap_axes(a, rows["variability"], rows["confidence"], rows["correctness"],
-                              title=", ".join(t for t in (style.label(net), split) if t))
+                              title=style.label(net) if several else
+                              ", ".join(t for t in (style.label(net), split) if t))
             if not a.get_subplotspec().is_first_col():
                 a.set_ylabel("")
         fig.colorbar(sc, ax=list(axes[: len(nets)]), label="Correctness", shrink=0.8)

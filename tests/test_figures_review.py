@@ -157,3 +157,29 @@ def test_one_colour_per_network_in_every_figure(runs, monkeypatch, tmp_path):
         assert len(set(colours.values())) == 1, (net, colours)
     assert colour_of(figs["stability"], "EMA 0.9") != colour_of(figs["stability"], "EMA 0.99")
     assert colour_of(figs["stability"], "SGD") == "#000000"
+
+
+def test_datamap_panels_name_their_network_and_one_title_names_the_split():
+    """Three panels titled "SGD, constant, train split" ran into each other: each panel names its
+    network, the figure's title the run and split, and no two titles overlap."""
+    import pandas as pd
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from dyn.analyze.figures import plot_datamap
+
+    rng = np.random.default_rng(0)
+    rows = [{"run": "r.h5", "network": net, "index": i, "confidence": c, "variability": v, "correctness": k}
+            for net in ("sgd", "ema-0.9", "ema-0.99")
+            for i, (c, v, k) in enumerate(zip(rng.random(50), rng.random(50) / 2, rng.random(50)))]
+    df = pd.DataFrame(rows)
+    df.attrs["runs"] = {"r.h5": {"title": "constant", "split": "train"}}
+    fig = plot_datamap(df)
+    FigureCanvasAgg(fig)
+    fig.canvas.draw()
+    panels = [a for a in fig.axes if a.get_title()]
+    assert [a.get_title() for a in panels] == ["SGD", "EMA 0.9", "EMA 0.99"]
+    assert fig._suptitle is not None and fig._suptitle.get_text() == "constant, train split"
+    boxes = [a.title.get_window_extent() for a in panels] + [fig._suptitle.get_window_extent()]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not a.overlaps(b), (a, b)
