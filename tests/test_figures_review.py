@@ -183,3 +183,24 @@ def test_datamap_panels_name_their_network_and_one_title_names_the_split():
     for i, a in enumerate(boxes):
         for b in boxes[i + 1:]:
             assert not a.overlaps(b), (a, b)
+
+
+def test_forgetting_histogram_labels_stay_apart_at_many_counts():
+    """17 count labels ran into "never learned": at most ~10 count labels, and a gap before
+    the never-learned bar, which is no count."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from dyn.analyze.plot.dynamics import forgetting_axes
+
+    fig = Figure()
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    events = {"sgd": np.r_[np.arange(17), np.zeros(20, int)]}
+    forgetting_axes(ax, events, {"sgd": 3})
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels[-1] == "never\nlearned" and len(labels) <= 11, labels
+    ticks = ax.get_xticks()
+    assert ticks[-1] - 16 >= 2, ticks  # not at 17, right after the last count
+    fig.canvas.draw()
+    boxes = [t.get_window_extent() for t in ax.get_xticklabels()]
+    assert not any(a.overlaps(b) for a, b in zip(boxes, boxes[1:]))

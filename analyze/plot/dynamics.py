@@ -16,7 +16,7 @@ def forgetting_axes(ax, events: Mapping, never: Mapping) -> None:
     A bar group per count (0, 1, 2, ...) and one for the never learned, as fractions of examples."""
     nets = style.order(events)
     top = int(max((int(np.max(e)) if len(e) else 0) for e in events.values()))
-    x = np.arange(top + 2)
+    x = np.r_[np.arange(top + 1), top + 2]  # a gap before the never-learned bar: it is no count
     width = 0.8 / max(len(nets), 1)
     for i, net in enumerate(nets):
         e = np.asarray(events[net])
@@ -25,7 +25,9 @@ def forgetting_axes(ax, events: Mapping, never: Mapping) -> None:
         learned[0] -= never[net]  # never-learned examples have 0 events: they get their own bar
         ax.bar(x + (i - (len(nets) - 1) / 2) * width, np.r_[learned, never[net]] / n, width,
                color=style.color(net, nets), label=style.label(net))
-    ax.set_xticks(x, [str(k) for k in range(top + 1)] + ["never\nlearned"])
+    step = max(1, int(np.ceil((top + 1) / 10)))  # at most ~10 count labels: 14 15 16 ran together
+    counts = np.arange(0, top + 1, step)
+    ax.set_xticks(np.r_[counts, top + 2], [str(k) for k in counts] + ["never\nlearned"])
     ax.set_xlabel("Forgetting events per example")
     ax.set_ylabel("Fraction of examples")
     ax.legend(loc="upper right")
