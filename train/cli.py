@@ -214,9 +214,16 @@ def run_train(cfg: TrainConfig, out: Path | None, *, resume: bool, overwrite: bo
             dist.barrier()  # every rank has checked the output before rank 0 touches it
             trainer = loop.Trainer(cfg, out, resume=resuming, overwrite=overwrite, progress=progress, dist=dist)
             trainer.ignore_signals_when_done = True
-            return trainer.run()
-        finally:
+            code = trainer.run()
+        except BaseException:
             dist.close()
+            raise
+        # The run is done and its file closed. Leave without the process group's C++ teardown:
+        # gloo's threads at exit sometimes aborted a finished rank ("terminate called without an
+        # active exception", SIGABRT), turning a complete run into a failed job.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code or 0)
     except DynError as e:
         if dist.is_main or e.exit_code not in (2, 3):
             raise
