@@ -114,3 +114,34 @@ def _not_nan(raw: np.ndarray) -> np.ndarray:
     if raw.dtype == np.float16:  # numpy's float16 isnan is ~10x slower than this bit test
         return (raw.view(np.uint16) & 0x7FFF) <= 0x7C00
     return ~np.isnan(raw)
+
+
+def frame(result, **attrs):
+    """A per-example command's DataFrame: one row per run, network and example (its columns
+    after run, network, sample: dataset_index, label); `attrs` join the runs' in df.attrs."""
+    import pandas as pd
+
+    from dyn.analyze.api import run_attrs
+
+    parts = []
+    for r in result["runs"]:
+        for net, d in r.nets.items():
+            d = d.copy()
+            d.insert(0, "network", net)
+            d.insert(0, "run", r.info.path)
+            d.insert(3, "dataset_index", r.dataset_index)
+            d.insert(4, "label", r.labels)
+            parts.append(d)
+    df = pd.concat(parts, ignore_index=True)
+    df.attrs.update(runs=run_attrs(result["runs"]), **attrs)
+    return df
+
+
+def draw(df, result, out, plot) -> list:
+    """One figure per run, drawn by `plot(df, run=path)` and saved as --out says."""
+    from dyn.analyze import output
+    from dyn.analyze.plot.save import save
+
+    paths = output.figure_paths(out, [r.info.name for r in result["runs"]])
+    return [output.draw(lambda p: save(plot(df, run=r.info.path), p), path)
+            for r, path in zip(result["runs"], paths)]

@@ -98,32 +98,13 @@ def document(result) -> dict:
 
 def frame(result):
     """dyn.analyze.datamap's DataFrame: one row per run, network and example."""
-    import pandas as pd
-
-    from dyn.analyze.api import run_attrs
-
-    parts = []
-    for r in result["runs"]:
-        for net, d in r.nets.items():
-            d = d.copy()
-            d.insert(0, "network", net)
-            d.insert(0, "run", r.info.path)
-            d.insert(3, "dataset_index", r.dataset_index)
-            d.insert(4, "label", r.labels)
-            parts.append(d)
-    df = pd.concat(parts, ignore_index=True)
-    df.attrs.update(runs=run_attrs(result["runs"]))
-    return df
+    return per_sample.frame(result)
 
 
 def draw(result, out) -> list:
     from dyn.analyze.figures import plot_datamap
-    from dyn.analyze.plot.save import save
 
-    df = frame(result)
-    paths = output.figure_paths(out, [r.info.name for r in result["runs"]])
-    return [output.draw(lambda p: save(plot_datamap(df, run=r.info.path), p), path)
-            for r, path in zip(result["runs"], paths)]
+    return per_sample.draw(frame(result), result, out, plot_datamap)
 
 
 @click.command()
