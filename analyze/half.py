@@ -7,36 +7,31 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import importlib.machinery
-import os
-from pathlib import Path
 
 import numpy as np
+
+from dyn.analyze.kernels import built
 
 VERSION = 1
 
 
 @functools.cache
 def _lib():
-    if os.environ.get("DYN_KERNELS", "").strip().lower() == "numpy":
+    path = built("_half")
+    if path is None:
         return None
-    here = Path(__file__).resolve().parent
-    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        path = here / f"_half{suffix}"
-        if path.is_file():
-            p, i = ctypes.c_void_p, ctypes.c_int64
-            try:  # a build from another dyn (other version, a kernel missing): numpy instead
-                lib = ctypes.CDLL(str(path))
-                if lib.dyn_half_version() != VERSION:
-                    return None
-                lib.dyn_half_accumulate.argtypes = [p, i, i, i, p, p, p, p, i, p]
-                lib.dyn_half_accumulate.restype = None
-                lib.dyn_forgetting_rows.argtypes = [p, i, i, p, i, i, p, p, p, p, p]
-                lib.dyn_forgetting_rows.restype = None
-            except (OSError, AttributeError):
-                return None
-            return lib
-    return None
+    p, i = ctypes.c_void_p, ctypes.c_int64
+    try:  # a build from another dyn (other version, a kernel missing): numpy instead
+        lib = ctypes.CDLL(str(path))
+        if lib.dyn_half_version() != VERSION:
+            return None
+        lib.dyn_half_accumulate.argtypes = [p, i, i, i, p, p, p, p, i, p]
+        lib.dyn_half_accumulate.restype = None
+        lib.dyn_forgetting_rows.argtypes = [p, i, i, p, i, i, p, p, p, p, p]
+        lib.dyn_forgetting_rows.restype = None
+    except (OSError, AttributeError):
+        return None
+    return lib
 
 
 def backend() -> str:

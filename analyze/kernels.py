@@ -31,36 +31,44 @@ from dyn.analyze import bits
 VERSION = 1  # dyn_bits_version() of the analyze/_bits.c this file calls
 
 
-@functools.cache
-def _lib():
-    """The C kernels, or None (not built, built from another version, or DYN_KERNELS=numpy)."""
+def built(stem: str) -> Path | None:
+    """The built C library `stem` (_bits, _half) beside this file; None where it is not built
+    or DYN_KERNELS=numpy asks for numpy."""
     if os.environ.get("DYN_KERNELS", "").strip().lower() == "numpy":
         return None
     here = Path(__file__).resolve().parent
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        path = here / f"_bits{suffix}"
-        if path.is_file():
-            try:
-                lib = ctypes.CDLL(str(path))
-                built = lib.dyn_bits_version()
-            except (OSError, AttributeError):
-                return None
-            if built != VERSION:
-                print(f"dyn: {path.name} was built from another dyn (kernels version {built}, not "
-                      f"{VERSION}); counting with numpy. `pip install -e .` rebuilds it.", file=sys.stderr)
-                return None
-            p, i, flag = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-            lib.dyn_row_counts.argtypes = [p, i, p, i, flag, i, i, p, p]
-            lib.dyn_row_counts.restype = None
-            lib.dyn_vertical_add.argtypes = [p, i, i, p, i, p, i, flag, i, i]
-            lib.dyn_vertical_add.restype = i
-            lib.dyn_planes_to_counts.argtypes = [p, i, i, i, p]
-            lib.dyn_planes_to_counts.restype = None
-            if hasattr(lib, "dyn_gather"):
-                lib.dyn_gather.argtypes = [flag, p, i, p]
-                lib.dyn_gather.restype = i
-            return lib
+        if (here / f"{stem}{suffix}").is_file():
+            return here / f"{stem}{suffix}"
     return None
+
+
+@functools.cache
+def _lib():
+    """The C kernels, or None (not built, built from another version, or DYN_KERNELS=numpy)."""
+    path = built("_bits")
+    if path is None:
+        return None
+    try:
+        lib = ctypes.CDLL(str(path))
+        version = lib.dyn_bits_version()
+    except (OSError, AttributeError):
+        return None
+    if version != VERSION:
+        print(f"dyn: {path.name} was built from another dyn (kernels version {version}, not "
+              f"{VERSION}); counting with numpy. `pip install -e .` rebuilds it.", file=sys.stderr)
+        return None
+    p, i, flag = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    lib.dyn_row_counts.argtypes = [p, i, p, i, flag, i, i, p, p]
+    lib.dyn_row_counts.restype = None
+    lib.dyn_vertical_add.argtypes = [p, i, i, p, i, p, i, flag, i, i]
+    lib.dyn_vertical_add.restype = i
+    lib.dyn_planes_to_counts.argtypes = [p, i, i, i, p]
+    lib.dyn_planes_to_counts.restype = None
+    if hasattr(lib, "dyn_gather"):
+        lib.dyn_gather.argtypes = [flag, p, i, p]
+        lib.dyn_gather.restype = i
+    return lib
 
 
 def backend() -> str:
