@@ -19,7 +19,6 @@ import os
 import shutil
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from .errors import DynError, RunFileError, short_error
@@ -28,6 +27,7 @@ from .format import packed_width, row_chunks, weight_chunk
 from .fs import fsync
 from .layout import valid_name
 from .lock import WriterLock
+from .safeio import close_hdf5, open_hdf5
 from .writer import OPTIONAL_RECORDS, Eval
 
 # Runs in these states receive no more epochs, so a derived network can never fall behind.
@@ -64,7 +64,8 @@ class DerivedWriter:
             try:
                 shutil.copyfile(self.src, self.tmp)
                 shutil.copymode(self.src, self.tmp)
-                self.f = h5py.File(self.tmp, "r+", libver="latest", locking=False)
+                # through a GuardedFile: a write that fails (full disk) never reaches HDF5 (safeio)
+                self.f = open_hdf5(self.tmp, "r+", name=self.dst, libver="latest")
                 _test_point("derive: copied")
             except OSError as e:
                 self.tmp.unlink(missing_ok=True)
@@ -137,7 +138,10 @@ class DerivedWriter:
                               chunks=row_chunks(n, dtype.itemsize))
 
     def commit(self) -> None:
-        self.f.close()
+        guard = self.f.guard
+        close_hdf5(self.f)
+        if guard.error is not None:  # one line; __exit__ removes the copy, the run is untouched
+            guard.check("writing the new networks", kept=f"{self.src} is unchanged")
         fsync(self.tmp)
         _test_point("derive: complete")
         os.replace(self.tmp, self.dst)
@@ -155,7 +159,7 @@ class DerivedWriter:
     def __exit__(self, *exc):
         if self._locks:  # not committed: discard the copy
             if getattr(self, "f", None) is not None and self.f.id.valid:
-                self.f.close()
+                close_hdf5(self.f)
             self.tmp.unlink(missing_ok=True)
             self._release()
 

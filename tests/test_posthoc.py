@@ -275,3 +275,29 @@ def test_evaluate_skips_the_training_pass_split(tmp_path):
     with open_run(run) as f:
         assert f.has("val", "posthoc-0.95", "correct") and not f.has("train-presented", "posthoc-0.95", "correct")
         assert f.epochs("val").tolist() == [0, 1, 2, 3]
+
+
+@pytest.mark.slow
+def test_a_full_disk_at_every_phase_leaves_the_run_as_it_was(digits_pair, tmp_path):
+    """RLIMIT_FSIZE from nothing (the copy fails) to past the copy (HDF5's own writes fail:
+    a segmentation fault before they went through safeio): one line, exit 1, the run unchanged,
+    no temporary."""
+    import resource
+    import shutil
+    import subprocess
+    import sys
+
+    src = tmp_path / "r.h5"
+    shutil.copyfile(digits_pair[0], src)
+    before, size = sha(src), src.stat().st_size
+    code = "import sys; from dyn.cli import main; main(sys.argv[1:])"
+    for limit in (0, 4096, size // 2, size + 4096, size + 64 * 1024, size + 256 * 1024):
+        def cap(limit=limit):
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        r = subprocess.run([sys.executable, "-c", code, "posthoc", str(src), "--decay", "0.95"],
+                           capture_output=True, text=True, preexec_fn=cap, timeout=300)
+        assert r.returncode == 1, f"limit {limit}: exit {r.returncode}\n{r.stderr[-2000:]}"
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("dyn: error: ") and "Traceback" not in r.stderr, r.stderr
+        assert sha(src) == before
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["r.h5"]
