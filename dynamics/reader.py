@@ -3,7 +3,7 @@
 `open_run(path)` opens a run in SWMR read mode without locks, so it works on a run that is
 still being written (it sees the epochs complete when it opened; `refresh()` follows), on a
 run whose writer was killed, and on a read-only path. Every problem with the file becomes
-one `RunFileError` line naming the file and what is wrong.
+one `RunFileError` line naming the file and what is wrong (the structural checks: dyn.validate).
 """
 
 from __future__ import annotations
