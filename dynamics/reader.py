@@ -262,7 +262,7 @@ class Run:
     def record_dataset(self, split: str, net: str, key: str) -> h5py.Dataset:
         """The dataset behind `net`'s `key` records on `split` ("correct", "predicted", "loss",
         "prob", "margin"), refreshed and checked (shape, dtype, committed rows) as the method
-        of that name checks it, for a reader that reads it its own way (dyn.analyze.stream).
+        of that name checks it, for a reader that reads it its own way (raw chunk reads).
         Rows past rows(split_stream(split)) are not committed."""
         if key not in READING:
             raise ValueError(f"no record {key!r}; one of {', '.join(READING)}")
