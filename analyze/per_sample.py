@@ -44,7 +44,7 @@ def split_of(run, split: str | None) -> str:
 
 def networks_on(run, split: str, wanted) -> list[str]:
     """The chosen networks (default sgd and every EMA network) that have records on `split`."""
-    has = set(run.f[f"splits/{split}"]) & set(run.networks)
+    has = set(run.recorded_networks(split))
     if wanted:
         nets = source.networks(run, wanted)
         for n in nets:
@@ -91,8 +91,7 @@ def chunks(run, split: str, net: str, win, kind: str | None, correct: bool | str
         src = None  # elsewhere every example is evaluated at every recorded epoch
     ds = None
     if src is not None:
-        getattr(run, src)(split, net, slice(win.lo, win.lo))  # the reader's checks (shape, dtype, rows), once
-        ds = run.f[f"splits/{split}/{net}/{src}"]  # then the float16 rows as stored: converted once, below
+        ds = run.record_dataset(split, net, src)  # the float16 rows as stored: converted once, below
     for a in range(win.lo, win.hi, step):
         rows = slice(a, min(a + step, win.hi))
         bits = (run.correct_packed(split, net, rows) if correct == "packed"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import weakref
 
 import numpy as np
 
@@ -30,6 +31,9 @@ AHEAD = 2             # chunks read ahead of the one being counted
 READ_AHEAD = None     # None: as feed() decides; True/False: always/never (benchmarks compare)
 PREAD_BYTES = 8192    # a 1-byte pread costs about as long as copying this many bytes (2 us; measured)
 
+# {run: {(dataset name, lo, hi): chunk plan}}, gone with the run: see _chunk_plan
+_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
 
 def chunks(run, split: str, net: str, lo: int, hi: int, read_bytes: int | None = None,
            ahead: bool | None = None):
@@ -37,8 +41,7 @@ def chunks(run, split: str, net: str, lo: int, hi: int, read_bytes: int | None =
     epoch order. A chunk is only valid until the next one is asked for (buffers are reused)."""
     read_bytes = READ_BYTES if read_bytes is None else read_bytes
     ahead = READ_AHEAD is not False if ahead is None else ahead
-    run.correct_packed(split, net, slice(lo, lo))  # validates shape, refreshes; reads nothing
-    ds = run.f[f"splits/{split}/{net}/correct"]
+    ds = run.record_dataset(split, net, "correct")
     plan = _chunk_plan(run, ds, lo, hi)
     if plan is None:
         rows = max(1, read_bytes // max(ds.shape[1], 1))
@@ -50,9 +53,9 @@ def chunks(run, split: str, net: str, lo: int, hi: int, read_bytes: int | None =
 def _chunk_plan(run, ds, lo: int, hi: int):
     """{first row of an HDF5 chunk: file address} covering rows lo..hi-1, or None.
 
-    Kept on the run for its next use (flips reads its barcodes from the chunks it counted):
-    a written chunk does not move, it is only filled further."""
-    plans = run.__dict__.setdefault("_chunk_plans", {})
+    Kept while the run is open for its next use (flips reads its barcodes from the chunks it
+    counted): a written chunk does not move, it is only filled further."""
+    plans = _PLANS.setdefault(run, {})
     key = (ds.name, lo, hi)
     if key not in plans:
         plans[key] = _find_chunks(run, ds, lo, hi)
@@ -62,7 +65,7 @@ def _chunk_plan(run, ds, lo: int, hi: int):
 def _find_chunks(run, ds, lo: int, hi: int):
     width = ds.shape[1]
     if (hi <= lo or ds.chunks is None or ds.chunks[1] != width or ds.dtype != np.uint8
-            or run.f.driver != "sec2" or run.f.userblock_size != 0
+            or not run.addresses_are_offsets
             or ds.id.get_create_plist().get_nfilters() != 0):
         return None
     crows = ds.chunks[0]
@@ -211,8 +214,7 @@ def columns(run, split: str, net: str, lo: int, hi: int, cols) -> np.ndarray:
     PREAD_BYTES per column.
     """
     cols = np.asarray(cols, dtype=np.int64)
-    run.correct_packed(split, net, slice(lo, lo))  # validates shape, refreshes; reads nothing
-    ds = run.f[f"splits/{split}/{net}/correct"]
+    ds = run.record_dataset(split, net, "correct")
     if not len(cols) or hi <= lo:
         return np.zeros((max(hi - lo, 0), len(cols)), np.uint8)
     if ds.shape[1] <= PREAD_BYTES * len(cols):

@@ -22,8 +22,8 @@ def summary(path) -> dict:
             "file_size": run.file_size,
             "format": "dyn-run",
             "format_version": run.format_version,
-            "dyn_version": _attr(run, "dyn_version"),
-            "created": _attr(run, "created"),
+            "dyn_version": run.dyn_version,
+            "created": run.created,
             "state": state,
             "diverged_epoch": run.diverged_epoch,
             "writer_alive": run.writer_alive if state == "running" else False,  # None: cannot tell here
@@ -41,13 +41,13 @@ def summary(path) -> dict:
                 final = {n: float(run.accuracy(s, n, last)[0]) for n in run.networks if run.has(s, n, "correct")}
             out["splits"].append({
                 "name": s, "size": run.split_size(s), "num_classes": run.num_classes(s),
-                "images": "images" in run.f[f"splits/{s}"],
+                "images": run.has_images(s),
                 "records": len(ep), "first_epoch": _int(ep[:1]), "last_epoch": _int(ep[-1:]),
                 "final_accuracy": final,
             })
         we = run.weight_epochs()
         weights = None
-        if "weights" in run.f:
+        if run.records_weights:
             t = run.param_rows
             weights = {"records": len(we), "first_epoch": _int(we[:1]), "last_epoch": _int(we[-1:]),
                        **_every(we, run.config.get("checkpoint_every")),
@@ -138,11 +138,6 @@ def _kind(n: dict) -> str:
     if n["kind"] == "ema":
         return f"EMA, decay {n['decay']:g}" if n["decay"] is not None else "EMA, decay unknown"
     return {"sgd": "SGD"}.get(n["kind"], f"kind {n['kind']}, not analysed unless named with --net")
-
-
-def _attr(run, key):
-    v = run.f.attrs.get(key)
-    return v.decode() if isinstance(v, bytes) else (None if v is None else str(v))
 
 
 def _int(a):

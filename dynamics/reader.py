@@ -3,7 +3,7 @@
 `open_run(path)` opens a run in SWMR read mode without locks, so it works on a run that is
 still being written (it sees the epochs complete when it opened; `refresh()` follows), on a
 run whose writer was killed, and on a read-only path. Every problem with the file becomes
-one `RunFileError` line naming the file and what is wrong.
+one `RunFileError` line naming the file and what is wrong (the structural checks: dyn.validate).
 """
 
 from __future__ import annotations
@@ -17,12 +17,18 @@ from typing import Iterator
 import h5py
 import numpy as np
 
+from . import validate
 from .errors import RunFileError, short_error
 from .hdf5 import open_run_file
-from .format import BASE_FIELDS, FORMAT_NAME, FORMAT_VERSION, STATES, packed_width, split_stream
+from .format import STATES, split_stream
 from .lock import writer_alive
+from .validate import as_text
 
 READ_BYTES = 32 << 20  # bytes per read when streaming correctness bits
+
+# What a failure while reading each per-sample record is said to interrupt.
+READING = {"correct": "reading correctness bits", "predicted": "reading predictions", "loss": "reading losses",
+           "prob": "reading true-class probabilities", "margin": "reading margins"}
 
 
 def open_run(path: str | os.PathLike) -> "Run":
@@ -53,9 +59,15 @@ class Run:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self._network_info: dict[str, dict] = {}
         self.f = open_run_file(self.path)
         try:
-            self._validate()
+            s = validate.check_structure(self.f, self.path)
+            self.format_version, self.config = s.format_version, s.config
+            self._fields, self.metric_columns = s.status_fields, s.metric_columns
+            self.networks: list[str] = s.networks
+            self.splits: list[str] = s.splits
+            self.refresh()
         except RunFileError:
             self.f.close()
             raise
@@ -64,78 +76,6 @@ class Run:
             raise RunFileError(f"{self.path}: damaged run file: {short_error(e)}") from None
 
     # ------------------------------------------------------------ structure
-    def _check_links(self) -> None:
-        """A run file holds its own data, and dyn writes only hard links. HDF5 follows a link
-        into another file silently (to whatever file the name finds), and a link to nothing
-        reads as a missing object while `name in group` says it is there: both are damage.
-        (One H5Lvisit over the file: under a millisecond.)"""
-        other = []
-        self.f.id.links.visit(lambda name, info: other.append(name) if info.type != h5py.h5l.TYPE_HARD else None,
-                              info=True)
-        for name in other:
-            path = "/" + name.decode() if isinstance(name, bytes) else "/" + name
-            link = self.f.get(path, getlink=True)
-            if isinstance(link, h5py.ExternalLink):
-                raise RunFileError(f"{self.path}: damaged run file: {path} links into another file "
-                                   f"({link.filename}); a run file holds its own data")
-            try:
-                target = self.f.get(path)
-            except Exception:  # a loop of links, or any other link HDF5 cannot resolve
-                target = None
-            if target is None:
-                raise RunFileError(f"{self.path}: damaged run file: {path} is a link to nothing "
-                                   f"({getattr(link, 'path', link)})")
-
-    def _validate(self) -> None:
-        f, p = self.f, self.path
-        fmt = _text(f.attrs.get("format"))
-        if fmt != FORMAT_NAME:
-            raise RunFileError(f"{p}: an HDF5 file, but not a dyn run file (format attribute {fmt!r})")
-        try:
-            self.format_version = int(f.attrs.get("format_version"))
-        except (TypeError, ValueError):
-            raise RunFileError(f"{p}: format_version attribute is missing or not an integer") from None
-        if self.format_version > FORMAT_VERSION:
-            raise RunFileError(f"{p}: format version {self.format_version} is newer than this dyn "
-                               f"reads ({FORMAT_VERSION}); upgrade dyn")
-        if self.format_version < 1:
-            raise RunFileError(f"{p}: invalid format version {self.format_version}")
-        try:
-            self.config = json.loads(_text(f.attrs.get("config", "{}")))
-        except json.JSONDecodeError:
-            raise RunFileError(f"{p}: config attribute is not valid JSON") from None
-        if not isinstance(self.config, dict):
-            raise RunFileError(f"{p}: config attribute is not a JSON object")
-        self._check_links()
-        for name in ("status", "metrics", "networks"):
-            if name not in f:
-                raise RunFileError(f"{p}: damaged run file: /{name} is missing")
-        st = f["status"]
-        try:
-            self._fields = json.loads(_text(st.attrs["fields"]))
-        except (KeyError, json.JSONDecodeError):
-            raise RunFileError(f"{p}: damaged run file: /status has no valid 'fields' attribute") from None
-        if (not isinstance(st, h5py.Dataset) or st.ndim != 1 or st.dtype.kind != "i"  # signed: -1 is "none"
-                or not isinstance(self._fields, list) or len(self._fields) != st.shape[0]):
-            raise RunFileError(f"{p}: damaged run file: /status has the wrong shape or type")
-        missing = [k for k in BASE_FIELDS if k not in self._fields]
-        if missing:
-            raise RunFileError(f"{p}: damaged run file: /status lacks {', '.join(missing)}")
-        for name in ("networks", "splits"):
-            if name in f and not isinstance(f[name], h5py.Group):
-                raise RunFileError(f"{p}: damaged run file: /{name} is not a group")
-        self.networks: list[str] = list(f["networks"])
-        self.splits: list[str] = list(f["splits"]) if "splits" in f else []
-        for name in [f"networks/{n}" for n in self.networks] + [f"splits/{s}" for s in self.splits]:
-            if not isinstance(f.get(name), h5py.Group):
-                raise RunFileError(f"{p}: damaged run file: /{name} is not a group")
-        m = f["metrics"]
-        self.metric_columns = json.loads(_text(m.attrs["columns"]))
-        if (not isinstance(self.metric_columns, list) or not all(isinstance(c, str) for c in self.metric_columns)
-                or m.ndim != 2 or len(self.metric_columns) != m.shape[1]):
-            raise RunFileError(f"{p}: damaged run file: /metrics does not match its columns")
-        self.refresh()
-
     @_guard("reading /status")
     def refresh(self) -> "Run":
         """Re-read the commit counters: a live run shows the epochs completed since."""
@@ -143,31 +83,8 @@ class Run:
         if self._swmr:
             st.refresh()
         self._status = dict(zip(self._fields, (int(v) for v in st[...])))
-        for stream in ["metrics", "weights"] + [split_stream(s) for s in self.splits]:
-            n = self._status.get(f"rows/{stream}")
-            if n is None or n < 0:
-                raise RunFileError(f"{self.path}: damaged run file: no valid row count for {stream}")
-            for ds in self._stream_datasets(stream):
-                if not isinstance(ds, h5py.Dataset) or ds.ndim < 1:
-                    raise RunFileError(f"{self.path}: damaged run file: {ds.name} is not a dataset of rows")
-                if self._swmr:
-                    ds.refresh()
-                if ds.shape[0] < n:
-                    raise RunFileError(f"{self.path}: damaged run file: {ds.name} holds {ds.shape[0]} "
-                                       f"rows, {n} were committed (truncated?)")
+        validate.check_committed_rows(self.f, self.path, self._status, self.networks, self.splits, self._swmr)
         return self
-
-    def _stream_datasets(self, stream: str) -> list[h5py.Dataset]:
-        f = self.f
-        if stream == "metrics":
-            return [f["metrics"]]
-        if stream == "weights":
-            if "weights" not in f:
-                return []
-            return [f["weights/epoch"]] + [f[f"networks/{n}/params"] for n in self.networks]
-        g = f[f"splits/{stream[len('split/'):]}"]
-        # a derived network (docs/format.md) may have no records on a split
-        return [g["epoch"]] + [g[n]["correct"] for n in self.networks if n in g]
 
     @property
     def _swmr(self) -> bool:
@@ -211,44 +128,30 @@ class Run:
             ds.refresh()
         return self._status["resume_epoch"], ds[: self._status["resume_size"]].tobytes()
 
-    def _check_ds(self, ds: h5py.Dataset, ndim: int, kinds: str, what: str, width: int | None = None,
-                  length: int | None = None) -> h5py.Dataset:
-        """`ds` itself, or a RunFileError when its rank, dtype kind, row width or length is not
-        what the format says (checked from metadata, before any read)."""
-        if not isinstance(ds, h5py.Dataset):
-            raise RunFileError(f"{self.path}: damaged run file: {ds.name} is not a dataset")
-        if (ds.ndim != ndim or ds.dtype.kind not in kinds or (width is not None and ds.shape[1] != width)
-                or (length is not None and ds.shape[0] != length)):
-            want = [f"{ndim}-d", {"iu": "integer", "f": "float", "u": "unsigned"}.get(kinds, kinds)]
-            want += [f"{length} rows"] if length is not None else []
-            want += [f"{width} columns"] if width is not None else []
-            raise RunFileError(f"{self.path}: damaged run file: {ds.name} has shape {ds.shape} {ds.dtype}, "
-                               f"expected {', '.join(want)} ({what})")
-        return ds
-
     # -------------------------------------------------------------- networks
     @_guard("reading a network's attributes")
     def network_info(self, name: str) -> dict:
         # Fixed when the run is created; read once (an attribute read costs ~0.5 ms, and
         # choosing networks asks for each one many times).
-        cache = self.__dict__.setdefault("_network_info", {})
-        if name not in cache:
-            cache[name] = self._read_network_info(name)
-        return dict(cache[name])
-
-    def _read_network_info(self, name: str) -> dict:
-        self._check_net(name)
-        a = self.f[f"networks/{name}"].attrs
-        kind, decay = a.get("kind", "other"), a.get("decay", np.nan)
-        if not isinstance(_scalar(kind), (str, bytes)):
-            raise RunFileError(f"{self.path}: damaged run file: /networks/{name} has a 'kind' that is not a string")
-        decay = _number(decay)
-        if decay is None:
-            raise RunFileError(f"{self.path}: damaged run file: /networks/{name} has a 'decay' that is not a number")
-        return {"name": name, "kind": _text(kind), "decay": None if np.isnan(decay) else decay}
+        if name not in self._network_info:
+            self._check_net(name)
+            self._network_info[name] = validate.network_info(self.path, name, self.f[f"networks/{name}"].attrs)
+        return dict(self._network_info[name])
 
     def decay(self, name: str) -> float | None:
         return self.network_info(name)["decay"]
+
+    @_guard("reading a network's records")
+    def network_values(self, net: str, key: str) -> np.ndarray | None:
+        """A dataset of `net` with one row per weight record besides params and buffers (a
+        derived network's `residual`, `l1`, `coefficients`: docs/format.md), committed rows
+        only; None where the network has none."""
+        self._check_net(net)
+        ds = self.f[f"networks/{net}"].get(key)
+        if ds is None:
+            return None
+        n = self.rows("weights")
+        return validate.check_holds_rows(self.path, validate.check_is_dataset(self.path, ds), n)[:n]
 
     def _check_net(self, name: str) -> None:
         if name not in self.networks:
@@ -264,33 +167,22 @@ class Run:
     @_guard("reading a split")
     def split_size(self, split: str) -> int:
         """N, the split's samples: its `size` attribute, which its labels must agree with."""
-        g = self._check_split(split)
-        n = _count(g.attrs.get("size"))
-        if n is None:
-            raise RunFileError(f"{self.path}: damaged run file: /splits/{split} has no valid 'size' attribute")
-        labels = g.get("labels")
-        if isinstance(labels, h5py.Dataset) and labels.shape != (n,):
-            raise RunFileError(f"{self.path}: damaged run file: /splits/{split} says {n} samples, its labels "
-                               f"have shape {labels.shape}")
-        return n
+        return validate.split_size(self.path, split, self._check_split(split))
 
     @_guard("reading a split")
     def num_classes(self, split: str) -> int:
-        n = _count(self._check_split(split).attrs.get("num_classes", 0))
-        if n is None:
-            raise RunFileError(f"{self.path}: damaged run file: /splits/{split} has an invalid 'num_classes'")
-        return n
+        return validate.num_classes(self.path, split, self._check_split(split))
 
     @_guard("reading a split")
     def augmentation(self, split: str) -> str | None:
         """How the split's inputs were transformed before evaluation: its `augmentation`
         attribute ("none" for clean images), or None where the file does not say (older runs)."""
-        return _text(self._check_split(split).attrs.get("augmentation"))
+        return as_text(self._check_split(split).attrs.get("augmentation"))
 
     def split_source(self, split: str) -> str | None:
         """Where the split's records come from (its `source` attribute, e.g. "training forward
         pass" on train-presented), or None where the file does not say."""
-        return _text(self._check_split(split).attrs.get("source"))
+        return as_text(self._check_split(split).attrs.get("source"))
 
     @_guard("reading labels")
     def labels(self, split: str, samples=None) -> np.ndarray:
@@ -303,18 +195,27 @@ class Run:
 
     @_guard("reading images")
     def images(self, split: str, samples=None) -> np.ndarray | None:
-        if "images" not in self._check_split(split):
+        if not self.has_images(split):
             return None
         return self._per_sample(split, "images", "u", samples, ndim=4)
+
+    @_guard("reading a split")
+    def has_images(self, split: str) -> bool:
+        """Whether the split keeps its input images."""
+        return "images" in self._check_split(split)
+
+    @_guard("reading a split")
+    def recorded_networks(self, split: str) -> list[str]:
+        """The networks with records on `split`, in the run's order: a derived network that was
+        not evaluated there has none (docs/format.md)."""
+        g = self._check_split(split)
+        return [n for n in self.networks if n in g]
 
     def _per_sample(self, split: str, key: str, kinds: str, samples, ndim: int = 1) -> np.ndarray:
         """A per-sample dataset of the split, checked to hold one entry per sample; all of it, or
         the entries of `samples` (indices, in their order)."""
         n = self.split_size(split)
-        ds = self._check_split(split)[key]
-        self._check_ds(ds, ndim, kinds, "one per sample", length=n)
-        if ndim == 4 and ds.dtype != np.uint8:
-            raise RunFileError(f"{self.path}: damaged run file: {ds.name} is {ds.dtype}, not uint8 images")
+        ds = validate.check_per_sample(self.path, self._check_split(split)[key], n, ndim, kinds)
         if samples is None:
             return ds[...]
         samples = np.asarray(samples, dtype=np.int64)
@@ -329,7 +230,7 @@ class Run:
     def epochs(self, split: str) -> np.ndarray:
         """Epochs with a correctness record on `split` (epoch 0 = the initial weights)."""
         g = self._check_split(split)
-        ds = self._check_ds(g["epoch"], 1, "iu", "epochs")
+        ds = validate.check_dataset(self.path, g["epoch"], 1, "iu", "epochs")
         return ds[: self.rows(split_stream(split))].astype(np.int64)
 
     def window(self, split: str, from_epoch: int | None = None, to_epoch: int | None = None) -> slice:
@@ -353,29 +254,32 @@ class Run:
                                f"(a derived network that was not evaluated)")
         if key not in g[net]:
             raise RunFileError(f"{self.path}: split {split!r} has no {key} records for {net!r}")
-        ds = g[net][key]
-        if not isinstance(ds, h5py.Dataset):
-            raise RunFileError(f"{self.path}: damaged run file: {ds.name} is not a dataset")
+        ds = validate.check_is_dataset(self.path, g[net][key])
         if self._swmr:
             ds.refresh()
-        n = self.rows(split_stream(split))
-        if ds.ndim < 1 or ds.shape[0] < n:
-            raise RunFileError(f"{self.path}: damaged run file: {ds.name} holds {ds.shape[0] if ds.ndim else 0} "
-                               f"rows, {n} were committed (truncated?)")
-        return ds
+        return validate.check_holds_rows(self.path, ds, self.rows(split_stream(split)))
+
+    def record_dataset(self, split: str, net: str, key: str) -> h5py.Dataset:
+        """The dataset behind `net`'s `key` records on `split` ("correct", "predicted", "loss",
+        "prob", "margin"), refreshed and checked (shape, dtype, committed rows) as the method
+        of that name checks it, for a reader that reads it its own way (raw chunk reads).
+        Rows past rows(split_stream(split)) are not committed."""
+        if key not in READING:
+            raise ValueError(f"no record {key!r}; one of {', '.join(READING)}")
+        return _guard(READING[key])(Run._record_dataset)(self, split, net, key)
+
+    def _record_dataset(self, split: str, net: str, key: str) -> h5py.Dataset:
+        ds = self._split_ds(split, net, key)
+        return validate.check_record(self.path, ds, key, self.split_size(split))
 
     def _rows_slice(self, split: str, rows: slice | None) -> slice:
         n = self.rows(split_stream(split))
         return slice(*(rows or slice(None)).indices(n))
 
-    @_guard("reading correctness bits")
+    @_guard(READING["correct"])
     def correct_packed(self, split: str, net: str, rows: slice | None = None) -> np.ndarray:
         """Packed correctness, uint8 (epochs, ceil(N/8)), bit order big (np.packbits)."""
-        ds = self._split_ds(split, net, "correct")
-        n = self.split_size(split)
-        if ds.ndim != 2 or ds.shape[1] != packed_width(n) or ds.dtype != np.uint8:
-            raise RunFileError(f"{self.path}: damaged run file: {ds.name} has shape {ds.shape} "
-                               f"{ds.dtype}, expected (epochs, {packed_width(n)}) uint8")
+        ds = self._record_dataset(split, net, "correct")
         r = self._rows_slice(split, rows)
         return ds[r.start:r.stop]
 
@@ -395,34 +299,27 @@ class Run:
         n = self.split_size(split)
         return np.unpackbits(self.correct_packed(split, net, rows), axis=1, count=n).astype(bool)
 
-    @_guard("reading predictions")
+    @_guard(READING["predicted"])
     def predicted(self, split: str, net: str, rows: slice | None = None) -> np.ndarray:
         r = self._rows_slice(split, rows)
-        ds = self._check_ds(self._split_ds(split, net, "predicted"), 2, "iu", "predicted classes",
-                            width=self.split_size(split))
-        return ds[r.start:r.stop]
+        return self._record_dataset(split, net, "predicted")[r.start:r.stop]
 
-    @_guard("reading losses")
+    @_guard(READING["loss"])
     def loss(self, split: str, net: str, rows: slice | None = None) -> np.ndarray:
         r = self._rows_slice(split, rows)
-        ds = self._check_ds(self._split_ds(split, net, "loss"), 2, "f", "losses", width=self.split_size(split))
-        return ds[r.start:r.stop]
+        return self._record_dataset(split, net, "loss")[r.start:r.stop]
 
-    @_guard("reading true-class probabilities")
+    @_guard(READING["prob"])
     def prob(self, split: str, net: str, rows: slice | None = None) -> np.ndarray:
         """Softmax probability of the true class, float32 (epochs, N); NaN where unknown."""
         r = self._rows_slice(split, rows)
-        ds = self._check_ds(self._split_ds(split, net, "prob"), 2, "f", "probabilities",
-                            width=self.split_size(split))
-        return ds[r.start:r.stop].astype(np.float32)
+        return self._record_dataset(split, net, "prob")[r.start:r.stop].astype(np.float32)
 
-    @_guard("reading margins")
+    @_guard(READING["margin"])
     def margin(self, split: str, net: str, rows: slice | None = None) -> np.ndarray:
         """True-class logit minus the largest other logit, float32 (epochs, N); NaN where unknown."""
         r = self._rows_slice(split, rows)
-        ds = self._check_ds(self._split_ds(split, net, "margin"), 2, "f", "margins",
-                            width=self.split_size(split))
-        return ds[r.start:r.stop].astype(np.float32)
+        return self._record_dataset(split, net, "margin")[r.start:r.stop].astype(np.float32)
 
     def has(self, split: str, net: str, key: str) -> bool:
         return (split in self.splits and net in self.networks and net in self.f[f"splits/{split}"]
@@ -452,14 +349,20 @@ class Run:
 
     # --------------------------------------------------------------- weights
     @property
+    def records_weights(self) -> bool:
+        """Whether the run was set up to record weights, with records yet or not (has_weights:
+        at least one)."""
+        return "weights" in self.f
+
+    @property
     def has_weights(self) -> bool:
-        return "weights" in self.f and self.rows("weights") > 0
+        return self.records_weights and self.rows("weights") > 0
 
     @_guard("reading weight epochs")
     def weight_epochs(self) -> np.ndarray:
-        if "weights" not in self.f:
+        if not self.records_weights:
             return np.zeros(0, np.int64)
-        ds = self._check_ds(self.f["weights/epoch"], 1, "iu", "epochs")
+        ds = validate.check_dataset(self.path, self.f["weights/epoch"], 1, "iu", "epochs")
         if self._swmr:
             ds.refresh()
         return ds[: self.rows("weights")].astype(np.int64)
@@ -549,11 +452,11 @@ class Run:
         return self._weights_ds(net, "buffers")[self._weight_row(epoch)]
 
     def _weights_ds(self, net: str, key: str) -> h5py.Dataset:
-        if "weights" not in self.f or key not in self.f[f"networks/{net}"]:
+        if not self.records_weights or key not in self.f[f"networks/{net}"]:
             raise RunFileError(f"{self.path}: no weights recorded for {net!r}")
         ds = self.f[f"networks/{net}/{key}"]
         self.param_rows  # noqa: B018 (checks every network's rows against the table)
-        self._check_ds(ds, 2, "f", key)
+        validate.check_dataset(self.path, ds, 2, "f", key)
         if self._swmr:
             ds.refresh()
         return ds
@@ -583,8 +486,24 @@ class Run:
 
     # ----------------------------------------------------------------- misc
     @property
+    def dyn_version(self) -> str | None:
+        """The version of dyn that created the file."""
+        return as_text(self.f.attrs.get("dyn_version"))
+
+    @property
+    def created(self) -> str | None:
+        """When the file was created (ISO 8601, UTC)."""
+        return as_text(self.f.attrs.get("created"))
+
+    @property
     def file_size(self) -> int:
         return self.path.stat().st_size
+
+    @property
+    def addresses_are_offsets(self) -> bool:
+        """Whether HDF5's addresses in this file are byte offsets into the file at `path` (the
+        plain sec2 driver, no user block): then a chunk's bytes can be read there directly."""
+        return self.f.driver == "sec2" and self.f.userblock_size == 0
 
     def close(self) -> None:
         if self.f.id.valid:
@@ -598,32 +517,3 @@ class Run:
 
     def __repr__(self):
         return f"<dyn run {self.path} {self.state}, networks {self.networks}, splits {self.splits}>"
-
-
-def _scalar(v):
-    """A 0-d array's item, else the value itself."""
-    return v.item() if isinstance(v, np.ndarray) and v.shape == () else v
-
-
-def _number(v) -> float | None:
-    """A real number (not a bool, a string or an array) as float; None for anything else."""
-    v = _scalar(v)
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
-        return None
-    return float(v)
-
-
-def _count(v) -> int | None:
-    """A non-negative integer (or a float that is one); None for anything else."""
-    x = _number(v)
-    if x is None or not np.isfinite(x) or x < 0 or x != int(x) or x >= 2 ** 63:
-        return None
-    return int(_scalar(v))
-
-
-def _text(v) -> str | None:
-    if isinstance(v, bytes):
-        return v.decode("utf-8", "replace")
-    if isinstance(v, np.ndarray) and v.shape == ():
-        return _text(v.item())
-    return v if v is None or isinstance(v, str) else str(v)

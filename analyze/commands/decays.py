@@ -63,11 +63,11 @@ def compute(runs, opts, epoch: int | None = None) -> list:
 
 
 def _residual(run, net: str, epoch: int) -> float:
-    g = run.f[f"networks/{net}"]
-    if "residual" not in g:
+    residual = run.network_values(net, "residual")
+    if residual is None:
         return np.nan
     row = np.flatnonzero(run.weight_epochs() == epoch)
-    return float(g["residual"][row[0]]) if len(row) else np.nan
+    return float(residual[row[0]]) if len(row) else np.nan
 
 
 def records(result):

@@ -76,7 +76,7 @@ class _Rows:
 
     def __init__(self, run, split, net, win):
         self.args = (run, split, net, win.lo, win.hi)
-        self.shape = (win.hi - win.lo, run.f[f"splits/{split}/{net}/correct"].shape[1])
+        self.shape = (win.hi - win.lo, run.record_dataset(split, net, "correct").shape[1])
 
     def __getitem__(self, key):
         return stream.columns(*self.args, key[1])
