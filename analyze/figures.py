@@ -232,3 +232,4 @@ def plot_aum(df, *, run=None, fig=None, ax=None):
         fig, ax = _panel(fig, ax, _titled(meta.get("title"), meta.get("split")))
         aum_axes(ax, values)
     return fig
+
