@@ -19,7 +19,7 @@ import contextlib
 import os
 
 __all__ = ["stability", "misclassification", "flips", "weight_difference", "accuracy", "agreement",
-           "forgetting", "datamap", "aum"]
+           "forgetting", "datamap", "aum", "settling"]
 
 
 @contextlib.contextmanager
@@ -150,3 +150,12 @@ def aum(runs, networks=None, split: str | None = None, from_epoch: int | None = 
     """
     return _run("aum", runs, _opts(networks, split, from_epoch, to_epoch))
 
+
+def settling(runs, networks=None, split: str = "val", from_epoch: int | None = None,
+             to_epoch: int | None = None):
+    """When predictions settle: the fraction of samples whose correctness no longer changes.
+
+    One row per run, network and window epoch: run, network, epoch, settled (fraction of
+    samples whose last flip is at or before the epoch), settled_right (and right from then on).
+    """
+    return _run("settling", runs, _opts(networks, split, from_epoch, to_epoch))

@@ -34,6 +34,8 @@ ANALYSES = {
                 "Data maps: confidence, variability, correctness (cartography), SGD and every EMA."),
     "aum": ("dyn.analyze.commands.aum:aum",
             "Area under the margin per example (AUM, Pleiss 2020), SGD and every EMA network."),
+    "settling": ("dyn.analyze.commands.settling:settling",
+                 "When predictions settle: the fraction of samples whose correctness no longer changes."),
 }
 
 

@@ -201,4 +201,4 @@ def test_the_command_table_loads_each_command_by_name_and_says_its_first_help_li
         assert cmd.name == name and cmd.help.strip().splitlines()[0] == line, name
     shapes = {cls.__name__ for cls in Analysis.__subclasses__()} | {
         c.__name__ for base in Analysis.__subclasses__() for c in base.__subclasses__()}
-    assert {"StabilityCommand", "ForgettingCommand", "WeightDiffCommand"} <= shapes
+    assert {"StabilityCommand", "SettlingCommand", "ForgettingCommand", "WeightDiffCommand"} <= shapes
