@@ -16,9 +16,9 @@ names above load on first use (module __getattr__), so `import dyn.analyze` stay
 """
 
 _API = ("stability", "misclassification", "flips", "weight_difference", "accuracy", "agreement",
-        "forgetting", "datamap", "aum")
+        "forgetting", "datamap", "aum", "settling")
 _FIGURES = ("plot_stability", "plot_misclassification", "plot_flips", "plot_weight_difference",
-            "plot_accuracy", "plot_agreement", "plot_forgetting", "plot_datamap", "plot_aum")
+            "plot_accuracy", "plot_agreement", "plot_forgetting", "plot_datamap", "plot_aum", "plot_settling")
 
 __all__ = [*_API, *_FIGURES]
 

@@ -6,8 +6,8 @@ each returning a tidy pandas DataFrame, and one plotting function per figure tha
     >>> fig = da.plot_stability(df)                       # the figure `dyn analyze stability --out` draws
 
 Each function takes the choices its command takes, with the same defaults, and computes
-through the command's own code (dyn.analyze.commands.<name>.compute), so a DataFrame holds the
-numbers the command's --csv holds. `runs`: a path, an open run (dyn.open_run), or a list of
+through the command's own class (dyn.analyze.commands.<name>: its compute and frame), so a
+DataFrame holds the numbers the command's --csv holds. `runs`: a path, an open run (dyn.open_run), or a list of
 either; paths are opened and closed here, open runs are left open. What a figure needs beyond
 the rows (a run's title, its window, a histogram's per-sample counts) rides in `df.attrs`.
 docs/python-api.md lists every function and column.
@@ -19,7 +19,7 @@ import contextlib
 import os
 
 __all__ = ["stability", "misclassification", "flips", "weight_difference", "accuracy", "agreement",
-           "forgetting", "datamap", "aum"]
+           "forgetting", "datamap", "aum", "settling"]
 
 
 @contextlib.contextmanager
@@ -35,40 +35,20 @@ def _open(runs):
 
 
 def _opts(networks, split, from_epoch, to_epoch, figure=False):  # split None: the command's default
-    from dyn.analyze.options import Common, parse_nets
+    from dyn.analyze.options import SharedOptions, parse_nets
 
     nets = [networks] if isinstance(networks, (str, float)) else list(networks or ())
     nets = [str(n) for n in nets]  # a decay may be given as a number: 0.9995
-    return Common(runs=(), nets=parse_nets(nets), split=split, first=from_epoch, last=to_epoch,
+    return SharedOptions(runs=(), nets=parse_nets(nets), split=split, first=from_epoch, last=to_epoch,
                   out="figure" if figure else None, csv=None, as_json=False)
 
 
 def _run(command, runs, opts, **params):
-    import importlib
+    from dyn.analyze.command import load
 
-    mod = importlib.import_module(f"dyn.analyze.commands.{command}")
+    analysis = load(command)
     with _open(runs) as opened:
-        return mod.frame(mod.compute(opened, opts, **params))
-
-
-def dataframe(columns, rows, **attrs):
-    """The DataFrame of a command's records, with `attrs` for the figures."""
-    import pandas as pd
-
-    df = pd.DataFrame.from_records(rows, columns=columns)
-    df.attrs.update(attrs)
-    return df
-
-
-def run_attrs(results) -> dict:
-    """{run path: how figures name it, its split and window} from a command's per-run results."""
-    out = {}
-    for r in results:
-        win = getattr(r, "window", None)
-        out[r.info.path] = {"label": r.info.label, "name": r.info.name, "title": r.info.title,
-                            "split": getattr(r, "split", None),
-                            "epochs": None if win is None else [int(e) for e in win.epochs]}
-    return out
+        return analysis.frame(analysis.compute(opened, opts, **params))
 
 
 def stability(runs, networks=None, split: str = "val", from_epoch: int | None = None,
@@ -111,7 +91,7 @@ def weight_difference(runs, networks=None, from_epoch: int | None = None, to_epo
     One row per run, EMA network and epoch with weights: run, network, epoch, relative,
     diff_norm, sgd_norm, reason (why `relative` is NaN; empty where it is defined).
     """
-    return _run("weight_diff", runs, _opts(networks, "val", from_epoch, to_epoch),
+    return _run("weight-diff", runs, _opts(networks, "val", from_epoch, to_epoch),
                 include_buffers=include_buffers)
 
 
@@ -169,3 +149,13 @@ def aum(runs, networks=None, split: str | None = None, from_epoch: int | None = 
     measurements, rank (1 = lowest AUM).
     """
     return _run("aum", runs, _opts(networks, split, from_epoch, to_epoch))
+
+
+def settling(runs, networks=None, split: str = "val", from_epoch: int | None = None,
+             to_epoch: int | None = None):
+    """When predictions settle: the fraction of samples whose correctness no longer changes.
+
+    One row per run, network and window epoch: run, network, epoch, settled (fraction of
+    samples whose last flip is at or before the epoch), settled_right (and right from then on).
+    """
+    return _run("settling", runs, _opts(networks, split, from_epoch, to_epoch))

@@ -43,7 +43,7 @@ def check_rows(rows, n: int) -> np.ndarray:
     return rows
 
 
-class Words:
+class WordView:
     """uint8 (T, nbytes) -> uint64 (T, ceil(nbytes/8)), reusing one buffer.
 
     A view when the row length is a multiple of 8 bytes and the rows are
@@ -72,8 +72,8 @@ class Words:
 
 
 def words(rows: np.ndarray) -> np.ndarray:
-    """Words()(rows) with a buffer of its own: see Words."""
-    return Words()(rows)
+    """WordView()(rows) with a buffer of its own: see WordView."""
+    return WordView()(rows)
 
 
 def blocks(rows: np.ndarray, max_bytes: int = BLOCK_BYTES):
@@ -136,7 +136,7 @@ class VerticalCounter:
         self._pending = []   # _pending[k]: a plane of weight 2**k waiting for a partner
         self._free = []      # spare planes: allocating 125 kB arrays per row is slow
         self._tmp = np.empty(self.width, np.uint64)
-        self._words = Words()
+        self._words = WordView()
 
     def add(self, rows) -> None:
         """Add packed uint8 rows (T, ceil(n/8)): each set bit counts one."""

@@ -1,29 +1,45 @@
 """`dyn analyze ...` and `dyn table`: the click layer over dyn.analyze.commands.
 
-Importing this module loads click, numpy and h5py (through the commands' modules) and
-nothing heavier: matplotlib is imported only when a figure is drawn, pandas only by
-`dyn table` and `--lr`, torch never.
+Commands load by name, as click's examples/complex does: `dyn analyze stability` imports the
+stability command's module and nothing of the others'; `dyn analyze --help` imports none.
+matplotlib is imported only when a figure is drawn, pandas only where a table needs it, torch
+never.
 """
 
 from __future__ import annotations
 
 import click
 
-from dyn.analyze.commands.accuracy import accuracy_cmd
-from dyn.analyze.commands.agreement import agreement
-from dyn.analyze.commands.aum import aum
-from dyn.analyze.commands.datamap import datamap
-from dyn.analyze.commands.decays import decays
-from dyn.analyze.commands.flips import flips
-from dyn.analyze.commands.forgetting import forgetting
-from dyn.analyze.commands.histogram import histogram
-from dyn.analyze.commands.report import report
-from dyn.analyze.commands.stability import stability
-from dyn.analyze.commands.table import table
-from dyn.analyze.commands.weight_diff import weight_diff
+from dyn.cli import LazyGroup
+
+# name -> ("module:attr", the line `dyn analyze --help` shows: the command's first help line)
+ANALYSES = {
+    "stability": ("dyn.analyze.commands.stability:stability", "Prediction stability over epochs (Figures 2 and 6)."),
+    "histogram": ("dyn.analyze.commands.histogram:histogram",
+                  "Histograms of per-sample misclassification ratios (Figure 3)."),
+    "flips": ("dyn.analyze.commands.flips:flips",
+              "Correctness flips per sample and barcodes of the least stable samples (Figures 4, 7)."),
+    "weight-diff": ("dyn.analyze.commands.weight_diff:weight_diff",
+                    "Relative difference of EMA and SGD weights over epochs (Figure 5)."),
+    "accuracy": ("dyn.analyze.commands.accuracy:accuracy_cmd", "Accuracy over epochs for every network (Figures 1a-f)."),
+    "agreement": ("dyn.analyze.commands.agreement:agreement",
+                  "Mismatch of two networks: where their correctness and predicted labels differ."),
+    "decays": ("dyn.analyze.commands.decays:decays",
+               "Accuracy and stability against the EMA decay (the paper's question, as a curve)."),
+    "report": ("dyn.analyze.commands.report:report",
+               "Every figure and table for RUNS in one folder, with an index.html showing them."),
+    "forgetting": ("dyn.analyze.commands.forgetting:forgetting",
+                   "Forgetting events per example (Toneva 2019), for SGD and every EMA network."),
+    "datamap": ("dyn.analyze.commands.datamap:datamap",
+                "Data maps: confidence, variability, correctness (cartography), SGD and every EMA."),
+    "aum": ("dyn.analyze.commands.aum:aum",
+            "Area under the margin per example (AUM, Pleiss 2020), SGD and every EMA network."),
+    "settling": ("dyn.analyze.commands.settling:settling",
+                 "When predictions settle: the fraction of samples whose correctness no longer changes."),
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, lazy=ANALYSES, context_settings={"help_option_names": ["-h", "--help"]})
 def analyze():
     """Analyses of runs: stability, misclassification, flips, weight differences, accuracy.
 
@@ -38,8 +54,4 @@ def analyze():
     """
 
 
-for command in (stability, histogram, flips, weight_diff, accuracy_cmd, agreement, decays, report,
-                forgetting, datamap, aum):
-    analyze.add_command(command)
-
-__all__ = ["analyze", "table"]
+__all__ = ["ANALYSES", "analyze"]

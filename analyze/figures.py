@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["plot_stability", "plot_misclassification", "plot_flips", "plot_weight_difference",
-           "plot_accuracy", "plot_agreement", "plot_forgetting", "plot_datamap", "plot_aum"]
+           "plot_accuracy", "plot_agreement", "plot_forgetting", "plot_datamap", "plot_aum", "plot_settling"]
 
 
 def _one_run(df, run):
@@ -232,3 +232,31 @@ def plot_aum(df, *, run=None, fig=None, ax=None):
         fig, ax = _panel(fig, ax, _titled(meta.get("title"), meta.get("split")))
         aum_axes(ax, values)
     return fig
+
+
+def plot_settling(df, *, run=None, fig=None, ax=None):
+    """Fraction of samples settled by each epoch (solid) and settled right (dashed), one colour
+    per network (`dyn analyze settling --out`)."""
+    from dyn.analyze.plot import style
+    from dyn.analyze.plot.save import DPI
+
+    run, d, meta = _one_run(df, run)
+    nets = _networks(d)
+    with style.context():
+        if ax is None:
+            ax = style.canvas(fig).subplots()
+        for net in style.order(nets):
+            rows = d[d["network"] == net]
+            e = rows["epoch"].to_numpy()
+            c = style.color(net, nets)
+            style.series(ax, e, rows["settled"].to_numpy(float), color=c, label=style.label(net))
+            style.series(ax, e, rows["settled_right"].to_numpy(float), color=c, linestyle="--")
+        ax.set_ylim(0, 1.02)
+        ax.set_ylabel("Fraction of samples settled")
+        ax.plot([], [], color="#555555", linestyle="--", label="settled right")
+        ax.legend(loc="best")
+        style.epoch_axis(ax)
+        title = _titled(meta.get("title"), meta.get("split"))
+        if title:
+            ax.set_title(title)
+        return style.finish(ax.figure, None, DPI)

@@ -2,7 +2,7 @@
 
 - RowCounts: per row (epoch), the set bits of a row, and of a row XOR another
   (stability, agreement).
-- Tally: per sample, in how many of the rows added its bit was set, of rows or of rows
+- SampleCounts: per sample, in how many of the rows added its bit was set, of rows or of rows
   XOR others (misclassification ratio, flips, mismatch).
 
 (and gather(), the bytes at scattered file offsets, for barcodes.)
@@ -122,7 +122,7 @@ class _XorWords:
     call (each block valid until the next)."""
 
     def __init__(self):
-        self._wa, self._wb, self._x = bits.Words(), bits.Words(), None
+        self._wa, self._wb, self._x = bits.WordView(), bits.WordView(), None
 
     def blocks(self, a, b):
         i = 0
@@ -140,7 +140,7 @@ class RowCounts:
 
     def __init__(self, n: int):
         self.n = int(n)
-        self._words, self._xor = bits.Words(), _XorWords()  # numpy's reused buffers
+        self._words, self._xor = bits.WordView(), _XorWords()  # numpy's reused buffers
 
     def ones(self, a) -> np.ndarray:
         return self._count(a, None, False, True, False)[0]
@@ -178,7 +178,7 @@ class RowCounts:
         return ones, differ
 
 
-class Tally:
+class SampleCounts:
     """Per-sample count of set bits over every row added: of rows (add), of rows XOR another
     network's (add(a, b)), or of each row XOR the row before it (add_successive). Memory: a
     plane of n bits per bit of the largest count, whatever the number of rows."""
@@ -242,7 +242,7 @@ class Tally:
             raise RuntimeError("dyn_vertical_add: too few planes")
 
 
-class Successive:
+class PreviousRow:
     """Rows fed chunk by chunk, each to be paired with the row before it.
 
     split(chunk) -> (head, rows, before): head is the very first row ever fed, which has no

@@ -1,6 +1,6 @@
 """Options every `dyn analyze` command shares, and what is done with them before any analysis.
 
-The decorators only declare flags; `Common.from_kwargs` turns them into one object whose
+The decorators only declare flags; `SharedOptions.from_kwargs` turns them into one object whose
 checks (figure suffix, writable paths, --net syntax) run before a run file is read.
 """
 
@@ -54,7 +54,9 @@ def common(fn):
 
 
 @dataclass
-class Common:
+class SharedOptions:
+    """The options every analysis command takes; `first`/`last` are --from-epoch/--to-epoch."""
+
     runs: tuple
     nets: list | None
     split: str
@@ -65,7 +67,7 @@ class Common:
     as_json: bool
 
     @classmethod
-    def from_kwargs(cls, kw: dict) -> "Common":
+    def from_kwargs(cls, kw: dict) -> "SharedOptions":
         """Pop the shared options from a command's keyword arguments and check them."""
         out = kw.pop("out", None)
         csv_path = kw.pop("csv_path", None)
@@ -97,27 +99,3 @@ def parse_nets(values) -> list | None:
     if any(not n for n in names):
         raise UsageError("--net: empty network name in " + repr(",".join(values)))
     return names or None
-
-
-def execute(analysis, kw: dict, draw_kw: dict | None = None, **params):
-    """Run one command: check the options, compute over the runs, then write the CSV and the
-    figures and print the table (or JSON). `analysis` is a module with compute(runs, opts,
-    **params), records(result) -> (columns, rows), document(result), table(result) and
-    draw(result, out, **draw_kw) -> [paths]."""
-    from dyn.analyze.source import open_runs
-
-    opts = Common.from_kwargs(kw)
-    with open_runs(opts.runs) as runs:
-        result = analysis.compute(runs, opts, **params)
-    if opts.csv:
-        columns, rows = analysis.records(result)
-        output.write_text(opts.csv, output.csv_text(rows, columns), "--csv")
-        click.echo(f"wrote {opts.csv}", err=True)
-    if opts.out:
-        for p in analysis.draw(result, opts.out, **(draw_kw or {})):
-            click.echo(f"wrote {p}", err=True)
-    if opts.as_json:
-        click.echo(output.json_text(analysis.document(result)), nl=False)
-    else:
-        click.echo(analysis.table(result))
-    return result

@@ -9,10 +9,13 @@ Records are read in chunks of epochs: memory O(N) per network, not O(E N).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import click
 import numpy as np
 
-from dyn.analyze import source
+from dyn.analyze import inputs, networks
+from dyn.analyze.command import Analysis, RunResult, run_attrs
 from dyn.analyze.options import net_option, output_options, runs_argument, window_options
 from dyn.errors import RunFileError, UsageError
 
@@ -32,7 +35,7 @@ def common(fn):
 
 def split_of(run, split: str | None) -> str:
     if split is not None:
-        source.need_correctness(run, split, "this analysis")
+        inputs.need_correctness(run, split, "this analysis")
         return split
     for s in ("train-presented", "train"):
         if s in run.splits:
@@ -46,7 +49,7 @@ def networks_on(run, split: str, wanted) -> list[str]:
     """The chosen networks (default sgd and every EMA network) that have records on `split`."""
     has = set(run.recorded_networks(split))
     if wanted:
-        nets = source.networks(run, wanted)
+        nets = networks.choose(run, wanted)
         for n in nets:
             if n not in has:
                 hint = (" (train-presented holds SGD's training forward pass only; the train split, "
@@ -54,7 +57,7 @@ def networks_on(run, split: str, wanted) -> list[str]:
                         if split == "train-presented" else "")
                 raise UsageError(f"--net {n}: {run.path} has no records of {n} on split {split!r}{hint}")
         return nets
-    nets = [n for n in source.networks(run) if n in has]
+    nets = [n for n in networks.choose(run) if n in has]
     if not nets:
         raise RunFileError(f"{run.path}: no network has records on split {split!r}")
     return nets
@@ -115,32 +118,36 @@ def _not_nan(raw: np.ndarray) -> np.ndarray:
     return ~np.isnan(raw)
 
 
-def frame(result, **attrs):
-    """A per-example command's DataFrame: one row per run, network and example (its columns
-    after run, network, sample: dataset_index, label); `attrs` join the runs' in df.attrs."""
-    import pandas as pd
-
-    from dyn.analyze.api import run_attrs
-
-    parts = []
-    for r in result["runs"]:
-        for net, d in r.nets.items():
-            d = d.copy()
-            d.insert(0, "network", net)
-            d.insert(0, "run", r.info.path)
-            d.insert(3, "dataset_index", r.dataset_index)
-            d.insert(4, "label", r.labels)
-            parts.append(d)
-    df = pd.concat(parts, ignore_index=True)
-    df.attrs.update(runs=run_attrs(result["runs"]), **attrs)
-    return df
+@dataclass(kw_only=True)
+class PerSampleResult(RunResult):  # nets: {network: DataFrame, one row per example}
+    dataset_index: np.ndarray
+    labels: np.ndarray
 
 
-def draw(df, result, out, plot) -> list:
-    """One figure per run, drawn by `plot(df, run=path)` and saved as --out says."""
-    from dyn.analyze import output
-    from dyn.analyze.plot.save import save
+class PerSampleAnalysis(Analysis):
+    """forgetting, datamap, aum: compute() returns {"runs": [PerSampleResult], ...}."""
 
-    paths = output.figure_paths(out, [r.info.name for r in result["runs"]])
-    return [output.draw(lambda p: save(plot(df, run=r.info.path), p), path)
-            for r, path in zip(result["runs"], paths)]
+    def run_results(self, result) -> list:
+        return result["runs"]
+
+    def frame_attrs(self, result) -> dict:
+        """What joins the runs' in df.attrs."""
+        return {}
+
+    def frame(self, result):
+        """One row per run, network and example (its columns after run, network, sample:
+        dataset_index, label)."""
+        import pandas as pd
+
+        parts = []
+        for r in result["runs"]:
+            for net, d in r.nets.items():
+                d = d.copy()
+                d.insert(0, "network", net)
+                d.insert(0, "run", r.info.path)
+                d.insert(3, "dataset_index", r.dataset_index)
+                d.insert(4, "label", r.labels)
+                parts.append(d)
+        df = pd.concat(parts, ignore_index=True)
+        df.attrs.update(runs=run_attrs(result["runs"]), **self.frame_attrs(result))
+        return df

@@ -20,6 +20,7 @@ import os
 import queue
 import threading
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -171,8 +172,6 @@ def feed(run, split: str, nets, lo: int, hi: int, make) -> dict:
     as threads, every CPU already reads or counts, and the hand-offs to a reader thread cost
     more than they save (measured: benchmarks/analyze_bench.py, "1 ahead" vs "1 plain").
     """
-    from dyn.analyze.source import map_parallel, workers
-
     nets = list(nets)
     ahead = len(nets) < workers() if READ_AHEAD is None else READ_AHEAD
 
@@ -234,3 +233,26 @@ def columns(run, split: str, net: str, lo: int, hi: int, cols) -> np.ndarray:
     if len(got) != len(offsets):
         raise RunFileError(f"{run.path}: reading {ds.name}: short read")
     return np.frombuffer(got, np.uint8).reshape(hi - lo, len(cols)).copy()
+
+
+# ------------------------------------------------------------------ networks in parallel
+
+def workers() -> int:
+    """Threads for per-network passes: $DYN_WORKERS if set, else the CPUs this process may use."""
+    env = os.environ.get("DYN_WORKERS", "")
+    if env.strip().isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def map_parallel(fn, items, n_workers: int | None = None) -> list:
+    """[fn(x) for x in items], in threads: numpy and the raw reads release the GIL."""
+    items = list(items)
+    n = min(len(items), n_workers or workers())
+    if n <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(n) as ex:
+        return list(ex.map(fn, items))

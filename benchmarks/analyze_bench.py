@@ -132,17 +132,17 @@ def drop_cache(path: Path) -> bool:
 # ----------------------------------------------------------------------------- analyses
 
 def opts():
-    from dyn.analyze.options import Common
+    from dyn.analyze.options import SharedOptions
 
-    return Common(runs=(), nets=None, split="val", first=None, last=None, out=None, csv=None, as_json=False)
+    return SharedOptions(runs=(), nets=None, split="val", first=None, last=None, out=None, csv=None, as_json=False)
 
 
 def analysis(run, name: str):
-    import importlib
+    from dyn.analyze.command import load
 
     if name == "flips+codes":
-        return importlib.import_module("dyn.analyze.commands.flips").compute([run], opts(), barcodes=True)
-    return importlib.import_module(f"dyn.analyze.commands.{name}").compute([run], opts())
+        return load("flips").compute([run], opts(), barcodes=True)
+    return load(name).compute([run], opts())
 
 
 def accumulators(name: str, n: int, epochs):
@@ -167,10 +167,9 @@ def compute_only(name: str, bits: np.ndarray, epochs, networks: int, chunk_rows:
 
 
 def window_rows(run, name):
-    from dyn.analyze import source
-    from dyn.analyze.window import second_half
+    from dyn.analyze.window import second_half, select
 
-    w = source.window(run, "val", default=second_half if name == "histogram" else None)
+    w = select(run, "val", default=second_half if name == "histogram" else None)
     return w.lo, w.hi
 
 
@@ -277,7 +276,8 @@ def run_bench(a, path: Path):
     import contextlib
 
     global PATH
-    from dyn.analyze import kernels, source, stream
+    from dyn.analyze import kernels, stream
+    from dyn.analyze.stream import workers
     from dyn.reader import open_run
 
     if not path.exists():
@@ -293,7 +293,7 @@ def run_bench(a, path: Path):
     bits = len(nets) * len(epochs) * ((n + 7) // 8)
     print(f"analyze_bench: {n:,} samples x {len(epochs):,} epochs x {len(nets)} networks = "
           f"{bits / 1e6:,.0f} MB of bits ({path.stat().st_size / 1e6:,.0f} MB file); "
-          f"{source.workers()} CPUs, load average {os.getloadavg()[0]:.2f}; kernels: {kernels.backend()}; "
+          f"{workers()} CPUs, load average {os.getloadavg()[0]:.2f}; kernels: {kernels.backend()}; "
           f"best of {a.repeat}, in turns")
     fresh(read_raw)()  # warm the page cache
     plain = contextlib.nullcontext

@@ -233,19 +233,6 @@ class Run:
         ds = validate.check_dataset(self.path, g["epoch"], 1, "iu", "epochs")
         return ds[: self.rows(split_stream(split))].astype(np.int64)
 
-    def window(self, split: str, from_epoch: int | None = None, to_epoch: int | None = None) -> slice:
-        """Rows of `split` whose epoch lies in [from_epoch, to_epoch] (both inclusive)."""
-        ep = self.epochs(split)
-        if len(ep) == 0:
-            raise RunFileError(f"{self.path}: split {split!r} has no recorded epochs yet")
-        lo = ep[0] if from_epoch is None else from_epoch
-        hi = ep[-1] if to_epoch is None else to_epoch
-        if lo > hi or lo > ep[-1] or hi < ep[0]:
-            raise RunFileError(f"{self.path}: epoch window {lo}..{hi} is outside the recorded "
-                               f"epochs {ep[0]}..{ep[-1]} of split {split!r}")
-        a, b = np.searchsorted(ep, lo, "left"), np.searchsorted(ep, hi, "right")
-        return slice(int(a), int(b))
-
     def _split_ds(self, split: str, net: str, key: str) -> h5py.Dataset:
         g = self._check_split(split)
         self._check_net(net)
@@ -461,11 +448,22 @@ class Run:
             ds.refresh()
         return ds
 
-    def iter_params(self, net: str, epochs=None, buffers: bool = False) -> Iterator[tuple[int, np.ndarray]]:
-        """(epoch, flat weights) one recorded epoch at a time; with buffers appended if asked."""
+    def iter_params(self, net: str, epochs=None, buffers=False) -> Iterator[tuple[int, np.ndarray]]:
+        """(epoch, flat weights) one recorded epoch at a time; buffers appended if asked: True
+        for all of them, or an index array for those positions of the buffers row."""
         for e in (self.weight_epochs() if epochs is None else epochs):
             p = self.params(net, int(e))
-            yield int(e), (np.concatenate([p, self.buffers(net, int(e))]) if buffers else p)
+            if buffers is False or buffers is None:
+                yield int(e), p
+                continue
+            b = self.buffers(net, int(e))
+            if buffers is not True:
+                keep = np.asarray(buffers, np.int64)
+                if len(keep) and int(keep.max()) >= len(b):  # the table lists buffers the rows lack
+                    raise RunFileError(f"{self.path}: {net} at epoch {e}: the parameter table lists buffer values "
+                                       f"up to {int(keep.max()) + 1:,}, the file holds {len(b):,}")
+                b = b[keep]
+            yield int(e), np.concatenate([p, b])
 
     def state_dict(self, net: str, epoch: int) -> dict[str, np.ndarray]:
         """The state_dict of `net` at `epoch`, as numpy arrays in their original dtypes.

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dyn import open_run
-from dyn.analyze import source
+from dyn.analyze import naming
 from dyn.cli import main
 from dyn.synthetic import Synthetic
 from dyn.writer import RunWriter
@@ -104,7 +104,7 @@ def test_runs_of_unknown_identity_are_named_by_file_and_never_pooled(dyn, tmp_pa
                                                          ("native", [str(native)])]
     # per-run labels (stability, flips, ... legends and titles): file names, never "?, ?, ?, ?"
     with open_run(imp1) as r1, open_run(native) as r3:
-        assert source.labels([r1, r3]) == ["imported_one", "native"]
+        assert naming.labels([r1, r3]) == ["imported_one", "native"]
     # two imported runs alone: two groups, not "runs 1"
     assert [g["label"] for g in accuracy(dyn, imp1, imp2)] == ["imported_one", "imported_two"]
 

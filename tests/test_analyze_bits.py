@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dyn.analyze.bits import (VerticalCounter, Words, blocks, check_rows, nbytes, pack,
+from dyn.analyze.bits import (VerticalCounter, WordView, blocks, check_rows, nbytes, pack,
                           popcount, unpack, words)
 
 SIZES = [1, 7, 8, 9, 63, 64, 65, 127, 1000, 1001]
@@ -78,7 +78,7 @@ def test_words_views_when_it_can_and_pads_when_it_must():
 
 def test_words_reuses_one_buffer_for_padded_rows():
     rng = np.random.default_rng(5)
-    w = Words()
+    w = WordView()
     big = np.packbits(rng.random((6, 100)) < 0.5, axis=1)
     small = np.packbits(rng.random((2, 100)) < 0.5, axis=1)
     a = w(big)

@@ -99,16 +99,16 @@ def test_histogram_default_window_is_the_second_half(run, facts, tmp_path):
 
 
 def test_flips_reads_barcodes_only_for_what_shows_them(run, facts):
-    from dyn.analyze.commands import flips
-    from dyn.analyze.options import Common
+    from dyn.analyze.commands.flips import FlipsCommand
+    from dyn.analyze.options import SharedOptions
     from dyn.reader import open_run
 
     correct, _, _ = facts
     ask = dict(runs=(), nets=["sgd"], split="val", first=None, last=None, out=None, csv=None)
     with open_run(run) as r:
-        (table,) = flips.compute([r], Common(**ask, as_json=False), top=4)
-        (doc,) = flips.compute([r], Common(**ask, as_json=True), top=4)
-        (forced,) = flips.compute([r], Common(**ask, as_json=False), top=4, barcodes=True)
+        (table,) = FlipsCommand().compute([r], SharedOptions(**ask, as_json=False), top=4)
+        (doc,) = FlipsCommand().compute([r], SharedOptions(**ask, as_json=True), top=4)
+        (forced,) = FlipsCommand().compute([r], SharedOptions(**ask, as_json=False), top=4, barcodes=True)
     assert table.barcodes is None and table.top.tolist() == doc.top.tolist()
     want = correct[("val", "sgd")][:, doc.top].T
     assert np.array_equal(doc.barcodes["sgd"], want) and np.array_equal(forced.barcodes["sgd"], want)
@@ -187,3 +187,18 @@ def test_agreement_correctness_and_labels(run, facts, tmp_path):
     assert np.allclose(got["correct_differs"], (a != b).mean(axis=1))
     assert np.allclose(got["label_differs"], (predicted[("test", "sgd")] != predicted[("test", "ema-0.9")]).mean(axis=1))
     assert got["never_differ"] == pytest.approx(np.mean((a != b).sum(axis=0) == 0))
+
+
+def test_the_command_table_loads_each_command_by_name_and_says_its_first_help_line():
+    import importlib
+
+    from dyn.analyze.cli import ANALYSES
+    from dyn.analyze.command import Analysis
+
+    for name, (path, line) in ANALYSES.items():
+        module, attr = path.split(":")
+        cmd = getattr(importlib.import_module(module), attr)
+        assert cmd.name == name and cmd.help.strip().splitlines()[0] == line, name
+    shapes = {cls.__name__ for cls in Analysis.__subclasses__()} | {
+        c.__name__ for base in Analysis.__subclasses__() for c in base.__subclasses__()}
+    assert {"StabilityCommand", "SettlingCommand", "ForgettingCommand", "WeightDiffCommand"} <= shapes

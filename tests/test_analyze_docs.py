@@ -23,7 +23,7 @@ def test_python_example_runs(tmp_path):
 def test_documented_flags_exist():
     helps = {cmd: run_dyn("analyze", cmd, "--help").stdout
              for cmd in ("stability", "histogram", "flips", "weight-diff", "accuracy", "agreement", "decays", "report",
-                         "forgetting", "datamap", "aum")}
+                         "forgetting", "datamap", "aum", "settling")}
     helps["table"] = run_dyn("table", "--help").stdout
     examples = re.findall(r"^dyn (?:analyze (\S+)|(table)) (.*)$", DOC, re.M)
     assert len(examples) >= 9

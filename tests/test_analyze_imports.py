@@ -7,20 +7,19 @@ from pathlib import Path
 
 import dyn.analyze
 
-PURE = ["measures", "measures.accuracy", "measures.agreement", "bits", "measures.flips", "histogram", "kernels",
-        "measures.misclassification", "networks", "runs", "measures.stability", "tables", "measures.weight_diff",
-        "window", "measures.decays", "posthoc", "fileio", "measures.dynamics", "half"]
+ROOT = Path(dyn.analyze.__file__).parent
+# every analysis (measures/) is pure and every command (commands/) a command module, by folder
+PURE = ["bits", "histogram", "kernels", "networks", "runs", "tables", "window", "posthoc", "fileio", "half"] + sorted(
+    ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__") for p in (ROOT / "measures").glob("*.py"))
 PLOT = ["plot", "plot.style", "plot.save", "plot.stability", "plot.misclassification",
         "plot.barcode", "plot.weight_diff", "plot.accuracy", "plot.agreement", "plot.decays", "plot.dynamics"]
-CLI = ["api", "figures", "cli", "source", "stream", "output", "options", "commands", "commands.stability", "commands.histogram",
-       "commands.flips", "commands.weight_diff", "commands.accuracy", "commands.agreement", "commands.table",
-       "commands.report", "commands.decays", "posthoc_cli",
-       "per_sample", "commands.forgetting", "commands.datamap", "commands.aum"]
+CLI = ["api", "figures", "cli", "command", "inputs", "naming", "stream", "output", "options", "posthoc_cli",
+       "per_sample"] + sorted(
+    ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__") for p in (ROOT / "commands").glob("*.py"))
 
 
 def test_every_module_is_listed():
-    root = Path(dyn.analyze.__file__).parent
-    found = {".".join(p.relative_to(root).with_suffix("").parts) for p in root.rglob("*.py")}
+    found = {".".join(p.relative_to(ROOT).with_suffix("").parts) for p in ROOT.rglob("*.py")}
     found = {m.removesuffix(".__init__") for m in found} - {"__init__"}
     assert found == set(PURE) | set(PLOT) | set(CLI)
 

@@ -85,7 +85,7 @@ def test_tally_equals_boolean_sums_in_any_chunking(backend, n):
     rng = np.random.default_rng(n)
     ca, cb = rng.random((2, 77, n)) < 0.5
     a, b = packed_with_garbage_padding(rng, ca), packed_with_garbage_padding(rng, cb)
-    plain, xor, successive = kernels.Tally(n), kernels.Tally(n), kernels.Tally(n)
+    plain, xor, successive = kernels.SampleCounts(n), kernels.SampleCounts(n), kernels.SampleCounts(n)
     i = 0
     while i < len(a):  # chunks of 0..40 rows: every group size of the adder tree, and none
         j = min(len(a), i + int(rng.integers(0, 41)))
@@ -105,11 +105,11 @@ def test_tally_equals_boolean_sums_in_any_chunking(backend, n):
 def test_tally_counts_past_every_plane_it_started_with(backend):
     n = 70
     ones = pack(np.ones((1, n), bool))
-    t = kernels.Tally(n)
+    t = kernels.SampleCounts(n)
     for size in (1, 16, 100, 3, 300):  # counts up to 420: 9 bits, planes grow twice
         t.add(np.repeat(ones, size, axis=0))
     assert t.counts().tolist() == [420] * n
-    assert kernels.Tally(n).counts().tolist() == [0] * n
+    assert kernels.SampleCounts(n).counts().tolist() == [0] * n
 
 
 def test_tally_counts_past_sixteen_bits(backend):
@@ -117,7 +117,7 @@ def test_tally_counts_past_sixteen_bits(backend):
     n = 11
     rows = pack(np.ones((70_001, n), bool))
     rows[::7, 0] = 0  # samples 0..7 wrong in every 7th row: right in 60,000 of 70,001
-    t = kernels.Tally(n)
+    t = kernels.SampleCounts(n)
     t.add(rows[:65_535])
     assert t.counts().tolist() == [56_172] * 8 + [65_535] * 3  # 65,535 - 9,363 rows with a 0
     t.add(rows[65_535:])
@@ -127,7 +127,7 @@ def test_tally_counts_past_sixteen_bits(backend):
 def test_successive_splits_chunks_into_rows_and_the_row_before_them():
     rng = np.random.default_rng(1)
     rows = rng.integers(0, 256, (9, 5), dtype=np.uint8)
-    s = kernels.Successive()
+    s = kernels.PreviousRow()
     buf = np.empty_like(rows)  # one buffer reused for every chunk, as the file reader does
     heads, got = [], []
     for lo, hi in [(0, 4), (4, 4), (4, 5), (5, 9)]:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from dyn.analyze.measures.stability import StabilityAccumulator, stability
-from dyn.analyze.window import Cursor, check_epochs, rows_in, second_half
+from dyn.analyze.window import ChunkWindow, check_epochs, rows_in, second_half
 
 # 3 samples over epochs 0..3
 HAND = np.array([[1, 0, 0],
@@ -97,7 +97,7 @@ def test_window_helpers():
 
 
 def test_cursor_slices_chunks_against_the_window():
-    cur = Cursor(np.arange(10), (3, 6))
+    cur = ChunkWindow(np.arange(10), (3, 6))
     assert [cur.take(t) for t in (2, 3, 0, 4, 1)] == [
         slice(2, 2), slice(1, 3), slice(0, 0), slice(0, 2), slice(0, 0)]
     cur.done()

@@ -14,6 +14,7 @@ import torch.nn as nn
 from torch.func import functional_call
 
 import dyn
+from dyn.analyze.window import select
 from dyn.importers.predictions import import_predictions
 from dyn.train.recorder import Recorder
 from helpers import run_dyn
@@ -56,7 +57,7 @@ def test_imported_preds_sit_at_the_epoch_of_the_same_training_state(runs):
         assert list(p.epochs("val")) == list(range(1, EPOCHS + 1))  # preds/0.npy .. preds/5.npy
         assert p.networks == n.networks == ["sgd", f"ema-{DECAY}"]
         for lo, hi in ((2, 4), (1, EPOCHS), (EPOCHS, EPOCHS)):
-            wn, wp = n.window("val", lo, hi), p.window("val", lo, hi)
+            wn, wp = select(n, "val", lo, hi).rows, select(p, "val", lo, hi).rows
             assert list(n.epochs("val")[wn]) == list(p.epochs("val")[wp]) == list(range(lo, hi + 1))
             for net in n.networks:
                 np.testing.assert_array_equal(n.correct("val", net, wn), p.correct("val", net, wp))

@@ -3,18 +3,17 @@ seed as mean and band (Figures 1a-e), and with --lr each schedule's learning rat
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 
 import click
 import numpy as np
 
-from dyn.analyze import output, source, stream
+from dyn.analyze import inputs, networks, output, stream, window
 from dyn.analyze import runs as pooling
-from dyn.analyze.measures.accuracy import BANDS, Band, seed_band
-from dyn.analyze.measures.accuracy import accuracy as fraction_right
+from dyn.analyze.command import Analysis, dataframe
+from dyn.analyze.measures.accuracy import BANDS, AccuracyAccumulator, Band, seed_band
 from dyn.analyze.networks import label
-from dyn.analyze.options import common, execute
+from dyn.analyze.options import common
 from dyn.analyze.runs import CONFIG_KEYS
 from dyn.errors import DynError, RunFileError
 
@@ -35,50 +34,6 @@ class Result:
     split: str
     band: str                 # "minmax" or "std"
     groups: list
-
-
-class _Accuracy:
-    """Fraction right at each row, chunk by chunk (dyn.analyze.measures.accuracy.accuracy)."""
-
-    def __init__(self, n):
-        self.n, self.parts = n, []
-
-    def add(self, chunk):
-        self.parts.append(fraction_right(chunk, self.n))
-
-    def result(self):
-        return np.concatenate(self.parts) if self.parts else np.zeros(0)
-
-
-def compute(runs, opts, band: str = "minmax", lr: bool = False) -> Result:
-    """One group per experiment (dyn.analyze.runs.pool: runs that differ only in seed); what
-    is left out of a group, or cut to the epochs its seeds share, is noted on the group."""
-    try:
-        pools = pooling.pool(runs)
-    except ValueError as e:
-        raise DynError(f"cannot average over seeds: {e}") from None
-    out = []
-    for p in pools:
-        records = []
-        for run in p.members:
-            source.need_correctness(run, opts.split, "accuracy")
-            nets = source.networks(run, opts.nets)
-            win = source.window(run, opts.split, opts.first, opts.last, what="accuracy")
-            n = run.split_size(opts.split)
-            res = stream.feed(run, opts.split, nets, win.lo, win.hi, lambda net: [_Accuracy(n)])
-            records.append({"path": str(run.path), "state": run.state, "epochs": win.epochs,
-                            "curves": {net: (win.epochs, r[0]) for net, r in res.items()},
-                            "lr_curve": _lr(run) if lr else None})
-        nets = list(dict.fromkeys(n for r in records for n in r["curves"]))
-        try:
-            bands = {n: seed_band([r["curves"][n] for r in records if n in r["curves"]], band) for n in nets}
-        except ValueError as e:
-            raise DynError(f"{', '.join(r['path'] for r in records)}: {e}") from None
-        notes, short = _notes(p, records, bands)
-        name = p.label or (str(p.config["schedule"]) if p.config.get("schedule") is not None else "")
-        config = {**{k: p.config.get(k) for k in CONFIG_KEYS}, **p.differs}
-        out.append(Group(name, config, [r["path"] for r in records], bands, records[0]["lr_curve"], notes, short))
-    return Result(opts.split, band, out)
 
 
 def _notes(p, records, bands) -> tuple[list, str]:
@@ -124,53 +79,81 @@ def _last(b: Band) -> dict:
             "best_epoch": int(b.epochs[best]), "note": NO_BAND if np.isnan(b.lo).all() else None}
 
 
-def table(result: Result) -> str:
-    rows = []
-    for g in result.groups:
-        for n, b in g.nets.items():
-            s = _last(b)
-            rows.append([g.label or "-", label(n), s["runs"], s["last_epoch"], output.fmt(s["last_mean"]),
-                         output.fmt(s["last_lo"]), output.fmt(s["last_hi"]), output.fmt(s["best_mean"]),
-                         s["best_epoch"]])
-    head = ["runs of", "network", "runs", "last epoch", "accuracy", "band lo", "band hi", "best", "at epoch"]
-    notes = {_last(b)["note"] for g in result.groups for b in g.nets.values()} - {None}
-    said = [f"\nnote: {n}" for g in result.groups for n in g.notes]
-    return (f"{result.split} accuracy, mean over seeds (band: {result.band})\n" + output.text_table(head, rows)
-            + "".join(f"\n—: {note}" for note in sorted(notes)) + "".join(said))
+class AccuracyCommand(Analysis):
+    name = "accuracy"
 
+    def compute(self, runs, opts, band: str = "minmax", lr: bool = False) -> Result:
+        """One group per experiment (dyn.analyze.runs.pool: runs that differ only in seed); what
+        is left out of a group, or cut to the epochs its seeds share, is noted on the group."""
+        try:
+            pools = pooling.pool(runs)
+        except ValueError as e:
+            raise DynError(f"cannot average over seeds: {e}") from None
+        out = []
+        for p in pools:
+            records = []
+            for run in p.members:
+                inputs.need_correctness(run, opts.split, "accuracy")
+                nets = networks.choose(run, opts.nets)
+                win = window.select(run, opts.split, opts.first, opts.last, what="accuracy")
+                n = run.split_size(opts.split)
+                res = stream.feed(run, opts.split, nets, win.lo, win.hi, lambda net: [AccuracyAccumulator(n)])
+                records.append({"path": str(run.path), "state": run.state, "epochs": win.epochs,
+                                "curves": {net: (win.epochs, r[0]) for net, r in res.items()},
+                                "lr_curve": _lr(run) if lr else None})
+            nets = list(dict.fromkeys(n for r in records for n in r["curves"]))
+            try:
+                bands = {n: seed_band([r["curves"][n] for r in records if n in r["curves"]], band) for n in nets}
+            except ValueError as e:
+                raise DynError(f"{', '.join(r['path'] for r in records)}: {e}") from None
+            notes, short = _notes(p, records, bands)
+            name = p.label or (str(p.config["schedule"]) if p.config.get("schedule") is not None else "")
+            config = {**{k: p.config.get(k) for k in CONFIG_KEYS}, **p.differs}
+            out.append(Group(name, config, [r["path"] for r in records], bands, records[0]["lr_curve"], notes, short))
+        return Result(opts.split, band, out)
 
-def records(result: Result):
-    cols = ["group", "network", "epoch", "mean", "lo", "hi", "runs"]
-    rows = [{"group": g.label, "network": n, "epoch": int(e), "mean": m, "lo": lo, "hi": hi, "runs": b.n_runs}
-            for g in result.groups for n, b in g.nets.items()
-            for e, m, lo, hi in zip(b.epochs, b.mean, b.lo, b.hi)]
-    return cols, rows
+    def table(self, result: Result) -> str:
+        rows = []
+        for g in result.groups:
+            for n, b in g.nets.items():
+                s = _last(b)
+                rows.append([g.label or "-", label(n), s["runs"], s["last_epoch"], output.fmt(s["last_mean"]),
+                             output.fmt(s["last_lo"]), output.fmt(s["last_hi"]), output.fmt(s["best_mean"]),
+                             s["best_epoch"]])
+        head = ["runs of", "network", "runs", "last epoch", "accuracy", "band lo", "band hi", "best", "at epoch"]
+        notes = {_last(b)["note"] for g in result.groups for b in g.nets.values()} - {None}
+        said = [f"\nnote: {n}" for g in result.groups for n in g.notes]
+        return (f"{result.split} accuracy, mean over seeds (band: {result.band})\n" + output.text_table(head, rows)
+                + "".join(f"\n—: {note}" for note in sorted(notes)) + "".join(said))
 
+    def records(self, result: Result):
+        cols = ["group", "network", "epoch", "mean", "lo", "hi", "runs"]
+        rows = [{"group": g.label, "network": n, "epoch": int(e), "mean": m, "lo": lo, "hi": hi, "runs": b.n_runs}
+                for g in result.groups for n, b in g.nets.items()
+                for e, m, lo, hi in zip(b.epochs, b.mean, b.lo, b.hi)]
+        return cols, rows
 
-def document(result: Result) -> dict:
-    return {"analysis": "accuracy", "split": result.split, "groups": [{
-        "label": g.label, "config": g.config, "runs": g.paths, "notes": g.notes,
-        "networks": {n: {"epochs": b.epochs, "mean": b.mean, "lo": b.lo, "hi": b.hi, "runs": b.n_runs,
-                         "band": b.kind, **_last(b)} for n, b in g.nets.items()},
-        "lr": None if g.lr is None else {"epochs": g.lr[0], "lr": g.lr[1]}} for g in result.groups]}
+    def document(self, result: Result) -> dict:
+        return {"analysis": "accuracy", "split": result.split, "groups": [{
+            "label": g.label, "config": g.config, "runs": g.paths, "notes": g.notes,
+            "networks": {n: {"epochs": b.epochs, "mean": b.mean, "lo": b.lo, "hi": b.hi, "runs": b.n_runs,
+                             "band": b.kind, **_last(b)} for n, b in g.nets.items()},
+            "lr": None if g.lr is None else {"epochs": g.lr[0], "lr": g.lr[1]}} for g in result.groups]}
 
+    def frame(self, result: Result):
+        """The records as a DataFrame (dyn.analyze.accuracy); split, band and lr curves in attrs."""
+        lrs = {g.label or f"runs {i + 1}": g.lr for i, g in enumerate(result.groups) if g.lr is not None}
+        return dataframe(*self.records(result), split=result.split, band=result.band, lr=lrs,
+                         groups={g.label: {"config": g.config, "runs": g.paths, "short": g.short}
+                                 for g in result.groups})
 
-def frame(result: Result):
-    """The records as a DataFrame (dyn.analyze.accuracy); split, band and lr curves in attrs."""
-    from dyn.analyze.api import dataframe
+    def draw(self, result: Result, out) -> list:
+        """One figure, a panel per group."""
+        from dyn.analyze.figures import plot_accuracy
+        from dyn.analyze.plot.save import save
 
-    lrs = {g.label or f"runs {i + 1}": g.lr for i, g in enumerate(result.groups) if g.lr is not None}
-    return dataframe(*records(result), split=result.split, band=result.band, lr=lrs,
-                     groups={g.label: {"config": g.config, "runs": g.paths, "short": g.short}
-                             for g in result.groups})
-
-
-def draw(result: Result, out) -> list:
-    from dyn.analyze.figures import plot_accuracy
-    from dyn.analyze.plot.save import save
-
-    df = frame(result)
-    return [output.draw(lambda p: save(plot_accuracy(df), p), out)]
+        df = self.frame(result)
+        return [output.draw(lambda p: save(plot_accuracy(df), p), out)]
 
 
 @click.command("accuracy")
@@ -193,5 +176,5 @@ def accuracy_cmd(band, with_lr, **kw):
       dyn analyze accuracy runs/table1/*.h5 --out fig1.pdf --lr
       dyn analyze accuracy runs/x.h5 --split test --csv acc.csv
     """
-    execute(sys.modules[__name__], kw, band=band, lr=with_lr)
+    AccuracyCommand().run(kw, band=band, lr=with_lr)
 

@@ -4,51 +4,18 @@ distribution."""
 
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass
 
 import click
 import numpy as np
 
-from dyn.analyze import output, per_sample, source
+from dyn.analyze import output, per_sample, window
 from dyn.analyze.measures.dynamics import AUMAccumulator
 from dyn.analyze.networks import label
-from dyn.analyze.options import execute
+from dyn.analyze.naming import name_runs
+from dyn.analyze.stream import map_parallel
+from dyn.analyze.per_sample import PerSampleAnalysis, PerSampleResult
 
 
-@dataclass
-class RunResult:
-    info: source.RunInfo
-    split: str
-    window: source.Window
-    nets: dict  # {network: DataFrame of dyn.analyze.measures.dynamics.area_under_margin}
-    dataset_index: np.ndarray
-    labels: np.ndarray
-
-
-def compute(runs, opts, top: int = 10) -> dict:
-    out = []
-    for run, info in zip(runs, source.describe(runs)):
-        split = per_sample.split_of(run, opts.split)
-        nets = per_sample.networks_on(run, split, opts.nets)
-        win = source.window(run, split, opts.first, opts.last, need=1, what="AUM")
-        for n in nets:
-            if not run.has(split, n, "margin"):
-                raise per_sample.lacking(run, split, n, "margin", "AUM")
-
-        def one(net):
-            acc = AUMAccumulator(run.split_size(split))
-            for _, margin, _ in per_sample.chunks(run, split, net, win, "margin", correct=False):
-                acc.add(margin)
-            d = acc.frame()
-            rank = np.empty(len(d), np.int64)  # 1 = lowest AUM; ties by sample (a stable sort); NaN last
-            rank[np.argsort(d["aum"].to_numpy(), kind="stable")] = np.arange(1, len(d) + 1)
-            d["rank"] = rank
-            return d
-
-        frames = dict(zip(nets, source.map_parallel(one, nets)))
-        out.append(RunResult(info, split, win, frames, run.dataset_index(split), run.labels(split)))
-    return {"runs": out, "top": top}
 
 
 def summary(df) -> dict:
@@ -59,23 +26,6 @@ def summary(df) -> dict:
             "negative": int(np.sum(a[ok] < 0))}
 
 
-def table(result) -> str:
-    parts = []
-    for r in result["runs"]:
-        rows = [[label(n), s["examples"], output.fmt(s["mean_aum"], 3), output.fmt(s["median_aum"], 3), s["negative"]]
-                for n, s in ((n, summary(d)) for n, d in r.nets.items())]
-        parts.append(f"area under the margin ({r.info.path}: split {r.split}, epochs {r.window.span})\n"
-                     + output.text_table(["network", "examples", "mean AUM", "median AUM", "AUM < 0"], rows))
-        for net, d in r.nets.items():
-            t = _lowest(d, result["top"])
-            if len(t):
-                parts.append(f"lowest AUM, {label(net)}\n" + output.text_table(
-                    ["rank", "sample", "dataset index", "label", "AUM"],
-                    [[int(k), int(s), int(r.dataset_index[s]), int(r.labels[s]), output.fmt(a, 3)]
-                     for k, s, a in zip(t["rank"], t["sample"], t["aum"])]))
-    return "\n\n".join(parts)
-
-
 def _lowest(d, k: int):
     """The k lowest-AUM rows, by rank (without sorting all N)."""
     rank = d["rank"].to_numpy()
@@ -83,29 +33,66 @@ def _lowest(d, k: int):
     return d.iloc[rows[np.argsort(rank[rows])]]
 
 
-def records(result):
-    cols = ["run", "network", "sample", "dataset_index", "label", "aum", "measurements", "rank"]
-    return cols, frame(result).to_dict("records")
+class AUMCommand(PerSampleAnalysis):
+    name = "aum"
 
+    def compute(self, runs, opts, top: int = 10) -> dict:
+        out = []
+        for run, info in zip(runs, name_runs(runs)):
+            split = per_sample.split_of(run, opts.split)
+            nets = per_sample.networks_on(run, split, opts.nets)
+            win = window.select(run, split, opts.first, opts.last, need=1, what="AUM")
+            for n in nets:
+                if not run.has(split, n, "margin"):
+                    raise per_sample.lacking(run, split, n, "margin", "AUM")
 
-def document(result) -> dict:
-    k = result["top"]
-    return {"analysis": "aum", "runs": [{
-        "path": r.info.path, "label": r.info.label, "split": r.split,
-        "window": [int(r.window.epochs[0]), int(r.window.epochs[-1])],
-        "networks": {n: {**summary(d), "lowest": [int(r.dataset_index[s]) for s in _lowest(d, k)["sample"]]}
-                     for n, d in r.nets.items()}} for r in result["runs"]]}
+            def one(net):
+                acc = AUMAccumulator(run.split_size(split))
+                for _, margin, _ in per_sample.chunks(run, split, net, win, "margin", correct=False):
+                    acc.add(margin)
+                d = acc.frame()
+                rank = np.empty(len(d), np.int64)  # 1 = lowest AUM; ties by sample (a stable sort); NaN last
+                rank[np.argsort(d["aum"].to_numpy(), kind="stable")] = np.arange(1, len(d) + 1)
+                d["rank"] = rank
+                return d
 
+            frames = dict(zip(nets, map_parallel(one, nets)))
+            out.append(PerSampleResult(info, split, win, frames, dataset_index=run.dataset_index(split),
+                                           labels=run.labels(split)))
+        return {"runs": out, "top": top}
 
-def frame(result):
-    """dyn.analyze.aum's DataFrame: one row per run, network and example."""
-    return per_sample.frame(result)
+    def table(self, result) -> str:
+        parts = []
+        for r in result["runs"]:
+            rows = [[label(n), s["examples"], output.fmt(s["mean_aum"], 3), output.fmt(s["median_aum"], 3), s["negative"]]
+                    for n, s in ((n, summary(d)) for n, d in r.nets.items())]
+            parts.append(f"area under the margin ({r.info.path}: split {r.split}, epochs {r.window.span})\n"
+                         + output.text_table(["network", "examples", "mean AUM", "median AUM", "AUM < 0"], rows))
+            for net, d in r.nets.items():
+                t = _lowest(d, result["top"])
+                if len(t):
+                    parts.append(f"lowest AUM, {label(net)}\n" + output.text_table(
+                        ["rank", "sample", "dataset index", "label", "AUM"],
+                        [[int(k), int(s), int(r.dataset_index[s]), int(r.labels[s]), output.fmt(a, 3)]
+                         for k, s, a in zip(t["rank"], t["sample"], t["aum"])]))
+        return "\n\n".join(parts)
 
+    def records(self, result):
+        cols = ["run", "network", "sample", "dataset_index", "label", "aum", "measurements", "rank"]
+        return cols, self.frame(result).to_dict("records")
 
-def draw(result, out) -> list:
-    from dyn.analyze.figures import plot_aum
+    def document(self, result) -> dict:
+        k = result["top"]
+        return {"analysis": "aum", "runs": [{
+            "path": r.info.path, "label": r.info.label, "split": r.split,
+            "window": [int(r.window.epochs[0]), int(r.window.epochs[-1])],
+            "networks": {n: {**summary(d), "lowest": [int(r.dataset_index[s]) for s in _lowest(d, k)["sample"]]}
+                         for n, d in r.nets.items()}} for r in result["runs"]]}
 
-    return per_sample.draw(frame(result), result, out, plot_aum)
+    def plot(self, df, r):
+        from dyn.analyze.figures import plot_aum
+
+        return plot_aum(df, run=r.info.path)
 
 
 @click.command()
@@ -127,4 +114,4 @@ def aum(top, **kw):
       dyn analyze aum runs/x.h5 --out aum.png
       dyn analyze aum runs/x.h5 --split train --csv aum.csv
     """
-    execute(sys.modules[__name__], kw, top=top)
+    AUMCommand().run(kw, top=top)

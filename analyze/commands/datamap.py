@@ -4,49 +4,21 @@ easy-to-learn / ambiguous / hard-to-learn examples."""
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 import click
-import numpy as np
 
-from dyn.analyze import output, per_sample, source
+from dyn.analyze import output, per_sample, window
 from dyn.analyze.measures.dynamics import REGIONS, DataMapAccumulator, region_top
 from dyn.analyze.networks import label
-from dyn.analyze.options import execute
+from dyn.analyze.naming import name_runs
+from dyn.analyze.stream import map_parallel
+from dyn.analyze.per_sample import PerSampleAnalysis, PerSampleResult
 
 
-@dataclass
-class RunResult:
-    info: source.RunInfo
-    split: str
-    window: source.Window
-    nets: dict     # {network: DataFrame of dyn.analyze.measures.dynamics.data_map}
+@dataclass(kw_only=True)
+class DataMapResult(PerSampleResult):  # nets: {network: DataFrame of dyn.analyze.measures.dynamics.data_map}
     sources: dict  # {network: "prob" or "loss" (prob = exp(-loss))}
-    dataset_index: np.ndarray
-    labels: np.ndarray
-
-
-def compute(runs, opts, top: int = 10) -> dict:
-    out = []
-    for run, info in zip(runs, source.describe(runs)):
-        split = per_sample.split_of(run, opts.split)
-        nets = per_sample.networks_on(run, split, opts.nets)
-        win = source.window(run, split, opts.first, opts.last, need=1, what="a data map")
-        kinds = {n: per_sample.value_kind(run, split, n, "prob") for n in nets}
-        for n, k in kinds.items():
-            if k is None:
-                raise per_sample.lacking(run, split, n, "prob", "a data map")
-
-        def one(net):
-            acc = DataMapAccumulator(run.split_size(split))
-            for packed, prob, _ in per_sample.chunks(run, split, net, win, "prob", correct="packed"):
-                acc.add(prob, packed=packed)
-            return acc.frame()
-
-        frames = dict(zip(nets, source.map_parallel(one, nets)))
-        out.append(RunResult(info, split, win, frames, kinds, run.dataset_index(split), run.labels(split)))
-    return {"runs": out, "top": top}
 
 
 def summary(df) -> dict:
@@ -54,57 +26,74 @@ def summary(df) -> dict:
             "mean_variability": float(df["variability"].mean()), "mean_correctness": float(df["correctness"].mean())}
 
 
-def table(result) -> str:
-    parts = []
-    for r in result["runs"]:
-        rows = [[label(n), s["examples"], output.fmt(s["mean_confidence"], 3), output.fmt(s["mean_variability"], 3),
-                 output.fmt(s["mean_correctness"], 3), _src(r.sources[n])]
-                for n, s in ((n, summary(d)) for n, d in r.nets.items())]
-        parts.append(f"data map ({r.info.path}: split {r.split}, epochs {r.window.span}; variability is the "
-                     f"population std, ddof 0, as cartography)\n"
-                     + output.text_table(["network", "examples", "confidence", "variability", "correctness",
-                                          "probability from"], rows))
-        for net, d in r.nets.items():
-            for region in REGIONS:
-                t = region_top(d, region, result["top"])
-                if len(t):
-                    parts.append(f"{region}, {label(net)}: top {len(t)}\n" + output.text_table(
-                        ["sample", "dataset index", "label", "confidence", "variability", "correctness"],
-                        [[int(s), int(r.dataset_index[s]), int(r.labels[s]), output.fmt(c, 3), output.fmt(v, 3),
-                          output.fmt(k, 3)] for s, c, v, k in
-                         zip(t["sample"], t["confidence"], t["variability"], t["correctness"])]))
-    return "\n\n".join(parts)
-
-
 def _src(kind) -> str:
     return "recorded" if kind == "prob" else "exp(-loss)"
 
 
-def records(result):
-    cols = ["run", "network", "sample", "dataset_index", "label", "confidence", "variability", "correctness",
-            "correct_epochs", "presentations"]
-    return cols, frame(result).to_dict("records")
+class DataMapCommand(PerSampleAnalysis):
+    name = "datamap"
 
+    def compute(self, runs, opts, top: int = 10) -> dict:
+        out = []
+        for run, info in zip(runs, name_runs(runs)):
+            split = per_sample.split_of(run, opts.split)
+            nets = per_sample.networks_on(run, split, opts.nets)
+            win = window.select(run, split, opts.first, opts.last, need=1, what="a data map")
+            kinds = {n: per_sample.value_kind(run, split, n, "prob") for n in nets}
+            for n, k in kinds.items():
+                if k is None:
+                    raise per_sample.lacking(run, split, n, "prob", "a data map")
 
-def document(result) -> dict:
-    k = result["top"]
-    return {"analysis": "datamap", "variability": "population std (ddof 0)", "runs": [{
-        "path": r.info.path, "label": r.info.label, "split": r.split,
-        "window": [int(r.window.epochs[0]), int(r.window.epochs[-1])],
-        "networks": {n: {**summary(d), "probability_from": _src(r.sources[n]),
-                         **{reg: [int(r.dataset_index[s]) for s in region_top(d, reg, k)["sample"]] for reg in REGIONS}}
-                     for n, d in r.nets.items()}} for r in result["runs"]]}
+            def one(net):
+                acc = DataMapAccumulator(run.split_size(split))
+                for packed, prob, _ in per_sample.chunks(run, split, net, win, "prob", correct="packed"):
+                    acc.add(prob, packed=packed)
+                return acc.frame()
 
+            frames = dict(zip(nets, map_parallel(one, nets)))
+            out.append(DataMapResult(info, split, win, frames, sources=kinds, dataset_index=run.dataset_index(split),
+                                         labels=run.labels(split)))
+        return {"runs": out, "top": top}
 
-def frame(result):
-    """dyn.analyze.datamap's DataFrame: one row per run, network and example."""
-    return per_sample.frame(result)
+    def table(self, result) -> str:
+        parts = []
+        for r in result["runs"]:
+            rows = [[label(n), s["examples"], output.fmt(s["mean_confidence"], 3), output.fmt(s["mean_variability"], 3),
+                     output.fmt(s["mean_correctness"], 3), _src(r.sources[n])]
+                    for n, s in ((n, summary(d)) for n, d in r.nets.items())]
+            parts.append(f"data map ({r.info.path}: split {r.split}, epochs {r.window.span}; variability is the "
+                         f"population std, ddof 0, as cartography)\n"
+                         + output.text_table(["network", "examples", "confidence", "variability", "correctness",
+                                              "probability from"], rows))
+            for net, d in r.nets.items():
+                for region in REGIONS:
+                    t = region_top(d, region, result["top"])
+                    if len(t):
+                        parts.append(f"{region}, {label(net)}: top {len(t)}\n" + output.text_table(
+                            ["sample", "dataset index", "label", "confidence", "variability", "correctness"],
+                            [[int(s), int(r.dataset_index[s]), int(r.labels[s]), output.fmt(c, 3), output.fmt(v, 3),
+                              output.fmt(k, 3)] for s, c, v, k in
+                             zip(t["sample"], t["confidence"], t["variability"], t["correctness"])]))
+        return "\n\n".join(parts)
 
+    def records(self, result):
+        cols = ["run", "network", "sample", "dataset_index", "label", "confidence", "variability", "correctness",
+                "correct_epochs", "presentations"]
+        return cols, self.frame(result).to_dict("records")
 
-def draw(result, out) -> list:
-    from dyn.analyze.figures import plot_datamap
+    def document(self, result) -> dict:
+        k = result["top"]
+        return {"analysis": "datamap", "variability": "population std (ddof 0)", "runs": [{
+            "path": r.info.path, "label": r.info.label, "split": r.split,
+            "window": [int(r.window.epochs[0]), int(r.window.epochs[-1])],
+            "networks": {n: {**summary(d), "probability_from": _src(r.sources[n]),
+                             **{reg: [int(r.dataset_index[s]) for s in region_top(d, reg, k)["sample"]] for reg in REGIONS}}
+                         for n, d in r.nets.items()}} for r in result["runs"]]}
 
-    return per_sample.draw(frame(result), result, out, plot_datamap)
+    def plot(self, df, r):
+        from dyn.analyze.figures import plot_datamap
+
+        return plot_datamap(df, run=r.info.path)
 
 
 @click.command()
@@ -128,4 +117,4 @@ def datamap(top, **kw):
       dyn analyze datamap runs/x.h5 --out datamap.png
       dyn analyze datamap runs/x.h5 --split train --net sgd,ema-0.9999 --csv datamap.csv
     """
-    execute(sys.modules[__name__], kw, top=top)
+    DataMapCommand().run(kw, top=top)

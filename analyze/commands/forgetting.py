@@ -4,45 +4,18 @@ orders them."""
 
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass
 
 import click
 import numpy as np
 
-from dyn.analyze import output, per_sample, source
+from dyn.analyze import output, per_sample, window
 from dyn.analyze.measures.dynamics import NEVER_LEARNED, ForgettingAccumulator, order_by_forgetting, smallest
 from dyn.analyze.networks import label
-from dyn.analyze.options import execute
+from dyn.analyze.naming import name_runs
+from dyn.analyze.stream import map_parallel
+from dyn.analyze.per_sample import PerSampleAnalysis, PerSampleResult
 
 
-@dataclass
-class RunResult:
-    info: source.RunInfo
-    split: str
-    window: source.Window
-    nets: dict  # {network: DataFrame of dyn.analyze.measures.dynamics.forgetting}
-    dataset_index: np.ndarray
-    labels: np.ndarray
-
-
-def compute(runs, opts, never_learned: str = "E", top: int = 10) -> dict:
-    out = []
-    for run, info in zip(runs, source.describe(runs)):
-        split = per_sample.split_of(run, opts.split)
-        nets = per_sample.networks_on(run, split, opts.nets)
-        win = source.window(run, split, opts.first, opts.last, need=1, what="forgetting")
-
-        def one(net):
-            acc = ForgettingAccumulator(run.split_size(split), win.epochs)
-            for packed, _, presence in per_sample.chunks(run, split, net, win, None, correct="packed",
-                                                        raw_presence=True):
-                acc.add_packed(packed, presence)
-            return acc.frame(never_learned)
-
-        frames = dict(zip(nets, source.map_parallel(one, nets)))
-        out.append(RunResult(info, split, win, frames, run.dataset_index(split), run.labels(split)))
-    return {"runs": out, "ranking": _ranking(out), "never_learned": never_learned, "top": top}
 
 
 def _ranking(results) -> dict:
@@ -76,61 +49,78 @@ def summary(df) -> dict:
             "forgotten_at_least_once": int(np.sum(ev > 0)), "max_events": int(ev.max()) if len(ev) else 0}
 
 
-def table(result) -> str:
-    parts = []
-    for r in result["runs"]:
-        rows = [[label(n)] + [s[k] if isinstance(s[k], int) else output.fmt(s[k], 3) for k in
-                              ("examples", "mean_events", "unforgettable", "never_learned", "max_events")]
-                for n, s in ((n, summary(d)) for n, d in r.nets.items())]
-        parts.append(f"forgetting events per example ({r.info.path}: split {r.split}, epochs {r.window.span}; "
-                     f"never learned counted as {_nl(result['never_learned'], len(r.window.epochs))})\n"
-                     + output.text_table(["network", "examples", "mean events", "unforgettable",
-                                          "never learned", "most events"], rows))
-    k = result["top"]
-    for net, order in result["ranking"].items():
-        if k and len(order):
-            tail = order.iloc[smallest(-order["forgetting_counts"].to_numpy(), order["index"].to_numpy(), k)]
-            parts.append(f"most forgotten, {label(net)} (summed over {order.attrs['runs']} run(s); "
-                         f"unforgettable: {order.attrs['unforgettable']})\n"
-                         + output.text_table(["dataset index", "forgetting count"],
-                                             [[int(i), output.fmt(c, 0)] for i, c in
-                                              zip(tail["index"], tail["forgetting_counts"])]))
-    return "\n\n".join(parts)
-
-
 def _nl(choice, epochs) -> str:
     return {"E": f"E = {epochs}", "inf": "inf", "skip": "skipped (left out of the ranking)"}[choice]
 
 
-def records(result):
-    """--csv: the data-set indices ordered as order_examples_by_forgetting.py writes them
-    ('indices' by 'forgetting counts', ascending), one block per network."""
-    cols = ["network", "rank", "index", "forgetting_counts"]
-    rows = [{"network": net, "rank": int(k), "index": int(i), "forgetting_counts": c}
-            for net, order in result["ranking"].items()
-            for k, i, c in zip(order["rank"], order["index"], order["forgetting_counts"])]
-    return cols, rows
+class ForgettingCommand(PerSampleAnalysis):
+    name = "forgetting"
 
+    def compute(self, runs, opts, never_learned: str = "E", top: int = 10) -> dict:
+        out = []
+        for run, info in zip(runs, name_runs(runs)):
+            split = per_sample.split_of(run, opts.split)
+            nets = per_sample.networks_on(run, split, opts.nets)
+            win = window.select(run, split, opts.first, opts.last, need=1, what="forgetting")
 
-def document(result) -> dict:
-    return {"analysis": "forgetting", "never_learned": result["never_learned"], "runs": [{
-        "path": r.info.path, "label": r.info.label, "split": r.split,
-        "window": [int(r.window.epochs[0]), int(r.window.epochs[-1])],
-        "networks": {n: summary(d) for n, d in r.nets.items()}} for r in result["runs"]],
-        "ranking": {net: {"runs": o.attrs["runs"], "unforgettable": o.attrs["unforgettable"],
-                          "indices": o["index"].to_numpy(), "forgetting counts": o["forgetting_counts"].to_numpy()}
-                    for net, o in result["ranking"].items()}}
+            def one(net):
+                acc = ForgettingAccumulator(run.split_size(split), win.epochs)
+                for packed, _, presence in per_sample.chunks(run, split, net, win, None, correct="packed",
+                                                            raw_presence=True):
+                    acc.add_packed(packed, presence)
+                return acc.frame(never_learned)
 
+            frames = dict(zip(nets, map_parallel(one, nets)))
+            out.append(PerSampleResult(info, split, win, frames, dataset_index=run.dataset_index(split),
+                                           labels=run.labels(split)))
+        return {"runs": out, "ranking": _ranking(out), "never_learned": never_learned, "top": top}
 
-def frame(result):
-    """dyn.analyze.forgetting's DataFrame: one row per run, network and example."""
-    return per_sample.frame(result, never_learned=result["never_learned"])
+    def table(self, result) -> str:
+        parts = []
+        for r in result["runs"]:
+            rows = [[label(n)] + [s[k] if isinstance(s[k], int) else output.fmt(s[k], 3) for k in
+                                  ("examples", "mean_events", "unforgettable", "never_learned", "max_events")]
+                    for n, s in ((n, summary(d)) for n, d in r.nets.items())]
+            parts.append(f"forgetting events per example ({r.info.path}: split {r.split}, epochs {r.window.span}; "
+                         f"never learned counted as {_nl(result['never_learned'], len(r.window.epochs))})\n"
+                         + output.text_table(["network", "examples", "mean events", "unforgettable",
+                                              "never learned", "most events"], rows))
+        k = result["top"]
+        for net, order in result["ranking"].items():
+            if k and len(order):
+                tail = order.iloc[smallest(-order["forgetting_counts"].to_numpy(), order["index"].to_numpy(), k)]
+                parts.append(f"most forgotten, {label(net)} (summed over {order.attrs['runs']} run(s); "
+                             f"unforgettable: {order.attrs['unforgettable']})\n"
+                             + output.text_table(["dataset index", "forgetting count"],
+                                                 [[int(i), output.fmt(c, 0)] for i, c in
+                                                  zip(tail["index"], tail["forgetting_counts"])]))
+        return "\n\n".join(parts)
 
+    def records(self, result):
+        """--csv: the data-set indices ordered as order_examples_by_forgetting.py writes them
+        ('indices' by 'forgetting counts', ascending), one block per network."""
+        cols = ["network", "rank", "index", "forgetting_counts"]
+        rows = [{"network": net, "rank": int(k), "index": int(i), "forgetting_counts": c}
+                for net, order in result["ranking"].items()
+                for k, i, c in zip(order["rank"], order["index"], order["forgetting_counts"])]
+        return cols, rows
 
-def draw(result, out) -> list:
-    from dyn.analyze.figures import plot_forgetting
+    def document(self, result) -> dict:
+        return {"analysis": "forgetting", "never_learned": result["never_learned"], "runs": [{
+            "path": r.info.path, "label": r.info.label, "split": r.split,
+            "window": [int(r.window.epochs[0]), int(r.window.epochs[-1])],
+            "networks": {n: summary(d) for n, d in r.nets.items()}} for r in result["runs"]],
+            "ranking": {net: {"runs": o.attrs["runs"], "unforgettable": o.attrs["unforgettable"],
+                              "indices": o["index"].to_numpy(), "forgetting counts": o["forgetting_counts"].to_numpy()}
+                        for net, o in result["ranking"].items()}}
 
-    return per_sample.draw(frame(result), result, out, plot_forgetting)
+    def frame_attrs(self, result) -> dict:
+        return {"never_learned": result["never_learned"]}
+
+    def plot(self, df, r):
+        from dyn.analyze.figures import plot_forgetting
+
+        return plot_forgetting(df, run=r.info.path)
 
 
 @click.command()
@@ -159,4 +149,4 @@ def forgetting(never_learned, top, **kw):
       dyn analyze forgetting runs/x.h5 --out forgetting.png
       dyn analyze forgetting runs/seed*.h5 --net sgd --csv order.csv
     """
-    execute(sys.modules[__name__], kw, never_learned=never_learned, top=top)
+    ForgettingCommand().run(kw, never_learned=never_learned, top=top)

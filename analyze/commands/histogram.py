@@ -3,40 +3,22 @@ the fractions of samples always right, always wrong and in between."""
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 import click
 
-from dyn.analyze import output, source, stream
+from dyn.analyze import inputs, networks, output, stream, window
+from dyn.analyze.command import Analysis, RunResult
 from dyn.analyze.measures.misclassification import Misclassification, MisclassificationAccumulator
+from dyn.analyze.naming import name_runs
 from dyn.analyze.networks import label
-from dyn.analyze.options import common, execute
+from dyn.analyze.options import common
 from dyn.analyze.window import second_half
 
 
-@dataclass
-class RunResult:
-    info: source.RunInfo
-    split: str
-    window: source.Window
+@dataclass(kw_only=True)
+class HistogramResult(RunResult):  # nets: {network: Misclassification}
     bins: int
-    nets: dict  # {network: Misclassification}
-
-
-def compute(runs, opts, bins: int = 20) -> list[RunResult]:
-    out = []
-    for run, info in zip(runs, source.describe(runs)):
-        source.need_correctness(run, opts.split, "the misclassification histogram")
-        nets = source.networks(run, opts.nets)
-        win = source.window(run, opts.split, opts.first, opts.last, what="the misclassification histogram",
-                            default=second_half)
-        n = run.split_size(opts.split)
-        span = (int(win.epochs[0]), int(win.epochs[-1]))  # explicit: the default would halve it again
-        res = stream.feed(run, opts.split, nets, win.lo, win.hi,
-                          lambda net: [MisclassificationAccumulator(n, win.epochs, span)])
-        out.append(RunResult(info, opts.split, win, bins, {net: r[0] for net, r in res.items()}))
-    return out
 
 
 def summary(m: Misclassification) -> dict:
@@ -44,63 +26,66 @@ def summary(m: Misclassification) -> dict:
             "mean_ratio": float(m.ratio.mean()) if m.correct.size else float("nan")}
 
 
-def table(results) -> str:
-    many = len(results) > 1
-    rows = []
-    for r in results:
-        for net, m in r.nets.items():
-            s = summary(m)
-            rows.append(([r.info.label] if many else []) + [label(net)] + [
-                output.fmt(s[k]) for k in ("always_right", "always_wrong", "in_between", "mean_ratio")])
-    head = (["run"] if many else []) + ["network", "always right", "always wrong", "in between", "mean ratio"]
-    r0 = results[0]
-    where = (f"{r0.info.path}: split {r0.split}, epochs {r0.window.span} ({len(r0.window.epochs)} epochs)"
-             if not many else "; ".join(f"{r.info.label}: epochs {r.window.span}" for r in results))
-    return f"misclassification ratio ({where}); fractions of samples\n" + output.text_table(head, rows)
+class HistogramCommand(Analysis):
+    name = "histogram"
 
+    def compute(self, runs, opts, bins: int = 20) -> list[HistogramResult]:
+        out = []
+        for run, info in zip(runs, name_runs(runs)):
+            inputs.need_correctness(run, opts.split, "the misclassification histogram")
+            nets = networks.choose(run, opts.nets)
+            win = window.select(run, opts.split, opts.first, opts.last, what="the misclassification histogram",
+                                default=second_half)
+            n = run.split_size(opts.split)
+            span = (int(win.epochs[0]), int(win.epochs[-1]))  # explicit: the default would halve it again
+            res = stream.feed(run, opts.split, nets, win.lo, win.hi,
+                              lambda net: [MisclassificationAccumulator(n, win.epochs, span)])
+            out.append(HistogramResult(info, opts.split, win, {net: r[0] for net, r in res.items()}, bins=bins))
+        return out
 
-def records(results):
-    cols = ["run", "network", "first_epoch", "last_epoch", "bin_lo", "bin_hi", "samples", "fraction"]
-    rows = []
-    for r in results:
-        for net, m in r.nets.items():
-            edges, counts = m.histogram(r.bins)
-            total = counts.sum()
-            rows += [{"run": r.info.path, "network": net, "first_epoch": int(r.window.epochs[0]),
-                      "last_epoch": int(r.window.epochs[-1]), "bin_lo": lo, "bin_hi": hi,
-                      "samples": int(c), "fraction": c / total if total else float("nan")}
-                     for lo, hi, c in zip(edges[:-1], edges[1:], counts)]
-    return cols, rows
+    def table(self, results) -> str:
+        many = len(results) > 1
+        rows = []
+        for r in results:
+            for net, m in r.nets.items():
+                s = summary(m)
+                rows.append(([r.info.label] if many else []) + [label(net)] + [
+                    output.fmt(s[k]) for k in ("always_right", "always_wrong", "in_between", "mean_ratio")])
+        head = (["run"] if many else []) + ["network", "always right", "always wrong", "in between", "mean ratio"]
+        r0 = results[0]
+        where = (f"{r0.info.path}: split {r0.split}, epochs {r0.window.span} ({len(r0.window.epochs)} epochs)"
+                 if not many else "; ".join(f"{r.info.label}: epochs {r.window.span}" for r in results))
+        return f"misclassification ratio ({where}); fractions of samples\n" + output.text_table(head, rows)
 
+    def records(self, results):
+        cols = ["run", "network", "first_epoch", "last_epoch", "bin_lo", "bin_hi", "samples", "fraction"]
+        rows = []
+        for r in results:
+            for net, m in r.nets.items():
+                edges, counts = m.histogram(r.bins)
+                total = counts.sum()
+                rows += [{"run": r.info.path, "network": net, "first_epoch": int(r.window.epochs[0]),
+                          "last_epoch": int(r.window.epochs[-1]), "bin_lo": lo, "bin_hi": hi,
+                          "samples": int(c), "fraction": c / total if total else float("nan")}
+                         for lo, hi, c in zip(edges[:-1], edges[1:], counts)]
+        return cols, rows
 
-def document(results) -> dict:
-    docs = []
-    for r in results:
-        nets = {}
-        for net, m in r.nets.items():
-            edges, counts = m.histogram(r.bins)
-            nets[net] = {"samples": int(m.correct.size), **summary(m), "bin_edges": edges, "counts": counts}
-        docs.append({"path": r.info.path, "label": r.info.label, "split": r.split,
-                     "window": [int(r.window.epochs[0]), int(r.window.epochs[-1])],
-                     "epochs_in_window": len(r.window.epochs), "networks": nets})
-    return {"analysis": "histogram", "runs": docs}
+    def document(self, results) -> dict:
+        docs = []
+        for r in results:
+            nets = {}
+            for net, m in r.nets.items():
+                edges, counts = m.histogram(r.bins)
+                nets[net] = {"samples": int(m.correct.size), **summary(m), "bin_edges": edges, "counts": counts}
+            docs.append({"path": r.info.path, "label": r.info.label, "split": r.split,
+                         "window": [int(r.window.epochs[0]), int(r.window.epochs[-1])],
+                         "epochs_in_window": len(r.window.epochs), "networks": nets})
+        return {"analysis": "histogram", "runs": docs}
 
+    def plot(self, df, r, logy: bool = False):
+        from dyn.analyze.figures import plot_misclassification
 
-def frame(results):
-    """The records as a DataFrame (dyn.analyze.misclassification), figure inputs in attrs."""
-    from dyn.analyze.api import dataframe, run_attrs
-
-    return dataframe(*records(results), runs=run_attrs(results))
-
-
-def draw(results, out, logy: bool = False) -> list:
-    from dyn.analyze.figures import plot_misclassification
-    from dyn.analyze.plot.save import save
-
-    df = frame(results)
-    paths = output.figure_paths(out, [r.info.name for r in results])
-    return [output.draw(lambda p: save(plot_misclassification(df, run=r.info.path, logy=logy), p), path)
-            for r, path in zip(results, paths)]
+        return plot_misclassification(df, run=r.info.path, logy=logy)
 
 
 @click.command()
@@ -119,4 +104,4 @@ def histogram(bins, logy, **kw):
       dyn analyze histogram runs/x.h5 --out fig3.png
       dyn analyze histogram runs/x.h5 --from-epoch 150 --net sgd,ema --json
     """
-    execute(sys.modules[__name__], kw, draw_kw={"logy": logy}, bins=bins)
+    HistogramCommand().run(kw, draw_kw={"logy": logy}, bins=bins)

@@ -15,16 +15,22 @@ from pathlib import Path
 
 import click
 
-from dyn.analyze import output, source
-from dyn.analyze.commands import accuracy, agreement, flips, histogram, stability, weight_diff
-from dyn.analyze.options import Common, net_option, parse_nets, split_option, window_options
+from dyn.analyze import inputs, networks, output
+from dyn.analyze.commands.accuracy import AccuracyCommand
+from dyn.analyze.commands.agreement import AgreementCommand
+from dyn.analyze.commands.flips import MAX_BARCODES, FlipsCommand
+from dyn.analyze.commands.histogram import HistogramCommand
+from dyn.analyze.commands.stability import StabilityCommand
+from dyn.analyze.commands.weight_diff import WeightDiffCommand
+from dyn.analyze.naming import name_runs
+from dyn.analyze.options import SharedOptions, net_option, parse_nets, split_option, window_options
 from dyn import safeio
 from dyn.errors import DiskFull, DynError, UsageError, WriteFailed
 
-PER_RUN = [("stability", stability, "Prediction stability (Figures 2, 6)"),
-           ("histogram", histogram, "Misclassification ratio (Figure 3)"),
-           ("flips", flips, "Least stable samples (Figures 4, 7)"),
-           ("agreement", agreement, "Mismatch of two networks")]
+PER_RUN = [("stability", StabilityCommand(), "Prediction stability (Figures 2, 6)"),
+           ("histogram", HistogramCommand(), "Misclassification ratio (Figure 3)"),
+           ("flips", FlipsCommand(), "Least stable samples (Figures 4, 7)"),
+           ("agreement", AgreementCommand(), "Mismatch of two networks")]
 
 
 class Page:
@@ -59,11 +65,12 @@ class Page:
         self.parts.append(show)
 
 
-def build(runs, opts: Common, page: Page, top: int, rank_by: str, bins: int):
-    infos = source.describe(runs)
+def build(runs, opts: SharedOptions, page: Page, top: int, rank_by: str, bins: int):
+    infos = name_runs(runs)
     _table(runs, page)
     page.section("Accuracy over epochs (Figure 1)")
     with_lr = all("lr" in run.metric_columns for run in runs)
+    accuracy, weight_diff = AccuracyCommand(), WeightDiffCommand()
     _try(page, "accuracy", lambda: page.add("accuracy", accuracy, accuracy.compute(runs, opts, lr=with_lr),
                                              "Accuracy, mean and band over seeds"))
     page.section("Weight difference (Figure 5)")
@@ -75,11 +82,11 @@ def build(runs, opts: Common, page: Page, top: int, rank_by: str, bins: int):
         page.skip("weight-diff", "no run records weights")
     for run, info in zip(runs, infos):
         page.section(f"Run {info.label} ({info.path})")
-        for name, mod, caption in PER_RUN:
+        for name, analysis, caption in PER_RUN:
             params = {"flips": {"top": top, "rank_by": rank_by, "barcodes": True}, "histogram": {"bins": bins},
                       "agreement": {"bins": bins, "pair": lambda r: _pair(r, opts.nets)}}.get(name, {})
             _try(page, f"{name} of {info.label}", lambda: page.add(
-                f"{name}-{info.name}", mod, _with_info(mod.compute([run], opts, **params), info), caption))
+                f"{name}-{info.name}", analysis, _with_info(analysis.compute([run], opts, **params), info), caption))
 
 
 def _with_info(results, info):
@@ -89,7 +96,7 @@ def _with_info(results, info):
 
 
 def _pair(run, nets):
-    chosen = source.networks(run, nets)
+    chosen = networks.choose(run, nets)
     if len(chosen) < 2:
         raise DynError(f"{run.path}: agreement needs two networks; chosen: {', '.join(chosen)}")
     return chosen[0], chosen[-1]  # sgd and the EMA of the highest decay, by default
@@ -164,7 +171,7 @@ def index(runs, page: Page) -> str:
 @window_options
 @click.option("--format", "fmt", type=click.Choice(["png", "svg", "pdf"]), default="png", show_default=True,
               help="Figure format.")
-@click.option("--top", type=click.IntRange(1, flips.MAX_BARCODES), default=10, show_default=True,
+@click.option("--top", type=click.IntRange(1, MAX_BARCODES), default=10, show_default=True,
               help="Barcodes per run.")
 @click.option("--rank-by", type=click.Choice(["sgd", "ema", "sum", "stability"]), default="sum", show_default=True)
 @click.option("--bins", type=click.IntRange(1, 1000), default=20, show_default=True)
@@ -185,7 +192,7 @@ def report(runs, out_dir, nets, split, from_epoch, to_epoch, fmt, top, rank_by, 
     if target.exists() and not target.is_dir():
         raise UsageError(f"--out-dir {target}: exists and is not a folder")
     output.check_writable(target / "index.html", "--out-dir")
-    opts = Common(runs=runs, nets=parse_nets(nets), split=split, first=from_epoch, last=to_epoch,
+    opts = SharedOptions(runs=runs, nets=parse_nets(nets), split=split, first=from_epoch, last=to_epoch,
                   out=None, csv=None, as_json=False)
     made = []  # the folders this report creates, deepest first: removed again if it fails
     for folder in (target, *target.parents):
@@ -202,7 +209,7 @@ def report(runs, out_dir, nets, split, from_epoch, to_epoch, fmt, top, rank_by, 
         # into place only once complete, index.html last: a failure leaves an earlier report
         with safeio.staged_dir(target / "index.html", what="--out-dir: writing the report") as work:
             page = Page(work, f".{fmt}")
-            with source.open_runs(runs) as opened:
+            with inputs.open_runs(runs) as opened:
                 build(opened, opts, page, top, rank_by, bins)
                 output.write_text(work / "index.html", index(opened, page), "--out-dir")
             for name in page.files:

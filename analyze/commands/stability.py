@@ -3,37 +3,15 @@
 
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass
-
 import click
 import numpy as np
 
-from dyn.analyze import output, source, stream
-from dyn.analyze.networks import label
-from dyn.analyze.options import common, execute
+from dyn.analyze import inputs, networks, output, stream, window
+from dyn.analyze.command import Analysis, RunResult
 from dyn.analyze.measures.stability import Stability, StabilityAccumulator
-
-
-@dataclass
-class RunResult:
-    info: source.RunInfo
-    split: str
-    window: source.Window
-    nets: dict  # {network: Stability}
-
-
-def compute(runs, opts) -> list[RunResult]:
-    out = []
-    for run, info in zip(runs, source.describe(runs)):
-        source.need_correctness(run, opts.split, "stability")
-        nets = source.networks(run, opts.nets)
-        win = source.window(run, opts.split, opts.first, opts.last, need=2, what="stability")
-        n = run.split_size(opts.split)
-        res = stream.feed(run, opts.split, nets, win.lo, win.hi,
-                          lambda net: [StabilityAccumulator(n, win.epochs)])
-        out.append(RunResult(info, opts.split, win, {net: r[0] for net, r in res.items()}))
-    return out
+from dyn.analyze.naming import name_runs
+from dyn.analyze.networks import label
+from dyn.analyze.options import common
 
 
 def summary(s: Stability) -> dict:
@@ -44,57 +22,57 @@ def summary(s: Stability) -> dict:
             "last_accuracy": float(s.accuracy[-1])}
 
 
-def table(results) -> str:
-    many = len(results) > 1
-    rows = []
-    for r in results:
-        for net, s in r.nets.items():
-            m = summary(s)
-            rows.append(([r.info.label] if many else []) + [
-                label(net), output.fmt(m["mean_stability"]), output.fmt(m["min_stability"]), m["min_epoch"],
-                output.fmt(m["last_stability"]), output.fmt(m["last_accuracy"])])
-    head = (["run"] if many else []) + ["network", "mean stability", "lowest", "at epoch", "last",
-                                        "last accuracy"]
-    spans = "; ".join(f"{r.info.label}: epochs {r.window.span}" for r in results) if many else \
-        f"{results[0].info.path}: split {results[0].split}, epochs {results[0].window.span}"
-    return f"stability ({spans})\n" + output.text_table(head, rows)
+class StabilityCommand(Analysis):
+    name = "stability"
 
+    def compute(self, runs, opts) -> list[RunResult]:
+        out = []
+        for run, info in zip(runs, name_runs(runs)):
+            inputs.need_correctness(run, opts.split, "stability")
+            nets = networks.choose(run, opts.nets)
+            win = window.select(run, opts.split, opts.first, opts.last, need=2, what="stability")
+            n = run.split_size(opts.split)
+            res = stream.feed(run, opts.split, nets, win.lo, win.hi, lambda net: [StabilityAccumulator(n, win.epochs)])
+            out.append(RunResult(info, opts.split, win, {net: r[0] for net, r in res.items()}))
+        return out
 
-def records(results):
-    cols = ["run", "network", "epoch", "stability", "accuracy"]
-    rows = []
-    for r in results:
-        for net, s in r.nets.items():
-            stab = np.concatenate([[np.nan], s.stability])  # none at the window's first epoch
-            rows += [{"run": r.info.path, "network": net, "epoch": int(e), "stability": st, "accuracy": a}
-                     for e, st, a in zip(s.epochs, stab, s.accuracy)]
-    return cols, rows
+    def table(self, results) -> str:
+        many = len(results) > 1
+        rows = []
+        for r in results:
+            for net, s in r.nets.items():
+                m = summary(s)
+                rows.append(([r.info.label] if many else []) + [
+                    label(net), output.fmt(m["mean_stability"]), output.fmt(m["min_stability"]), m["min_epoch"],
+                    output.fmt(m["last_stability"]), output.fmt(m["last_accuracy"])])
+        head = (["run"] if many else []) + ["network", "mean stability", "lowest", "at epoch", "last",
+                                            "last accuracy"]
+        spans = "; ".join(f"{r.info.label}: epochs {r.window.span}" for r in results) if many else \
+            f"{results[0].info.path}: split {results[0].split}, epochs {results[0].window.span}"
+        return f"stability ({spans})\n" + output.text_table(head, rows)
 
+    def records(self, results):
+        cols = ["run", "network", "epoch", "stability", "accuracy"]
+        rows = []
+        for r in results:
+            for net, s in r.nets.items():
+                stab = np.concatenate([[np.nan], s.stability])  # none at the window's first epoch
+                rows += [{"run": r.info.path, "network": net, "epoch": int(e), "stability": st, "accuracy": a}
+                         for e, st, a in zip(s.epochs, stab, s.accuracy)]
+        return cols, rows
 
-def document(results) -> dict:
-    return {"analysis": "stability", "runs": [{
-        "path": r.info.path, "label": r.info.label, "split": r.split,
-        "window": [int(r.window.epochs[0]), int(r.window.epochs[-1])],
-        "networks": {net: {"samples": s.n, "epochs": s.epochs, "accuracy": s.accuracy,
-                           "stability_epochs": s.stability_epochs, "stability": s.stability,
-                           **summary(s)} for net, s in r.nets.items()}} for r in results]}
+    def document(self, results) -> dict:
+        return {"analysis": "stability", "runs": [{
+            "path": r.info.path, "label": r.info.label, "split": r.split,
+            "window": [int(r.window.epochs[0]), int(r.window.epochs[-1])],
+            "networks": {net: {"samples": s.n, "epochs": s.epochs, "accuracy": s.accuracy,
+                               "stability_epochs": s.stability_epochs, "stability": s.stability,
+                               **summary(s)} for net, s in r.nets.items()}} for r in results]}
 
+    def plot(self, df, r):
+        from dyn.analyze.figures import plot_stability
 
-def frame(results):
-    """The records as a DataFrame (dyn.analyze.stability), with what the figure needs in attrs."""
-    from dyn.analyze.api import dataframe, run_attrs
-
-    return dataframe(*records(results), runs=run_attrs(results))
-
-
-def draw(results, out) -> list:
-    from dyn.analyze.figures import plot_stability
-    from dyn.analyze.plot.save import save
-
-    df = frame(results)
-    paths = output.figure_paths(out, [r.info.name for r in results])
-    return [output.draw(lambda p: save(plot_stability(df, run=r.info.path), p), path)
-            for r, path in zip(results, paths)]
+        return plot_stability(df, run=r.info.path)
 
 
 @click.command()
@@ -112,4 +90,4 @@ def stability(**kw):
       dyn analyze stability runs/x.h5 --net sgd,ema-0.9995 --out fig2.pdf
       dyn analyze stability runs/*.h5 --from-epoch 90 --csv stability.csv
     """
-    execute(sys.modules[__name__], kw)
+    StabilityCommand().run(kw)

@@ -198,7 +198,7 @@ def table(runs, layout, group_by, fmt, detail, digits, split, train_split, decay
       dyn table runs/table3/*.h5 --layout table3
       dyn table runs/*.h5 --group-by schedule,epochs --format csv
     """
-    from dyn.analyze.source import open_runs
+    from dyn.analyze.inputs import open_runs
     from dyn.analyze.tables import render
 
     keys = parse_group_by(group_by)

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dyn.analyze.bits import check_rows, popcount
+from dyn.analyze.bits import check_rows
+from dyn.analyze.kernels import RowCounts
 from dyn.analyze.runs import CONFIG_KEYS, group_seeds
 from dyn.analyze.window import check_epochs
 
@@ -33,8 +34,22 @@ class Band:
 
 
 def accuracy(rows, n: int) -> np.ndarray:
-    """Fraction right at each packed row (T, ceil(n/8))."""
-    return popcount(check_rows(rows, n), n) / n
+    """Fraction right at each packed row (T, ceil(n/8)): the ones each row holds (the kernel
+    that counts Stability's `correct` too), over n."""
+    return RowCounts(n).ones(check_rows(rows, n)) / n
+
+
+class AccuracyAccumulator:
+    """accuracy() of packed rows fed chunk by chunk, in epoch order."""
+
+    def __init__(self, n: int):
+        self.n, self.parts, self._count = int(n), [], RowCounts(n)
+
+    def add(self, chunk) -> None:
+        self.parts.append(self._count.ones(check_rows(chunk, self.n)) / self.n)
+
+    def result(self) -> np.ndarray:
+        return np.concatenate(self.parts) if self.parts else np.zeros(0)
 
 
 def seed_band(curves, kind: str = "minmax") -> Band:

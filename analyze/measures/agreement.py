@@ -13,8 +13,8 @@ import numpy as np
 
 from dyn.analyze.bits import check_rows
 from dyn.analyze.histogram import fraction_histogram
-from dyn.analyze.kernels import RowCounts, Tally
-from dyn.analyze.window import Cursor
+from dyn.analyze.kernels import RowCounts, SampleCounts
+from dyn.analyze.window import ChunkWindow
 
 
 @dataclass(frozen=True)
@@ -50,9 +50,9 @@ class AgreementAccumulator:
 
     def __init__(self, n: int, epochs, window=None):
         self.n = int(n)
-        self.cursor = Cursor(epochs, window)
+        self.window = ChunkWindow(epochs, window)
         self._count = RowCounts(n)
-        self._tally = Tally(n)
+        self._counts = SampleCounts(n)
         self._differs, self._labels = [], []
         self._with_labels = None
 
@@ -69,17 +69,17 @@ class AgreementAccumulator:
             if la.shape != (len(a), self.n) or lb.shape != la.shape:
                 raise ValueError(f"labels must be ({len(a)}, {self.n}); got {la.shape} and {lb.shape}")
         self._with_labels = with_labels
-        sl = self.cursor.take(len(a))  # only now: a refused chunk must not count as fed
+        sl = self.window.take(len(a))  # only now: a refused chunk must not count as fed
         if with_labels:
             self._labels.append(np.count_nonzero(la[sl] != lb[sl], axis=1).astype(np.int64))
         self._differs.append(self._count.differ(a[sl], b[sl]))
-        self._tally.add(a[sl], b[sl])
+        self._counts.add(a[sl], b[sl])
 
     def result(self) -> Agreement:
-        self.cursor.done()
+        self.window.done()
         labels = np.concatenate(self._labels) if self._with_labels else None
-        return Agreement(self.cursor.window_epochs, self.n, np.concatenate(self._differs),
-                         self._tally.counts(), labels)
+        return Agreement(self.window.window_epochs, self.n, np.concatenate(self._differs),
+                         self._counts.counts(), labels)
 
 
 def agreement(rows_a, rows_b, n: int, epochs=None, window=None,

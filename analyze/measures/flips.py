@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from dyn.analyze.bits import check_rows, nbytes
-from dyn.analyze.kernels import Successive, Tally
-from dyn.analyze.window import Cursor
+from dyn.analyze.kernels import PreviousRow, SampleCounts
+from dyn.analyze.window import ChunkWindow
 
 RANK_BY = ("sgd", "ema", "sum", "stability")
 
@@ -39,19 +39,19 @@ class FlipsAccumulator:
 
     def __init__(self, n: int, epochs, window=None):
         self.n = int(n)
-        self.cursor = Cursor(epochs, window)
-        self._successive = Successive()
-        self._tally = Tally(n)
+        self.window = ChunkWindow(epochs, window)
+        self._previous = PreviousRow()
+        self._counts = SampleCounts(n)
 
     def add(self, chunk) -> None:
-        rows = check_rows(chunk, self.n)[self.cursor.take(len(chunk))]
-        _, rows, before = self._successive.split(rows)
+        rows = check_rows(chunk, self.n)[self.window.take(len(chunk))]
+        _, rows, before = self._previous.split(rows)
         if len(rows):
-            self._tally.add_successive(rows, before)
+            self._counts.add_successive(rows, before)
 
     def result(self) -> Flips:
-        self.cursor.done()
-        return Flips(self.cursor.window_epochs, self._tally.counts())
+        self.window.done()
+        return Flips(self.window.window_epochs, self._counts.counts())
 
 
 def flips_per_sample(rows, n: int, epochs=None, window=None) -> Flips:

@@ -4,7 +4,7 @@ ratio(sample) = 1 - mean over the window's epochs of its correctness, i.e. the
 fraction of those epochs in which it was wrong. The default window is the
 second half of the recorded epochs (window.second_half: 90..180 for 0..180, the
 paper's choice). Counting is done on the packed rows with a bit-sliced vertical
-counter (dyn.analyze.kernels.Tally); only the counter's planes are ever unpacked.
+counter (dyn.analyze.kernels.SampleCounts); only the counter's planes are ever unpacked.
 """
 
 from dataclasses import dataclass
@@ -13,8 +13,8 @@ import numpy as np
 
 from dyn.analyze.bits import check_rows
 from dyn.analyze.histogram import fraction_histogram
-from dyn.analyze.kernels import Tally
-from dyn.analyze.window import Cursor, second_half
+from dyn.analyze.kernels import SampleCounts
+from dyn.analyze.window import ChunkWindow, second_half
 
 
 @dataclass(frozen=True)
@@ -63,16 +63,16 @@ class MisclassificationAccumulator:
 
     def __init__(self, n: int, epochs, window=None):
         self.n = int(n)
-        self.cursor = Cursor(epochs, second_half(epochs) if window is None else window)
-        self._tally = Tally(n)
+        self.window = ChunkWindow(epochs, second_half(epochs) if window is None else window)
+        self._counts = SampleCounts(n)
 
     def add(self, chunk) -> None:
         chunk = check_rows(chunk, self.n)
-        self._tally.add(chunk[self.cursor.take(len(chunk))])
+        self._counts.add(chunk[self.window.take(len(chunk))])
 
     def result(self) -> Misclassification:
-        self.cursor.done()
-        return Misclassification(self.cursor.window_epochs, self._tally.counts())
+        self.window.done()
+        return Misclassification(self.window.window_epochs, self._counts.counts())
 
 
 def misclassification(rows, n: int, epochs=None, window=None) -> Misclassification:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from dyn.analyze.bits import check_rows
-from dyn.analyze.kernels import RowCounts, Successive
-from dyn.analyze.window import Cursor
+from dyn.analyze.kernels import RowCounts, PreviousRow
+from dyn.analyze.window import ChunkWindow
 
 
 @dataclass(frozen=True)
@@ -49,14 +49,14 @@ class StabilityAccumulator:
 
     def __init__(self, n: int, epochs, window=None):
         self.n = int(n)
-        self.cursor = Cursor(epochs, window)
+        self.window = ChunkWindow(epochs, window)
         self._count = RowCounts(n)
-        self._successive = Successive()
+        self._previous = PreviousRow()
         self._correct, self._changed = [], []
 
     def add(self, chunk) -> None:
-        rows = check_rows(chunk, self.n)[self.cursor.take(len(chunk))]
-        head, rows, before = self._successive.split(rows)
+        rows = check_rows(chunk, self.n)[self.window.take(len(chunk))]
+        head, rows, before = self._previous.split(rows)
         self._correct.append(self._count.ones(head))  # the first row ever: nothing changed yet
         if len(rows):
             ones, differ = self._count.successive(rows, before)
@@ -64,9 +64,9 @@ class StabilityAccumulator:
             self._changed.append(differ)
 
     def result(self) -> Stability:
-        self.cursor.done()
+        self.window.done()
         cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int64)  # noqa: E731
-        return Stability(self.cursor.window_epochs, self.n, cat(self._correct), cat(self._changed))
+        return Stability(self.window.window_epochs, self.n, cat(self._correct), cat(self._changed))
 
 
 def stability(rows, n: int, epochs=None, window=None) -> Stability:

@@ -62,16 +62,15 @@ def relative_difference(sgd, ema, block: int = BLOCK) -> tuple[float, float, flo
 
 def weight_difference(items, block: int = BLOCK) -> WeightDifference:
     """Stream over (epoch, sgd_params_1d, ema_params_1d), one epoch in memory at a time."""
-    epochs, rel, dn, sn, why = [], [], [], [], []
-    for epoch, sgd, ema in items:
-        r, d, s, reason = relative_difference(sgd, ema, block)
-        epochs.append(int(epoch))
-        rel.append(r)
-        dn.append(d)
-        sn.append(s)
-        why.append(reason)
+    return collect((epoch,) + relative_difference(sgd, ema, block) for epoch, sgd, ema in items)
+
+
+def collect(rows) -> WeightDifference:
+    """A WeightDifference from (epoch, relative, diff_norm, sgd_norm, reason) rows, in order."""
+    rows = list(rows)
+    e, r, d, s, why = zip(*rows) if rows else ((),) * 5
     f = lambda x: np.asarray(x, dtype=np.float64)  # noqa: E731
-    return WeightDifference(np.asarray(epochs, dtype=np.int64), f(rel), f(dn), f(sn), tuple(why))
+    return WeightDifference(np.asarray(e, dtype=np.int64), f(r), f(d), f(s), tuple(why))
 
 
 def _nonfinite(x, block: int) -> int:

@@ -1,12 +1,11 @@
-"""dyn.analyze.source and dyn.analyze.output: network names, epoch windows, what a run must hold,
-run labels, and output paths, each refusal one line naming the run or flag."""
+"""dyn.analyze.networks, .window, .inputs, .naming and .output: network names, epoch windows, what a
+run must hold, run labels, and output paths, each refusal one line naming the run or flag."""
 
 import numpy as np
 import pytest
 
-from dyn.analyze import output, source
+from dyn.analyze import inputs, naming, networks, output, window
 from dyn.analyze.options import parse_nets
-from dyn.analyze.window import second_half
 from dyn.errors import DynError, RunFileError, UsageError
 from dyn.layout import Layout, Network, Param, Split
 from dyn.reader import open_run
@@ -32,49 +31,49 @@ def runs(tmp_path_factory):
 
 
 def test_default_networks_are_sgd_then_emas_by_decay(runs):
-    assert source.networks(runs["a"]) == ["sgd", "ema-0.9", "ema-0.9995"]
-    assert source.networks(runs["c"]) == ["sgd", "ema"]  # kind "ema" without a decay; not "online"
+    assert networks.choose(runs["a"]) == ["sgd", "ema-0.9", "ema-0.9995"]
+    assert networks.choose(runs["c"]) == ["sgd", "ema"]  # kind "ema" without a decay; not "online"
 
 
 def test_network_names_aliases_and_decays(runs):
     a, b = runs["a"], runs["b"]
-    assert source.networks(a, ["ema-0.9995", "sgd", "0.9", "ema-0.90", "sgd"]) == ["ema-0.9995", "sgd", "ema-0.9"]
-    assert source.networks(b, ["ema"]) == ["ema-0.999"]
-    assert source.networks(runs["c"], ["online", "ema"]) == ["online", "ema"]
+    assert networks.choose(a, ["ema-0.9995", "sgd", "0.9", "ema-0.90", "sgd"]) == ["ema-0.9995", "sgd", "ema-0.9"]
+    assert networks.choose(b, ["ema"]) == ["ema-0.999"]
+    assert networks.choose(runs["c"], ["online", "ema"]) == ["online", "ema"]
     with pytest.raises(UsageError, match=r"--net ema is ambiguous: .*a.h5 has 2 EMA networks \(ema-0.9, ema-0.9995\)"):
-        source.networks(a, ["ema"])
+        networks.choose(a, ["ema"])
     with pytest.raises(UsageError, match=r"--net ema-0.5: no such network in .*a.h5 \(networks: sgd, ema-0.9995, ema-0.9\)"):
-        source.networks(a, ["sgd", "ema-0.5"])
+        networks.choose(a, ["sgd", "ema-0.5"])
     assert parse_nets(("sgd,ema-0.9", "ema")) == ["sgd", "ema-0.9", "ema"] and parse_nets(()) is None
     with pytest.raises(UsageError, match="empty network name"):
         parse_nets(("sgd,",))
 
 
 def test_pair_defaults_to_sgd_and_the_only_ema(runs):
-    assert source.pair(runs["b"]) == ("sgd", "ema-0.999")
-    assert source.pair(runs["a"], ["ema-0.9", "sgd"]) == ("ema-0.9", "sgd")
+    assert networks.pair(runs["b"]) == ("sgd", "ema-0.999")
+    assert networks.pair(runs["a"], ["ema-0.9", "sgd"]) == ("ema-0.9", "sgd")
     with pytest.raises(UsageError, match="choose the two networks"):
-        source.pair(runs["a"])
+        networks.pair(runs["a"])
     with pytest.raises(UsageError, match="compares two networks; got 3"):
-        source.pair(runs["a"], ["sgd", "ema-0.9", "ema-0.9995"])
+        networks.pair(runs["a"], ["sgd", "ema-0.9", "ema-0.9995"])
 
 
 def test_windows(runs):
     c = runs["c"]
-    w = source.window(c, "val")
+    w = window.select(c, "val")
     assert (w.lo, w.hi, w.epochs.tolist(), w.span) == (0, 6, [0, 2, 4, 6, 8, 10], "0..10")
-    w = source.window(c, "val", 3, 9)  # ends between recorded epochs: the rows inside
+    w = window.select(c, "val", 3, 9)  # ends between recorded epochs: the rows inside
     assert (w.lo, w.hi, w.epochs.tolist()) == (2, 5, [4, 6, 8])
-    assert source.window(c, "val", default=second_half).epochs.tolist() == [6, 8, 10]
-    assert source.window(c, "val", first=4, default=second_half).epochs.tolist() == [4, 6, 8, 10]
+    assert window.select(c, "val", default=window.second_half).epochs.tolist() == [6, 8, 10]
+    assert window.select(c, "val", first=4, default=window.second_half).epochs.tolist() == [4, 6, 8, 10]
     with pytest.raises(UsageError, match=r"--to-epoch 11 is outside the recorded epochs 0..10 of split 'val' in .*c.h5"):
-        source.window(c, "val", 2, 11)
+        window.select(c, "val", 2, 11)
     with pytest.raises(UsageError, match="--from-epoch 5 is after --to-epoch 3"):
-        source.window(c, "val", 5, 3)
+        window.select(c, "val", 5, 3)
     with pytest.raises(UsageError, match="window 5..5 holds no recorded epoch"):
-        source.window(c, "val", 5, 5)
+        window.select(c, "val", 5, 5)
     with pytest.raises(DynError, match=r"stability needs at least 2 recorded epochs; the window 4..4 .* has 1 \(epoch 4\)") as e:
-        source.window(c, "val", 3, 5, need=2, what="stability")
+        window.select(c, "val", 3, 5, need=2, what="stability")
     assert e.value.exit_code == 2  # the flags chose it
 
 
@@ -86,22 +85,22 @@ def test_runs_lacking_what_an_analysis_needs(runs, tmp_path):
     with open_run(tmp_path / "w.h5") as run:
         with pytest.raises(RunFileError, match=r"w.h5: records no per-sample correctness \(it holds only weights\); "
                                                "stability needs it"):
-            source.need_correctness(run, "val", "stability")
-        source.need_weights(run, "weight-diff")
+            inputs.need_correctness(run, "val", "stability")
+        inputs.need_weights(run, "weight-diff")
     with pytest.raises(UsageError, match=r"--split train: .*a.h5 has no split 'train' \(splits: val, test\)"):
-        source.need_correctness(runs["a"], "train", "stability")
+        inputs.need_correctness(runs["a"], "train", "stability")
     with pytest.raises(RunFileError, match=r"a.h5: records no weights \(it holds only predictions\); weight-diff"):
-        source.need_weights(runs["a"], "weight-diff")
+        inputs.need_weights(runs["a"], "weight-diff")
 
 
 def test_run_labels_say_what_differs(runs):
-    infos = source.describe([runs["a"], runs["b"]])
+    infos = naming.name_runs([runs["a"], runs["b"]])
     assert [(i.label, i.name, i.title) for i in infos] == [("constant, seed 1", "a", "constant, seed 1"),
                                                            ("cosine, seed 2", "b", "cosine, seed 2")]
-    (one,) = source.describe([runs["a"]])
+    (one,) = naming.name_runs([runs["a"]])
     assert (one.label, one.title) == ("a", "constant")
-    assert source.describe([runs["c"]])[0].title is None
-    assert source.slug("constant, lr 0.1/x") == "constant_lr_0.1_x"
+    assert naming.name_runs([runs["c"]])[0].title is None
+    assert naming.slug("constant, lr 0.1/x") == "constant_lr_0.1_x"
 
 
 def test_output_paths(tmp_path):
