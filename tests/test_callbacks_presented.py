@@ -173,8 +173,8 @@ trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=2, strategy="ddp",
                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                      callbacks=[RecordEMA(out + "/r.h5", [0.9], val=(x[:10], y[:10]), train_labels=y)])
 trainer.fit(module, loader)
-np.savez(out + f"/seen-{{trainer.global_rank}}.npz", **{{f"{{k}}-{{j}}": np.asarray(v) for j, s in enumerate(module.seen)
-                                                      for k, v in zip(("epoch", "index", "logits", "y"), s)}})
+seen = {{f"{{k}}-{{j}}": np.asarray(v) for j, s in enumerate(module.seen) for k, v in zip(("epoch", "index", "logits", "y"), s)}}
+np.savez(out + f"/seen-{{trainer.global_rank}}.npz", **seen)
 """
 
 

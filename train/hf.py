@@ -242,17 +242,17 @@ class RecordingTrainerMixin:
                 if isinstance(cb, RecordEMACallback) and cb.recording.train_labels is not None]
 
     def get_train_dataloader(self):
-        if not self._presenting():
+        data = self.train_dataset
+        if data is None or not self._presenting():
             return super().get_train_dataloader()
-        if isinstance(self.train_dataset, torch.utils.data.IterableDataset) or not hasattr(self.train_dataset, "__len__"):
+        if isinstance(data, torch.utils.data.IterableDataset) or not hasattr(data, "__len__"):
             raise ValueError("RecordEMACallback(train_labels=...): the training set is iterable; its examples have no "
                              "positions to record train-presented by: give a map-style Dataset")
-        plain = self.train_dataset
-        self.train_dataset = _WithIndex(plain)
+        self.train_dataset = _WithIndex(data)  # for the dataloader only: the Trainer keeps the user's
         try:
             return super().get_train_dataloader()
         finally:
-            self.train_dataset = plain
+            self.train_dataset = data
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
