@@ -4,8 +4,11 @@ Nothing is downloaded: the model is built from a `BertConfig` (2 layers, width 3
 initial weights, and the "text" is generated here: sentences of 12 words from a 24-word
 vocabulary, labelled positive when they hold more "good" words than "bad" ones. dyn's
 RecordEMACallback keeps an EMA network per decay and records SGD and every EMA network on val
-and test at epoch 0 and every epoch end; the Trainer saves `checkpoint-N/` folders as usual,
-which `dyn import checkpoints` reads as a run of their own:
+and test at epoch 0 and every epoch end; with `train_labels=` and dyn's RecordingTrainer (a
+Trainer that hands the callback each training batch's logits) it also records every training
+example's correctness, probability and margin from the training forward pass
+(`train-presented`). The Trainer saves `checkpoint-N/` folders as usual, which
+`dyn import checkpoints` reads as a run of their own:
 
     python examples/hf_text_classification.py --out runs/hf.h5 --output-dir runs/hf-trainer/
     dyn analyze report runs/hf.h5 --out-dir report/
@@ -20,9 +23,9 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
+from transformers import BertConfig, BertForSequenceClassification, TrainingArguments
 
-from dyn.train.hf import RecordEMACallback
+from dyn.train.hf import RecordEMACallback, RecordingTrainer
 
 GOOD = ["good", "great", "fine", "nice", "superb", "lovely"]
 BAD = ["bad", "awful", "poor", "nasty", "dire", "grim"]
@@ -82,13 +85,14 @@ def main(argv=None, callbacks=()):
     model = BertForSequenceClassification(config)
     record = RecordEMACallback(args.out, decays=[float(d) for d in args.decays.split(",")],
                                val=(features(val[0]), val[1]), test=(features(test[0]), test[1]),
-                               num_classes=2, overwrite=not args.resume)
+                               num_classes=2, overwrite=not args.resume, train_labels=train[1])
     targs = TrainingArguments(
         output_dir=str(args.output_dir or args.out.with_suffix(".trainer")), num_train_epochs=args.epochs,
         per_device_train_batch_size=32, gradient_accumulation_steps=args.accumulate, learning_rate=3e-3,
         warmup_steps=0, weight_decay=0.0, save_strategy="epoch", eval_strategy="no", logging_strategy="no",
         report_to=[], use_cpu=True, seed=0, disable_tqdm=True, dataloader_num_workers=0)
-    trainer = Trainer(model=model, args=targs, train_dataset=Sentences(*train), callbacks=[record, *callbacks])
+    trainer = RecordingTrainer(model=model, args=targs, train_dataset=Sentences(*train),
+                               callbacks=[record, *callbacks])
     trainer.train(resume_from_checkpoint=True if args.resume else None)
     print(f"wrote {args.out} and {targs.output_dir}/checkpoint-N/\nAnalyse them:\n  dyn inspect {args.out}\n"
           f"  dyn analyze report {args.out} --out-dir report/\n"

@@ -2,9 +2,15 @@
 
 A LightningModule (a two-layer CNN with BatchNorm) on scikit-learn's 8x8 digits, trained by
 `pl.Trainer`; dyn's RecordEMA callback keeps an EMA network per decay and records SGD and every
-EMA network on val and test at epoch 0 and every epoch end:
+EMA network on val and test at epoch 0 and every epoch end, and, from the training forward pass,
+each training example's correctness, probability and margin every epoch (`train-presented`, for
+`dyn analyze forgetting | datamap | aum`):
 
-    trainer = pl.Trainer(..., callbacks=[RecordEMA(out, decays, val=val, test=test), ckpt])
+    trainer = pl.Trainer(..., callbacks=[RecordEMA(out, decays, val=val, test=test,
+                                                   train_labels=y_train), ckpt])
+
+For the last, `training_step` returns the logits and the examples' positions in the training
+set beside the loss (the data set yields each example's position).
 
 Lightning's ModelCheckpoint keeps `last.ckpt` (with the callback's EMA state in it); after a
 kill, `--resume` continues from it and the run file as if never stopped:
@@ -44,8 +50,9 @@ class SmallCNN(pl.LightningModule):
         return self.head(self.features(x))
 
     def training_step(self, batch, batch_idx):
-        x, y = batch
-        return F.cross_entropy(self(x), y)
+        x, y, index = batch  # index: the examples' positions in the training set
+        logits = self(x)
+        return {"loss": F.cross_entropy(logits, y), "logits": logits, "index": index}  # RecordEMA(train_labels=)
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9, weight_decay=1e-4)
@@ -96,9 +103,10 @@ def main(argv=None, callbacks=()):
     pl.seed_everything(0, verbose=False)
     (x_train, y_train), val, test = digits()
     model = SmallCNN()
-    train = DataLoader(TensorDataset(x_train, y_train), batch_size=64, sampler=EpochShuffle(len(y_train)))
+    train = DataLoader(TensorDataset(x_train, y_train, torch.arange(len(y_train))), batch_size=64,
+                       sampler=EpochShuffle(len(y_train)))
     record = RecordEMA(args.out, decays=[float(d) for d in args.decays.split(",")], val=val, test=test,
-                       num_classes=10, overwrite=not args.resume)
+                       num_classes=10, overwrite=not args.resume, train_labels=y_train)
     # every epoch end; Lightning runs ModelCheckpoint after the other callbacks, so the run file
     # commits an epoch before the checkpoint that includes it is saved
     ckpt = pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=-1,

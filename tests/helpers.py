@@ -38,8 +38,8 @@ def run_dyn(*args, block=(), cwd=None, env=None, timeout=300, code_after=""):
 
 def assert_same_records(a, b):
     """Run `b` is complete and holds exactly the records of run `a`, bit for bit: every split's
-    epochs, correctness bits, predictions and losses, every weight record, and every metric but
-    the wall-clock `seconds`."""
+    epochs, correctness bits, predictions, losses, probabilities and margins (where the split
+    has them), every weight record, and every metric but the wall-clock `seconds`."""
     import numpy as np
 
     from dyn import open_run
@@ -49,10 +49,14 @@ def assert_same_records(a, b):
         assert ra.splits == rb.splits and ra.networks == rb.networks
         for split in ra.splits:
             np.testing.assert_array_equal(ra.epochs(split), rb.epochs(split))
+            assert any(ra.has(split, net, "correct") for net in ra.networks), split
             for net in ra.networks:
-                np.testing.assert_array_equal(ra.correct_packed(split, net), rb.correct_packed(split, net))
-                np.testing.assert_array_equal(ra.predicted(split, net), rb.predicted(split, net))
-                np.testing.assert_array_equal(ra.loss(split, net), rb.loss(split, net))
+                for key in ("correct", "predicted", "loss", "prob", "margin"):
+                    assert ra.has(split, net, key) == rb.has(split, net, key), (split, net, key)
+                    if ra.has(split, net, key):
+                        read = "correct_packed" if key == "correct" else key
+                        np.testing.assert_array_equal(getattr(ra, read)(split, net), getattr(rb, read)(split, net),
+                                                      err_msg=f"{split} {net} {key}")
         np.testing.assert_array_equal(ra.weight_epochs(), rb.weight_epochs())
         for e in ra.weight_epochs():
             for net in ra.networks:

@@ -51,6 +51,13 @@ def test_record_bench_quick_times_three_ways_and_the_write():
     assert "recording overhead, dyn's default here (loop)" in out
 
 
+def test_callback_bench_quick_times_the_recording_per_batch_and_a_fit():
+    out = bench("callback_bench.py")
+    assert re.search(r"^per batch of 64 \(10 classes, 1,077 examples\): recording \d+ us CPU = \d+\.\d\d% of a "
+                     r"training step \(\d+\.\d\d ms\)$", out, re.M), out
+    assert re.search(r"^fit, CPU per batch .*: [\d.]+ ms without, [\d.]+ ms with train_labels= ", out, re.M), out
+
+
 def test_startup_bench_quick_shows_no_torch_in_analysis_commands():
     out = bench("startup_bench.py")
     for command in ("dyn --help", "dyn inspect RUN", "dyn analyze stability RUN"):

@@ -38,8 +38,11 @@ def hf_run(tmp_path_factory):
 def test_example_records_every_network_every_epoch(hf_run):
     with open_run(hf_run / "hf.h5") as run:
         assert run.state == "complete"
-        assert run.networks == ["sgd", "ema-0.9", "ema-0.99"] and run.splits == ["val", "test"]
-        for split in run.splits:
+        assert run.networks == ["sgd", "ema-0.9", "ema-0.99"] and run.splits == ["val", "test", "train-presented"]
+        # the training forward pass of every epoch (values checked in test_callbacks_presented.py)
+        assert list(run.epochs("train-presented")) == list(range(1, EPOCHS + 1))
+        assert not np.isnan(run.prob("train-presented", "sgd")).any()  # the Trainer presents all
+        for split in ("val", "test"):
             assert list(run.epochs(split)) == list(range(EPOCHS + 1))
             assert run.correct(split, "sgd").shape == (EPOCHS + 1, 200)
         assert list(run.metrics()["iteration"]) == [STEPS * e for e in range(EPOCHS + 1)]

@@ -1,6 +1,6 @@
 """dyn.train.lightning.RecordEMA on a real pytorch_lightning install: the example, the EMA under
 gradient accumulation against a second implementation, and SIGKILL + resume from Lightning's
-own checkpoint against an uninterrupted fit."""
+own checkpoint against an uninterrupted fit (train-presented included)."""
 
 import signal
 import subprocess
@@ -57,10 +57,14 @@ def test_example_records_every_network_every_epoch_and_reports(reference):
     with open_run(reference / "ref.h5") as run:
         assert run.state == "complete"
         assert run.networks == ["sgd", "ema-0.9", "ema-0.99"]
-        assert run.splits == ["val", "test"]
-        for split in run.splits:
+        assert run.splits == ["val", "test", "train-presented"]
+        for split in ("val", "test"):
             assert list(run.epochs(split)) == list(range(EPOCHS + 1))
             assert run.correct(split, "sgd").shape == (EPOCHS + 1, 360)
+        # the training forward pass of every epoch (values checked in test_callbacks_presented.py)
+        assert list(run.epochs("train-presented")) == list(range(1, EPOCHS + 1))
+        assert run.prob("train-presented", "sgd").shape == (EPOCHS, 1077)
+        assert not np.isnan(run.prob("train-presented", "sgd")).any()  # EpochShuffle presents all
         assert list(run.weight_epochs()) == list(range(EPOCHS + 1))
         m = run.metrics()
         assert list(m["iteration"]) == [STEPS * e for e in range(EPOCHS + 1)]

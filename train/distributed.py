@@ -46,6 +46,17 @@ class Dist:
         found = torchrun_env(environ)
         return None if found is None else cls(*found)
 
+    @classmethod
+    def joined(cls, device: torch.device) -> "Dist | None":
+        """The default process group another library started (Lightning's DDP, accelerate), or
+        None outside one (or in a group of one)."""
+        if not (tdist.is_available() and tdist.is_initialized()) or tdist.get_world_size() < 2:
+            return None
+        d = cls(tdist.get_rank(), tdist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+        if tdist.get_backend() == "nccl":
+            d.comm = device
+        return d
+
     @property
     def is_main(self) -> bool:
         return self.rank == 0

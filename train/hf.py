@@ -6,6 +6,14 @@
                            val=(features, labels))     # features: {"input_ids": (N, L), ...} tensors
     Trainer(model, args, train_dataset=..., callbacks=[cb]).train()
 
+Per-sample training dynamics (split `train-presented`, as `dyn train --record-train`): a
+TrainerCallback never sees the logits, so give the callback `train_labels=` (the training set's
+labels in its order) and train with `RecordingTrainer` (or put `RecordingTrainerMixin` first in
+your own Trainer subclass's bases), which hands each training batch's logits and positions over:
+
+    cb = RecordEMACallback("runs/bert.h5", val=..., train_labels=train_labels)
+    RecordingTrainer(model, args, train_dataset=..., callbacks=[cb]).train()
+
 Needs `pip install dyn-ema[train,hf]`.
 """
 
@@ -18,12 +26,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
-from transformers import TrainerCallback
+from transformers import Trainer, TrainerCallback
 
 from .evaluate import SplitEval
 from .record_ema import RecordingState, _splits
 
 STATE_FILE = "dyn_record_ema.pt"  # beside the Trainer's own files in each checkpoint-N/ folder
+INDEX = "dyn_index"  # the key RecordingTrainer adds to each training example: its position
 
 
 def _logits(out):
@@ -31,6 +40,8 @@ def _logits(out):
         return out
     if hasattr(out, "logits"):
         return out.logits
+    if isinstance(out, Mapping):  # a plain dict
+        return out["logits"]
     return out[0]
 
 
@@ -109,22 +120,42 @@ class RecordEMACallback(TrainerCallback):
     (`checkpoint-N/dyn_record_ema.pt`, and each EMA network as `ema-<decay>.safetensors`, which
     `dyn import checkpoints` reads beside model.safetensors); `trainer.train(resume_from_checkpoint=...)` continues
     the EMA from it and the run file from its committed epochs. Only the main process writes.
+
+    Training dynamics: with `train_labels=` (integer labels of the whole training set, in its
+    order) and a `RecordingTrainer`, every training batch's forward pass (train mode, before the
+    optimizer step; with gradient accumulation, every batch) gives its examples' correctness,
+    true-class probability and margin, kept on the device and committed with the epoch as split
+    `train-presented` (network sgd; not presented in an epoch: correct 0, prob and margin NaN).
+    The model's outputs must carry (batch, classes) `logits` (a ModelOutput or dict). A
+    checkpoint resumed inside an epoch (save_strategy="steps") records that epoch from the
+    batches after it only. Under DDP every rank's examples are summed onto the main process
+    (untested here for the Trainer; Lightning's DDP is tested).
     """
 
     def __init__(self, out, decays=(0.99, 0.999), *, val=None, test=None, splits: Mapping | None = None,
                  compute_correct: Callable | None = None, transform: Callable | None = None,
                  checkpoint_every: int = 1, eval_batch_size: int = 256, overwrite: bool = False,
-                 num_classes: int | None = None, config: Mapping | None = None):
+                 num_classes: int | None = None, config: Mapping | None = None, train_labels=None):
         self.recording = RecordingState(out, decays, _splits(splits, val, test), transform=transform,
                                         checkpoint_every=checkpoint_every, eval_batch_size=eval_batch_size,
                                         overwrite=overwrite, num_classes=num_classes, config=config,
-                                        evaluate_fn=make_evaluate(compute_correct))
+                                        evaluate_fn=make_evaluate(compute_correct), train_labels=train_labels)
 
     @property
     def ema(self):
         return self.recording.ema
 
-    def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+    def on_train_begin(self, args, state, control, model=None, optimizer=None, train_dataloader=None, **kwargs):
+        labels = self.recording.train_labels
+        if labels is not None:  # checked before the run file is touched
+            data = getattr(train_dataloader, "dataset", None)
+            if not isinstance(data, _WithIndex):
+                raise ValueError("RecordEMACallback(train_labels=...): a Trainer's callbacks never see the training "
+                                 "logits; train with dyn.train.hf.RecordingTrainer (or RecordingTrainerMixin first "
+                                 "in your Trainer subclass's bases)")
+            if len(data) != len(labels):
+                raise ValueError(f"RecordEMACallback(train_labels=...): {len(labels)} labels, but the training set "
+                                 f"has {len(data)} examples")
         if state.global_step > 0:  # resumed: the Trainer loaded checkpoint-<global_step>
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}" / STATE_FILE
             if not ckpt.is_file():
@@ -175,4 +206,79 @@ class RecordEMACallback(TrainerCallback):
         self.recording.finish()
 
 
-__all__ = ["RecordEMACallback", "make_evaluate"]
+class _WithIndex(torch.utils.data.Dataset):
+    """A map-style training set whose examples (dicts) also carry their position, as INDEX."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        item = self.data[i]
+        if not isinstance(item, Mapping):
+            raise ValueError(f"RecordingTrainer: training examples must be dicts of the model's keyword arguments "
+                             f"to carry {INDEX!r}; example {i} is a {type(item).__name__}")
+        return {**item, INDEX: i}
+
+
+class RecordingTrainerMixin:
+    """Hands each training batch's logits and positions to the RecordEMACallbacks given
+    `train_labels=`. Goes first in the bases (`class T(RecordingTrainerMixin, Seq2SeqTrainer)`).
+
+    How: the training set is wrapped so that each example (a dict) also holds INDEX
+    ("dyn_index"), its position; INDEX is kept through `remove_unused_columns` (it joins the
+    Trainer's `_signature_columns`, private API of transformers 4.x-5.x) and popped from the
+    batch before the forward pass, in `compute_loss`, which asks the Trainer's own compute_loss
+    for the outputs. Pitfalls: the training set must be map-style (not an IterableDataset) with
+    dict examples; a custom `data_collator` must keep an extra integer key (default_data_collator
+    does; one that drops it fails at the first batch); a `compute_loss` of your own below this
+    mixin must honour `return_outputs=True`.
+    """
+
+    def _presenting(self) -> list:
+        return [cb for cb in self.callback_handler.callbacks
+                if isinstance(cb, RecordEMACallback) and cb.recording.train_labels is not None]
+
+    def get_train_dataloader(self):
+        data = self.train_dataset
+        if data is None or not self._presenting():
+            return super().get_train_dataloader()
+        if isinstance(data, torch.utils.data.IterableDataset) or not hasattr(data, "__len__"):
+            raise ValueError("RecordEMACallback(train_labels=...): the training set is iterable; its examples have no "
+                             "positions to record train-presented by: give a map-style Dataset")
+        self.train_dataset = _WithIndex(data)  # for the dataloader only: the Trainer keeps the user's
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self.train_dataset = data
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if INDEX not in self._signature_columns:
+            self._signature_columns.append(INDEX)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        index = inputs.pop(INDEX, None)
+        callbacks = self._presenting() if model.training else []
+        if not callbacks:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        if index is None:
+            raise ValueError(f"RecordingTrainer: the training batch has no {INDEX!r} (each example's position): the "
+                             f"data_collator dropped it; use one that keeps extra integer keys (default_data_collator)")
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        logits = outputs.get("logits") if isinstance(outputs, Mapping) else getattr(outputs, "logits", None)
+        if logits is None:
+            raise ValueError(f"RecordingTrainer: the model's outputs ({type(outputs).__name__}) have no 'logits'")
+        for cb in callbacks:
+            cb.recording.present(logits, index)
+        return (loss, outputs) if return_outputs else loss
+
+
+class RecordingTrainer(RecordingTrainerMixin, Trainer):
+    """transformers.Trainer that records train-presented through RecordEMACallback(train_labels=)."""
+
+
+__all__ = ["RecordEMACallback", "RecordingTrainer", "RecordingTrainerMixin", "make_evaluate"]

@@ -7,6 +7,15 @@
     trainer.fit(model, train_loader)
     # killed? trainer.fit(model, train_loader, ckpt_path="last") continues the run file exactly
 
+Per-sample training dynamics (split `train-presented`, as `dyn train --record-train`): give
+`train_labels=` (the training set's labels in its order) and let `training_step` return the
+logits and the examples' positions in the training set beside the loss:
+
+    def training_step(self, batch, i):
+        x, y, index = batch                 # e.g. TensorDataset(x, y, torch.arange(len(y)))
+        logits = self(x)
+        return {"loss": F.cross_entropy(logits, y), "logits": logits, "index": index}
+
 Needs `pip install dyn-ema[train,lightning]`.
 """
 
@@ -38,6 +47,18 @@ class RecordEMA(pl.Callback):
     `out`, as `dyn train` does. Under DDP every rank updates its EMA; rank 0 alone evaluates and
     writes.
 
+    Training dynamics: with `train_labels=` (integer labels of the whole training set, in the
+    order `index` counts it), every training batch's forward pass (train mode, augmented, before
+    the optimizer step; with `accumulate_grad_batches=k`, every batch, not every k-th) gives its
+    examples' correctness, true-class softmax probability and margin, scattered into device
+    tensors (no host synchronisation per batch) and committed with the epoch as split
+    `train-presented` (network sgd; an example not presented in an epoch: correct 0, prob and
+    margin NaN; presented twice: the later). `training_step` must return a dict with `"loss"`,
+    `"logits"` ((batch, classes), detached or not) and `"index"` (the batch's positions in the
+    training set); a batch whose output lacks them raises ValueError (one returning None, a
+    skipped batch, is not presented). Under DDP each rank scatters its own examples and rank 0
+    writes all of them (an example the DistributedSampler's padding gives two ranks: the mean).
+
     Resuming: the EMA networks and the recording's position are this callback's state in
     Lightning's own checkpoint (`state_dict`/`load_state_dict`), so `trainer.fit(...,
     ckpt_path=...)` continues them. The run file keeps every epoch it committed; epochs redone
@@ -54,11 +75,13 @@ class RecordEMA(pl.Callback):
 
     def __init__(self, out, decays=(0.99, 0.999), *, val=None, test=None, splits: Mapping | None = None,
                  transform: Callable | None = None, checkpoint_every: int = 1, eval_batch_size: int = 1000,
-                 overwrite: bool = False, num_classes: int | None = None, config: Mapping | None = None):
+                 overwrite: bool = False, num_classes: int | None = None, config: Mapping | None = None,
+                 train_labels=None):
         super().__init__()
         self.recording = RecordingState(out, decays, _splits(splits, val, test), transform=transform,
                                         checkpoint_every=checkpoint_every, eval_batch_size=eval_batch_size,
-                                        overwrite=overwrite, num_classes=num_classes, config=config)
+                                        overwrite=overwrite, num_classes=num_classes, config=config,
+                                        train_labels=train_labels)
         self._global_step = 0
 
     @property
@@ -92,6 +115,13 @@ class RecordEMA(pl.Callback):
         if isinstance(loss, torch.Tensor):
             # Lightning hands back the loss divided by accumulate_grad_batches
             self.recording.observe(loss.detach() * trainer.accumulate_grad_batches)
+        if self.recording.train_labels is not None and outputs is not None:
+            missing = [k for k in ("logits", "index") if not isinstance(outputs, Mapping) or k not in outputs]
+            if missing:
+                raise ValueError(f"RecordEMA(train_labels=...): training_step must return {{'loss': loss, "
+                                 f"'logits': logits, 'index': index}} (index: the batch's positions in the "
+                                 f"training set); its output has no {' or '.join(map(repr, missing))}")
+            self.recording.present(outputs["logits"], outputs["index"])
 
     def on_train_epoch_end(self, trainer, pl_module):
         if trainer.sanity_checking:

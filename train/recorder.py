@@ -67,6 +67,57 @@ def _record(ev) -> Eval:
                 margin=getattr(ev, "margin", None))
 
 
+class Presented:
+    """One epoch's train-presented records of `n` examples, accumulated on the device.
+
+    add() scatters a batch (index_put_ with tensor indices: no host synchronisation); take()
+    brings the epoch to the host and starts the next. With `dist`, take() is a collective: every
+    rank must call it, and each gets the records of all ranks' examples.
+    """
+
+    def __init__(self, n: int):
+        self.n = int(n)
+        self._pres = None  # (seen, correct, [prob; margin]) on the device, made at the epoch's first batch
+
+    def add(self, logits: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> None:
+        if self._pres is None:
+            n, dev = self.n, logits.device
+            self._pres = (torch.zeros(n, dtype=torch.bool, device=dev), torch.zeros(n, dtype=torch.bool, device=dev),
+                          torch.full((2, n), math.nan, dtype=torch.float16, device=dev))
+        seen, correct, values = self._pres
+        c, _, _, prob, margin = per_sample(logits.detach().float(), labels)
+        idx = indices.to(seen.device)
+        seen[idx] = True
+        correct[idx] = c
+        values[:, idx] = torch.stack([prob, margin]).to(torch.float16)
+
+    def take(self, dist=None) -> Eval:
+        """The epoch's records on the host (over all ranks of `dist`); starts the next epoch."""
+        n = self.n
+        if dist is not None:
+            # each rank holds its own examples: sum (seen, correct, prob, margin), zero where
+            # unseen; an example one rank saw keeps its float16 values exactly
+            if self._pres is None:
+                rows = torch.zeros(4, n, dtype=torch.float64)
+            else:
+                seen, correct, values = self._pres
+                vals = torch.where(seen, values.double(), 0.0)
+                rows = torch.cat([seen.double()[None], correct.double()[None], vals])
+            total = dist.sum(rows).cpu()
+            count = total[0]
+            prob = (total[2] / count).to(torch.float16).numpy()  # 0/0: NaN where no rank saw it
+            margin = (total[3] / count).to(torch.float16).numpy()
+            correct = ((total[1] == count) & (count > 0)).numpy()
+        elif self._pres is None:
+            correct, prob, margin = np.zeros(n, bool), np.full(n, np.nan, np.float16), np.full(n, np.nan, np.float16)
+        else:
+            _, c, values = self._pres
+            correct, values = c.cpu().numpy(), values.cpu().numpy()
+            prob, margin = values[0], values[1]
+        self._pres = None
+        return Eval(correct=correct, prob=prob, margin=margin)
+
+
 class Recorder:
     def __init__(self, writer: RunWriter | None, model: torch.nn.Module, ema: EMA, splits, final_splits, *,
                  transform, optimizer, state_fn, checkpoint_every, eval_batch_size, autocast=None, dist=None,
@@ -95,7 +146,7 @@ class Recorder:
                          if inner is not None and hasattr(inner, "_optimizer_step_pre_hooks") else None)
         self.eval_seconds = 0.0  # time spent evaluating and writing at the last epoch end
         self.presented = presented  # size of the training set recorded as train-presented, or None
-        self._pres = None  # the epoch's (seen, correct, [prob; margin]) on the device, made at its first batch
+        self._pres = Presented(presented) if presented is not None else None
         self.record_every = {s: int(k) for s, k in dict(record_every or {}).items() if s in self.final_splits}
         self._reset_running()
         self._t0 = time.perf_counter()
@@ -256,55 +307,24 @@ class Recorder:
                 self._correct = c if self._correct is None else self._correct + c
 
     def _present(self, logits: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> None:
-        """Scatter one batch's correctness, prob and margin into the epoch's device tensors
-        (index_put_ with tensor indices: no host synchronisation)."""
-        if self._pres is None:
-            n, dev = self.presented, logits.device
-            self._pres = (torch.zeros(n, dtype=torch.bool, device=dev), torch.zeros(n, dtype=torch.bool, device=dev),
-                          torch.full((2, n), math.nan, dtype=torch.float16, device=dev))
-        seen, correct, values = self._pres
-        c, _, _, prob, margin = per_sample(logits.detach().float(), labels)
-        idx = indices.to(seen.device)
-        seen[idx] = True
-        correct[idx] = c
-        values[:, idx] = torch.stack([prob, margin]).to(torch.float16)
+        self._pres.add(logits, labels, indices)
 
     def _take_presented(self) -> Eval:
-        """The epoch's train-presented records on the host (over all ranks); starts the next."""
-        n = self.presented
-        if self.dist is not None:
-            # each rank holds its own examples: sum (seen, correct, prob, margin), zero where
-            # unseen; an example one rank saw keeps its float16 values exactly
-            if self._pres is None:
-                rows = torch.zeros(4, n, dtype=torch.float64)
-            else:
-                seen, correct, values = self._pres
-                vals = torch.where(seen, values.double(), 0.0)
-                rows = torch.cat([seen.double()[None], correct.double()[None], vals])
-            total = self.dist.sum(rows).cpu()
-            count = total[0]
-            prob = (total[2] / count).to(torch.float16).numpy()  # 0/0: NaN where no rank saw it
-            margin = (total[3] / count).to(torch.float16).numpy()
-            correct = ((total[1] == count) & (count > 0)).numpy()
-        elif self._pres is None:
-            correct, prob, margin = np.zeros(n, bool), np.full(n, np.nan, np.float16), np.full(n, np.nan, np.float16)
-        else:
-            _, c, values = self._pres
-            correct, values = c.cpu().numpy(), values.cpu().numpy()
-            prob, margin = values[0], values[1]
-        self._pres = None
-        return Eval(correct=correct, prob=prob, margin=margin)
+        return self._pres.take(self.dist)
 
     def states(self) -> dict:
         """Every network's state for evaluation: None (the module itself) for SGD, EMA views."""
         return {"sgd": None, **{n: self.ema.state_dict_for(k) for k, n in enumerate(self.ema.names)}}
 
     def end_epoch(self, epoch: int, metrics: Mapping[str, float] | None = None,
-                  weights: bool | None = None) -> dict:
+                  weights: bool | None = None, presented: Eval | None = None) -> dict:
         """Evaluate every network on every split and commit the epoch. Returns its metrics.
 
         Raises Diverged (and marks the run diverged at `epoch`) if the running train loss is not
         finite. `weights`: record weights now (default: every `checkpoint_every` epochs).
+        `presented`: the epoch's train-presented records, taken by a caller that accumulates
+        them itself (`Presented.take`; the callbacks do, on every rank); default: this
+        recorder's own, from `step(..., indices=)`.
         """
         t_eval = time.perf_counter()
         row = {"iteration": self.iteration}
@@ -326,7 +346,8 @@ class Recorder:
                if s in self.record_every and epoch % self.record_every[s] == 0 and self._final_recorded.get(s) != epoch}
         evals = self._evaluate(self.splits)
         extra = self._evaluate(due) if due else {}
-        presented = self._take_presented() if self.presented is not None and epoch > 0 else None
+        if presented is None and self.presented is not None and epoch > 0:
+            presented = self._take_presented()
         row["seconds"] = time.perf_counter() - self._t0  # training and evaluation; not the write
         for s, per_net in evals.items():
             for n, ev in per_net.items():
@@ -448,4 +469,4 @@ def _writes(dist) -> bool:
     return dist is None or dist.is_main
 
 
-__all__ = ["Recorder"]
+__all__ = ["Presented", "Recorder"]
