@@ -95,6 +95,10 @@ def _child(req: dict, null: int, proto) -> None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        if "torch" in sys.modules and (req.get("env") or {}).get("OMP_NUM_THREADS"):
+            # torch read OMP_NUM_THREADS when the server imported it: a fork keeps the server's
+            # thread count, and 2 threads round a convolution's sums differently from 1
+            sys.modules["torch"].set_num_threads(int(req["env"]["OMP_NUM_THREADS"]))
         import resource
 
         if req.get("fsize") is not None:
