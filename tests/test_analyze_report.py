@@ -40,3 +40,21 @@ def test_report_refuses_bad_flags_and_leaves_nothing(tmp_path):
     r = run_dyn("analyze", "report", a, "--out-dir", tmp_path / "rep", "--net", "ema-0.1", block=("torch",))
     assert r.returncode == 2 and "--net ema-0.1: no such network" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "rep").exists()  # not even the folder it made for --out-dir
+
+
+def test_report_adds_settling_and_the_training_sets_dynamics_where_recorded(tmp_path):
+    from test_dynamics_commands import dynamics_run
+
+    run = dynamics_run(tmp_path / "run.h5")
+    plain = Synthetic(epochs=6, samples=40, decays=(0.9,), weights_every=0).write(tmp_path / "plain.h5")
+    out = tmp_path / "report"
+    r = run_dyn("analyze", "report", run, plain, "--out-dir", out, block=("torch",))
+    assert r.returncode == 0, r.stderr
+    files = {p.name for p in out.iterdir()}
+    for name in ("forgetting-run", "datamap-run", "aum-run", "settling-run", "settling-plain"):
+        assert {f"{name}.png", f"{name}.csv"} <= files, name
+    assert not any(n.startswith(("forgetting-plain", "datamap-plain", "aum-plain")) for n in files)
+    # what the report's CSV says is what the command says on its own (default split: train-presented)
+    alone = tmp_path / "alone.csv"
+    assert run_dyn("analyze", "aum", run, "--csv", alone).returncode == 0
+    assert (out / "aum-run.csv").read_text() == alone.read_text()

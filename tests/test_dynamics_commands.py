@@ -25,7 +25,11 @@ def _records(seed, shape):
 
 @pytest.fixture(scope="module")
 def run_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("dyn") / "run.h5"
+    return dynamics_run(tmp_path_factory.mktemp("dyn") / "run.h5")
+
+
+def dynamics_run(path):
+    """A run with train-presented, train (every 3 epochs, prob and margin) and val (losses)."""
     labels = np.arange(N) % 4
     lay = Layout(networks=[Network.sgd(), Network.ema(0.9)], splits={
         "val": Split(labels=labels[:20]),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -18,8 +19,12 @@ import click
 from dyn.analyze import inputs, networks, output
 from dyn.analyze.commands.accuracy import AccuracyCommand
 from dyn.analyze.commands.agreement import AgreementCommand
+from dyn.analyze.commands.aum import AUMCommand
+from dyn.analyze.commands.datamap import DataMapCommand
 from dyn.analyze.commands.flips import MAX_BARCODES, FlipsCommand
+from dyn.analyze.commands.forgetting import ForgettingCommand
 from dyn.analyze.commands.histogram import HistogramCommand
+from dyn.analyze.commands.settling import SettlingCommand
 from dyn.analyze.commands.stability import StabilityCommand
 from dyn.analyze.commands.weight_diff import WeightDiffCommand
 from dyn.analyze.naming import name_runs
@@ -30,7 +35,12 @@ from dyn.errors import DiskFull, DynError, UsageError, WriteFailed
 PER_RUN = [("stability", StabilityCommand(), "Prediction stability (Figures 2, 6)"),
            ("histogram", HistogramCommand(), "Misclassification ratio (Figure 3)"),
            ("flips", FlipsCommand(), "Least stable samples (Figures 4, 7)"),
-           ("agreement", AgreementCommand(), "Mismatch of two networks")]
+           ("agreement", AgreementCommand(), "Mismatch of two networks"),
+           ("settling", SettlingCommand(), "When predictions settle (fraction of samples settled, and settled right)")]
+# the training set's per-sample dynamics, for runs that record them (dyn train --record-train[-every K])
+DYNAMICS = [("forgetting", ForgettingCommand(), "Forgetting events per example (Toneva et al. 2019)"),
+            ("datamap", DataMapCommand(), "Data maps (Swayamdipta et al. 2020)"),
+            ("aum", AUMCommand(), "Area under the margin (Pleiss et al. 2020)")]
 
 
 class Page:
@@ -86,13 +96,21 @@ def build(runs, opts: SharedOptions, page: Page, top: int, rank_by: str, bins: i
             params = {"flips": {"top": top, "rank_by": rank_by, "barcodes": True}, "histogram": {"bins": bins},
                       "agreement": {"bins": bins, "pair": lambda r: _pair(r, opts.nets)}}.get(name, {})
             _try(page, f"{name} of {info.label}", lambda: page.add(
-                f"{name}-{info.name}", analysis, _with_info(analysis.compute([run], opts, **params), info), caption))
+                f"{name}-{info.name}", analysis, _with_info(analysis, analysis.compute([run], opts, **params), info),
+                caption))
+        if not {"train-presented", "train"} & set(run.splits):
+            continue
+        on_train = replace(opts, split=None)  # each command's default: train-presented, else train
+        for name, analysis, caption in DYNAMICS:
+            _try(page, f"{name} of {info.label}", lambda: page.add(
+                f"{name}-{info.name}", analysis, _with_info(analysis, analysis.compute([run], on_train), info),
+                caption))
 
 
-def _with_info(results, info):
-    for r in results:  # computed one run at a time: keep the labels of the whole set
+def _with_info(analysis, result, info):
+    for r in analysis.run_results(result):  # computed one run at a time: keep the labels of the whole set
         r.info = info
-    return results
+    return result
 
 
 def _pair(run, nets):
@@ -180,8 +198,10 @@ def report(runs, out_dir, nets, split, from_epoch, to_epoch, fmt, top, rank_by, 
 
     Table 1 of the runs; accuracy over epochs (with lr when the runs record it); weight
     differences; and per run stability, misclassification histogram, barcodes of the least
-    stable samples and the SGD/EMA mismatch (sgd against the EMA network of highest decay,
-    or the first and last of --net). Each figure has its numbers beside it as CSV.
+    stable samples, the SGD/EMA mismatch (sgd against the EMA network of highest decay, or
+    the first and last of --net) and when predictions settle; for a run that records the
+    training set's dynamics, forgetting, data maps and AUM on it. Each figure has its
+    numbers beside it as CSV.
 
     \b
     Examples:
