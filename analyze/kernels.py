@@ -229,7 +229,7 @@ class Tally:
 
     def _add_c(self, lib, a, b, successive) -> None:
         need = max(5, (self.rows + len(a)).bit_length() + 1)  # the kernel's own bound
-        width = -(-bits.nbytes(self.n) // 8)
+        width = -(-bits.packed_width(self.n) // 8)
         if self._planes is None or len(self._planes) < need:
             grown = np.zeros((max(need, 2 * (0 if self._planes is None else len(self._planes))), width), np.uint64)
             if self._planes is not None:
