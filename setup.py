@@ -1,7 +1,7 @@
 """The optional C kernels of the analyses (analyze/_bits.c); everything else is in pyproject.toml.
 
 Optional: where no C compiler is found the install still succeeds, and analyze/kernels.py
-counts with numpy instead (same results, about 2x slower on the bits).
+counts with numpy instead (same results, slower: benchmarks/README.md, "The numpy fallback").
 """
 
 from setuptools import Extension, setup

@@ -10,14 +10,11 @@ numpy call handles 64 samples per element.
 
 import numpy as np
 
+from dyn.format import packed_width
+
 # Reader chunks are split into blocks of at most this many bytes before any
 # temporary is made: temporaries stay bounded and a block stays in cache.
 BLOCK_BYTES = 4 << 20
-
-
-def nbytes(n: int) -> int:
-    """Bytes in one packed row of n samples."""
-    return (int(n) + 7) // 8
 
 
 def pack(correct) -> np.ndarray:
@@ -28,8 +25,8 @@ def pack(correct) -> np.ndarray:
 def unpack(packed, n: int) -> np.ndarray:
     """(..., ceil(n/8)) uint8 -> (..., n) bool; padding bits are dropped."""
     packed = np.asarray(packed)
-    if packed.dtype != np.uint8 or packed.shape[-1:] != (nbytes(n),):
-        raise ValueError(f"expected uint8 rows of {nbytes(n)} bytes for {n} samples, "
+    if packed.dtype != np.uint8 or packed.shape[-1:] != (packed_width(n),):
+        raise ValueError(f"expected uint8 rows of {packed_width(n)} bytes for {n} samples, "
                          f"got {packed.dtype} {packed.shape}")
     return np.unpackbits(packed, axis=-1, count=n).view(bool)
 
@@ -37,14 +34,14 @@ def unpack(packed, n: int) -> np.ndarray:
 def check_rows(rows, n: int) -> np.ndarray:
     """The 2-D uint8 (T, ceil(n/8)) array every analysis takes, or ValueError."""
     rows = np.asarray(rows)
-    if rows.dtype != np.uint8 or rows.ndim != 2 or rows.shape[1] != nbytes(n):
-        raise ValueError(f"expected packed rows uint8 (T, {nbytes(n)}) for {n} samples, "
+    if rows.dtype != np.uint8 or rows.ndim != 2 or rows.shape[1] != packed_width(n):
+        raise ValueError(f"expected packed rows uint8 (T, {packed_width(n)}) for {n} samples, "
                          f"got {rows.dtype} {rows.shape}")
     return rows
 
 
 class WordView:
-    """uint8 (T, nbytes) -> uint64 (T, ceil(nbytes/8)), reusing one buffer.
+    """uint8 (T, packed_width) -> uint64 (T, ceil(packed_width/8)), reusing one buffer.
 
     A view when the row length is a multiple of 8 bytes and the rows are
     contiguous. Otherwise (5,000, 10,000 or 45,000 samples: most real splits)
@@ -86,7 +83,7 @@ def blocks(rows: np.ndarray, max_bytes: int = BLOCK_BYTES):
 def popcount(rows: np.ndarray, n: int) -> np.ndarray:
     """Set bits among the first n samples of each row: int64 (T,).
 
-    rows: packed uint8 (T, nbytes) or their uint64 words(). Padding bits are
+    rows: packed uint8 (T, packed_width) or their uint64 words(). Padding bits are
     not trusted to be 0: the ones that are set are subtracted.
     """
     rows = np.asarray(rows)
@@ -94,7 +91,7 @@ def popcount(rows: np.ndarray, n: int) -> np.ndarray:
     acc = np.uint32 if rows.shape[1] * rows.itemsize * 8 < 2**32 else np.int64
     count = np.bitwise_count(rows).sum(axis=1, dtype=acc).astype(np.int64)
     b = rows.view(np.uint8)
-    nb, pad = nbytes(n), 8 * nbytes(n) - n
+    nb, pad = packed_width(n), 8 * packed_width(n) - n
     if pad and len(b):  # the low `pad` bits of the last real byte are padding
         count -= np.bitwise_count(b[:, nb - 1] & np.uint8((1 << pad) - 1)).astype(np.int64)
     if b.shape[1] > nb:  # whole padding bytes of a words() copy
@@ -130,7 +127,7 @@ class VerticalCounter:
 
     def __init__(self, n: int):
         self.n = int(n)
-        self.width = -(-nbytes(n) // 8)
+        self.width = -(-packed_width(n) // 8)
         self.rows = 0
         self._acc = []       # _acc[k]: accumulated plane of weight 2**k
         self._pending = []   # _pending[k]: a plane of weight 2**k waiting for a partner

@@ -10,9 +10,9 @@
 Both take packed uint8 rows (T, ceil(n/8)) as the run file stores them. The C kernels
 (analyze/_bits.c, built by setup.py when a C compiler is there) do each in one pass over
 a chunk; ctypes lets go of the GIL during a call, so networks are counted in parallel
-threads. The numpy implementation in analyze/bits.py gives the same results about 2x
-slower; it is the fallback, and the tests' second implementation. DYN_KERNELS=numpy
-forces it.
+threads. The numpy implementation in analyze/bits.py gives the same results, slower
+(benchmarks/README.md, "The numpy fallback"); it is the fallback, and the tests' second
+implementation. DYN_KERNELS=numpy forces it.
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ class SampleCounts:
 
     def _add_c(self, lib, a, b, successive) -> None:
         need = max(5, (self.rows + len(a)).bit_length() + 1)  # the kernel's own bound
-        width = -(-bits.nbytes(self.n) // 8)
+        width = -(-bits.packed_width(self.n) // 8)
         if self._planes is None or len(self._planes) < need:
             grown = np.zeros((max(need, 2 * (0 if self._planes is None else len(self._planes))), width), np.uint64)
             if self._planes is not None:

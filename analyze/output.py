@@ -11,44 +11,35 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from dyn import safeio
+from dyn import fs, safeio
+from dyn.analyze.plot.save import target as figure_target
 from dyn.errors import DynError, UsageError
-
-FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 
 
 def check_writable(path, flag: str) -> Path:
-    """The path, or a one-line UsageError when a file cannot be created there; creates nothing."""
+    """The path, or a one-line UsageError when a file cannot be created there (dyn.fs); creates nothing."""
     p = Path(path)
     if p.is_dir():
         raise UsageError(f"{flag} {p}: is a directory")
-    parent = p.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise UsageError(f"{flag} {p}: {parent} is not a directory")
-    try:  # tried for real: permission bits say nothing to root, nor about read-only mounts or /proc
-        fd, probe = tempfile.mkstemp(dir=parent, prefix=".dyn-probe-")
-    except OSError as e:
-        raise UsageError(f"{flag} {p}: cannot write in {parent} ({(e.strerror or str(e)).lower()})") from None
-    os.close(fd)
-    os.unlink(probe)
+    try:
+        fs.check_writable(p)
+    except fs.NotWritable as e:  # in the words of the analysis commands
+        raise UsageError(f"{flag} {p}: " + (f"cannot write in {e.folder} ({e.why.lower()})" if e.why
+                                              else f"{e.folder} is not a directory")) from None
     return p
 
 
 def check_figure(path, flag: str = "--out") -> Path:
-    """A figure path: .png, .pdf or .svg by its extension (.png added when there is none)."""
-    p = Path(path)
-    if p.suffix == "":
-        p = p.with_suffix(".png")
-    if p.suffix.lower() not in FIGURE_SUFFIXES:
-        raise UsageError(f"{flag} {p}: a figure is .png, .pdf or .svg, not {p.suffix}")
+    """A figure path that plot.save accepts (.png added when there is no extension), writable."""
+    try:
+        p, _ = figure_target(path)
+    except ValueError:
+        p = Path(path)
+        raise UsageError(f"{flag} {p}: a figure is .png, .pdf or .svg, not {p.suffix}") from None
     return check_writable(p, flag)
 
 

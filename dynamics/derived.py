@@ -3,8 +3,8 @@
 A run file's layout is fixed while it is written (SWMR forbids new objects), so derived
 networks go into a copy: the run is copied to a temporary file beside the destination, the
 new groups and datasets are written into the copy, and the copy is renamed over the
-destination only when complete. A kill at any moment leaves the original untouched (and a
-stale `.NAME.tmp-PID` that the next writer removes). The run's writer lock is held
+destination only when complete (dyn.safeio.Staged). A kill at any moment leaves the original
+untouched (and a temporary that the next writer removes). The run's writer lock is held
 throughout, so no training can resume it meanwhile.
 
 Derived networks have `params`/`buffers` rows for every weight record, like recorded ones;
@@ -15,19 +15,17 @@ a group under `/splits/<split>` has no correctness there). See docs/format.md.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from .errors import DynError, RunFileError, short_error
+from .errors import DynError, RunFileError
 from .faults import test_point as _test_point
 from .format import packed_width, row_chunks, weight_chunk
-from .fs import fsync
 from .layout import valid_name
 from .lock import WriterLock
-from .safeio import close_hdf5, open_hdf5
+from .safeio import Staged, close_hdf5, open_hdf5
 from .writer import OPTIONAL_RECORDS, Eval
 
 # Runs in these states receive no more epochs, so a derived network can never fall behind.
@@ -57,19 +55,16 @@ class DerivedWriter:
                 self.weight_rows = len(run.weight_epochs())
                 self.networks = list(run.networks)
                 self.splits = {s: len(run.epochs(s)) for s in run.splits}
-            for stale in self.dst.parent.iterdir():  # a derivation killed before its rename
-                if stale.name.startswith(f".{self.dst.name}.tmp-"):
-                    stale.unlink(missing_ok=True)
-            self.tmp = self.dst.with_name(f".{self.dst.name}.tmp-{os.getpid()}")
+            self.stage = Staged(self.dst, what=f"copying {self.src}")
             try:
-                shutil.copyfile(self.src, self.tmp)
-                shutil.copymode(self.src, self.tmp)
+                shutil.copyfile(self.src, self.stage.tmp)
+                shutil.copymode(self.src, self.stage.tmp)
                 # through a GuardedFile: a write that fails (full disk) never reaches HDF5 (safeio)
-                self.f = open_hdf5(self.tmp, "r+", name=self.dst, libver="latest")
+                self.f = open_hdf5(self.stage.tmp, "r+", name=self.dst, libver="latest")
                 _test_point("derive: copied")
             except OSError as e:
-                self.tmp.unlink(missing_ok=True)
-                raise DynError(f"{self.dst}: cannot write a copy of {self.src} beside it ({short_error(e)})") from None
+                self.stage.discard()
+                raise self.stage.error(e, kept=f"{self.src} is unchanged") from None
         except BaseException:
             self._release()
             raise
@@ -142,10 +137,9 @@ class DerivedWriter:
         close_hdf5(self.f)
         if guard.error is not None:  # one line; __exit__ removes the copy, the run is untouched
             guard.check("writing the new networks", kept=f"{self.src} is unchanged")
-        fsync(self.tmp)
         _test_point("derive: complete")
-        os.replace(self.tmp, self.dst)
-        fsync(self.dst.parent)
+        self.stage.commit(durable=True)
+        self.stage.discard()
         self._release()
 
     def _release(self) -> None:
@@ -160,6 +154,6 @@ class DerivedWriter:
         if self._locks:  # not committed: discard the copy
             if getattr(self, "f", None) is not None and self.f.id.valid:
                 close_hdf5(self.f)
-            self.tmp.unlink(missing_ok=True)
+            self.stage.discard()
             self._release()
 

@@ -43,7 +43,7 @@ def status_fields(splits: list[str]) -> list[str]:
 
 def packed_width(n: int) -> int:
     """Bytes per packed correctness row for n samples."""
-    return (n + 7) // 8
+    return (int(n) + 7) // 8
 
 
 def row_chunks(row_elems: int, itemsize: int) -> tuple[int, int]:

@@ -13,22 +13,33 @@ from .errors import DynError
 NO_SWMR_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "fuse.sshfs", "virtiofs"}
 
 
-def check_writable(path: Path) -> None:
-    """Refuse, before any work, an output that cannot be created; create nothing.
+class NotWritable(DynError):
+    """No file can be created at a path: `folder`, the nearest existing one on its way, is not
+    a folder (`why` is None) or refuses a new file (`why`: the system's reason)."""
+
+    def __init__(self, path: Path, folder: Path, why: str | None = None):
+        super().__init__(f"{path}: folder {folder} is not writable ({why})" if why
+                         else f"{path}: {folder} is not a folder")
+        self.folder, self.why = folder, why
+
+
+def check_writable(path) -> None:
+    """Refuse, before any work, an output that cannot be created (NotWritable); create nothing.
 
     The nearest existing folder on the way to `path` must take a new file: tried for real with
     a probe file (permission bits say nothing to root, nor about read-only mounts or /proc).
     Missing folders below it are left for the writer to make.
     """
-    folder = path.absolute().parent
-    while not folder.exists():
+    path = Path(path)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir():
-        raise DynError(f"{path}: {folder} is not a folder")
+        raise NotWritable(path, folder)
     try:
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".dyn-probe-")
     except OSError as e:
-        raise DynError(f"{path}: folder {folder} is not writable ({e.strerror})") from None
+        raise NotWritable(path, folder, e.strerror or str(e)) from None
     os.close(fd)
     os.unlink(probe)
 

@@ -2,10 +2,11 @@
 
 Every writer of dyn (run files, imports, figures, tables, reports; and new ones) uses these:
 
-- `staged(path)`: write to a temporary beside `path`, renamed into place only when complete;
-  removed on any failure. The temporary is flock-held while it is written, so a later writer
-  to the same `path` that can take the lock knows its writer is dead and removes it
-  (`sweep`): a SIGKILL leaves nothing behind for longer than the next attempt.
+- `Staged(path)`: a temporary beside `path`, renamed into place only when complete (`commit`),
+  removed on any failure (`discard`); `staged` and `staged_dir` are its with-block forms. The
+  temporary is flock-held while it is written, so a later writer to the same `path` that can
+  take the lock knows its writer is dead and removes it (`sweep`): a SIGKILL leaves nothing
+  behind for longer than the next attempt.
 - `GuardedFile` / `open_hdf5`: the file object HDF5 writes through (h5py's "fileobj" driver).
   Why: when a write of libhdf5's own file driver fails (ENOSPC, EFBIG), HDF5 half-destroys the
   objects it was flushing or closing but leaves their ids registered; closing them again, which
@@ -26,12 +27,15 @@ except ImportError:  # Windows: no locks, so no temporary is ever proved abandon
     fcntl = None
 import io
 import os
+import re
 import secrets
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import DiskFull, DynError, WriteFailed
 from .faults import test_point as _test_point
+from .fs import fsync
 
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 TMP_TAG = ".dyn-tmp-"  # temporaries are named .NAME.dyn-tmp-PID-HEX[SUFFIX]
@@ -106,6 +110,29 @@ def abandoned(p: Path) -> bool:
     return True
 
 
+# Temporaries as dyn named them before this module (none flock-held; the pid names the writer):
+# `.NAME.tmp-PID` (run files, post-hoc copies), `.NAME.PID.HEX.tmp` (figures, tables),
+# `.NAME.import-PID` (imports).
+_OLD_TMP_TAILS = (r"\.tmp-(\d+)", r"\.(\d+)\.[0-9a-f]{8}\.tmp", r"\.import-(\d+)")
+
+
+def old_tmp_abandoned(candidate: str, path: Path) -> bool:
+    """An old-named temporary of `path` whose writer (the pid in its name) is no longer running."""
+    if fcntl is None:  # Windows: os.kill(pid, 0) would terminate the process, not test it
+        return False
+    for tail in _OLD_TMP_TAILS:
+        m = re.fullmatch(re.escape(f".{path.name}") + tail, candidate)
+        if m:
+            try:
+                os.kill(int(m.group(1)), 0)
+            except ProcessLookupError:
+                return True
+            except (OSError, OverflowError):  # alive under another user, or no such pid at all
+                return False
+            return False
+    return False
+
+
 def stale(path) -> list[Path]:
     """Temporaries of `path` left by writers that are gone (killed): their lock can be taken."""
     path = Path(path)
@@ -113,13 +140,12 @@ def stale(path) -> list[Path]:
         names = os.listdir(path.parent)
     except OSError:
         return []
-    return [path.parent / n for n in sorted(names) if is_tmp_of(n, path) and abandoned(path.parent / n)]
+    return [path.parent / n for n in sorted(names)
+            if (is_tmp_of(n, path) and abandoned(path.parent / n)) or old_tmp_abandoned(n, path)]
 
 
 def sweep(path) -> list[Path]:
     """Remove what killed writers of `path` left; returns what was removed."""
-    import shutil
-
     gone = []
     for p in stale(path):
         try:
@@ -133,34 +159,65 @@ def sweep(path) -> list[Path]:
     return gone
 
 
-@contextmanager
-def staged(path, *, replace: bool = True, suffix: str = "", what: str = "writing", label: str | None = None):
-    """Yield (temporary path, fd holding its lock) beside `path`; on success the temporary is
-    renamed onto `path` (replace=False: never over an existing file, even one created
-    meanwhile: DynError), on failure removed. OSError becomes `write_error`'s one line."""
-    path = Path(path)
-    sweep(path)
-    tmp = tmp_name(path, suffix)
-    try:
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-    except OSError as e:
-        raise write_error(path, e, what, label=label) from None
-    try:
-        hold(fd)
+class Staged:
+    """A temporary beside `path` (a file; with folder=True a folder, for a writer that makes
+    several files), flock-held while this process lives so that `sweep` leaves it alone.
+    `commit()` renames it (a folder: the file `folder / path.name` it holds) onto `path`;
+    `discard()` removes whatever is left, and always follows. OSError becomes `write_error`'s
+    one line. `staged` and `staged_dir` are the with-block forms."""
+
+    def __init__(self, path, *, folder: bool = False, suffix: str = "", what: str = "writing",
+                 label: str | None = None):
+        self.path, self.folder, self.what, self.label = Path(path), folder, what, label
+        sweep(self.path)
+        self.tmp = tmp_name(self.path, suffix)
+        self.fd = -1
         try:
-            yield tmp, fd
-            place(tmp, path, replace)
+            if folder:
+                self.path.parent.mkdir(parents=True, exist_ok=True)  # missing folders are made, as for a run
+                os.mkdir(self.tmp)
+                self.fd = os.open(self.tmp, os.O_RDONLY)
+            else:
+                self.fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            hold(self.fd)
         except OSError as e:
-            raise write_error(path, e, what, label=label) from None
-    finally:
-        os.close(fd)
+            self.discard()
+            raise self.error(e) from None
+        except BaseException:
+            self.discard()
+            raise
+
+    def error(self, e: OSError, kept: str = "") -> DynError:
+        return write_error(self.path, e, self.what, kept=kept, label=self.label)
+
+    def commit(self, replace: bool = True, durable: bool = False) -> None:
+        """Rename the finished temporary onto `path` (replace=False: never over an existing
+        file, even one created meanwhile: DynError); durable: fsync it and the folder too."""
+        done = self.tmp / self.path.name if self.folder else self.tmp
         try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
+            if durable:
+                fsync(done)
+            place(done, self.path, replace)
+            if durable:
+                fsync(self.path.parent)
+        except OSError as e:
+            raise self.error(e) from None
+
+    def discard(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self.folder:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        else:
+            try:
+                self.tmp.unlink()
+            except FileNotFoundError:
+                pass
 
 
 def place(tmp: Path, path: Path, replace: bool = True) -> None:
+    """Rename a finished file onto `path` (see Staged.commit)."""
     if replace:
         os.replace(tmp, path)
         return
@@ -177,33 +234,35 @@ def place(tmp: Path, path: Path, replace: bool = True) -> None:
 
 
 @contextmanager
-def staged_dir(path, *, replace: bool = True, what: str = "writing"):
-    """Yield a temporary folder beside `path` (flock-held, swept as `staged`'s files are) for
-    a writer that makes several files; `folder / path.name`, if the block made it, is then
-    renamed onto `path`. The folder and anything left in it are removed in every case."""
-    import shutil
-
-    path = Path(path)
-    sweep(path)
-    tmp = tmp_name(path)
+def staged(path, *, replace: bool = True, suffix: str = "", what: str = "writing", label: str | None = None):
+    """Yield (temporary path, fd holding its lock) beside `path`; the temporary is renamed onto
+    `path` when the block succeeds, else removed (see Staged)."""
+    s = Staged(path, suffix=suffix, what=what, label=label)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)  # missing folders are made, as for a run
-        os.mkdir(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-    except OSError as e:
-        raise write_error(path, e, what) from None
-    try:
-        hold(fd)
         try:
-            yield tmp
-            if (tmp / path.name).exists():
-                _test_point(f"staged: placing {path.name}")
-                place(tmp / path.name, path, replace)
+            yield s.tmp, s.fd
         except OSError as e:
-            raise write_error(path, e, what) from None
+            raise s.error(e) from None
+        s.commit(replace)
     finally:
-        os.close(fd)
-        shutil.rmtree(tmp, ignore_errors=True)
+        s.discard()
+
+
+@contextmanager
+def staged_dir(path, *, replace: bool = True, what: str = "writing"):
+    """Yield a temporary folder beside `path`; `folder / path.name`, if the block made it, is
+    then renamed onto `path`. The folder and anything left in it are removed in every case."""
+    s = Staged(path, folder=True, what=what)
+    try:
+        try:
+            yield s.tmp
+        except OSError as e:
+            raise s.error(e) from None
+        if (s.tmp / s.path.name).exists():
+            _test_point(f"staged: placing {s.path.name}")
+            s.commit(replace)
+    finally:
+        s.discard()
 
 
 def write_bytes(path, data: bytes, *, what: str = "writing", label: str | None = None) -> Path:

@@ -111,9 +111,6 @@ class RunWriter:
                 raise RunFileError(f"{path}: already exists; refusing to overwrite a run")
             if path.is_dir():
                 raise RunFileError(f"{path}: is a directory")
-            for stale in path.parent.iterdir():  # a creation killed before its rename (dyn < 0.1.1)
-                if stale.name.startswith(f".{path.name}.tmp-"):
-                    stale.unlink(missing_ok=True)
             with staged(path, what="creating the run file") as (tmp, _):
                 f = open_hdf5(tmp, "w", name=path, libver="latest")
                 try:

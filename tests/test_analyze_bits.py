@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from dyn.analyze.bits import (VerticalCounter, WordView, blocks, check_rows, nbytes, pack,
-                          popcount, unpack, words)
+from dyn.analyze.bits import VerticalCounter, WordView, blocks, check_rows, pack, popcount, unpack, words
+from dyn.format import packed_width
 
 SIZES = [1, 7, 8, 9, 63, 64, 65, 127, 1000, 1001]
 
@@ -26,7 +26,7 @@ def test_layout_is_numpy_packbits_big_endian():
     correct = np.zeros((1, 10), bool)
     correct[0, [0, 9]] = True
     assert pack(correct).tolist() == [[0x80, 0x40]]
-    assert nbytes(10) == 2 and nbytes(8) == 1 and nbytes(0) == 0
+    assert packed_width(10) == 2 and packed_width(8) == 1 and packed_width(0) == 0
 
 
 @pytest.mark.parametrize("n", SIZES)
@@ -111,7 +111,7 @@ def test_vertical_counter_matches_naive_sum_for_any_chunking(n, t):
     rng = np.random.default_rng(1000 * n + t)
     c = random_correct(rng, t, n)
     vc = VerticalCounter(n)
-    feed_in_random_chunks(rng, vc, np.packbits(c, axis=1).reshape(t, nbytes(n)))
+    feed_in_random_chunks(rng, vc, np.packbits(c, axis=1).reshape(t, packed_width(n)))
     assert vc.counts().tolist() == c.sum(axis=0).tolist()
     assert vc.rows == t
 

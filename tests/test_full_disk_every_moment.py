@@ -300,6 +300,30 @@ def test_temporaries_of_killed_writers_are_listed_then_removed_by_the_next_write
         os.close(fd)
 
 
+def test_temporaries_named_as_older_dyn_named_them_are_removed_when_their_writer_is_gone(server, run_file,
+                                                                                         tmp_path):
+    """Before safeio, temporaries held no lock: the pid in the name says whether their writer runs."""
+    from dyn.synthetic import Synthetic
+
+    gone = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1  # a pid no process can have
+    dead = [f".fig.png.{gone}.0123abcd.tmp", f".fig.png.tmp-{gone}", f".fig.png.import-{gone}"]
+    live = f".fig.png.{os.getpid()}.0123abcd.tmp"  # its writer, this test, still runs
+    other = f".fog.png.tmp-{gone}"  # another file's
+    for name in dead + [live, other]:
+        (tmp_path / name).write_bytes(b"half a figure")
+    r = server.run("inspect", "fig.png", cwd=tmp_path)
+    notes = [ln for ln in r.stderr.splitlines() if ln.startswith("note:")]
+    assert [n for n in sorted(dead) if any(n in ln for ln in notes)] == sorted(dead) and len(notes) == 3, r.stderr
+    r = server.run("analyze", "stability", run_file, "--out", "fig.png", cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["fig.png", live, other])
+    # run files go through the same sweep: RunWriter.create removes a dead creation's copy
+    (tmp_path / f".r.h5.tmp-{gone}").write_bytes(b"half a run")
+    spec = Synthetic(epochs=1, samples=10, splits=("val",), decays=(0.9,))
+    RunWriter.create(tmp_path / "r.h5", spec.layout(), {}).close()
+    assert not (tmp_path / f".r.h5.tmp-{gone}").exists()
+
+
 RACE = """
 import resource, sys
 import dyn.writer as writer

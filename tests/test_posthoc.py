@@ -189,7 +189,7 @@ def test_refused_target_is_one_line_and_writes_nothing(digits_pair, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("dyn: error: "), r.stderr
     assert "posthoc-0.3 refused: profile residual" in lines[0] and "L1 norm" in lines[0]
     assert sha(src) == before
-    assert not [p for p in src.parent.iterdir() if ".tmp-" in p.name]
+    assert not [p for p in src.parent.iterdir() if "tmp-" in p.name]  # .NAME.dyn-tmp-* (and older .NAME.tmp-*)
 
 
 @pytest.mark.slow
@@ -217,7 +217,7 @@ def test_sigkill_mid_write_leaves_the_run_intact(digits_pair, tmp_path, point):
     # the next try cleans up the stale copy and succeeds
     r = run_dyn("posthoc", run, "--decay", "0.95")
     assert r.returncode == 0, r.stderr
-    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    assert not [p for p in tmp_path.iterdir() if "tmp-" in p.name]  # .NAME.dyn-tmp-* (and older .NAME.tmp-*)
     with open_run(run) as r:
         assert r.networks[-1] == "posthoc-0.95"
 

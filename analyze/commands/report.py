@@ -10,7 +10,6 @@ flag stops the report.
 from __future__ import annotations
 
 import html
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -233,7 +232,7 @@ def report(runs, out_dir, nets, split, from_epoch, to_epoch, fmt, top, rank_by, 
                 build(opened, opts, page, top, rank_by, bins)
                 output.write_text(work / "index.html", index(opened, page), "--out-dir")
             for name in page.files:
-                os.replace(work / name, target / name)
+                safeio.place(work / name, target / name)
         done = True
     except OSError as e:
         raise safeio.write_error(target, e, "--out-dir: writing the report") from None

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dyn.analyze.bits import check_rows, nbytes
+from dyn.analyze.bits import check_rows
 from dyn.analyze.kernels import PreviousRow, SampleCounts
 from dyn.analyze.window import ChunkWindow
+from dyn.format import packed_width
 
 RANK_BY = ("sgd", "ema", "sum", "stability")
 
@@ -109,8 +110,8 @@ def barcode(rows, sample_indices, n: int) -> np.ndarray:
         raise ValueError(f"sample indices must lie in 0..{n - 1}")
     cols, where = np.unique(idx // 8, return_inverse=True)  # sorted, as h5py requires
     if hasattr(rows, "shape"):
-        if len(rows.shape) != 2 or rows.shape[1] != nbytes(n):
-            raise ValueError(f"expected packed rows (T, {nbytes(n)}), got {rows.shape}")
+        if len(rows.shape) != 2 or rows.shape[1] != packed_width(n):
+            raise ValueError(f"expected packed rows (T, {packed_width(n)}), got {rows.shape}")
         sub = np.asarray(rows[:, cols], dtype=np.uint8)
     else:
         parts = [check_rows(c, n)[:, cols] for c in rows]

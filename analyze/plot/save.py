@@ -1,8 +1,9 @@
 """Save a figure atomically, in the format its file name asks for.
 
-The figure is written to a temporary file in the destination directory and
-moved over the destination with os.replace, so a reader never sees a partial
-file and a failure leaves nothing behind (nor clobbers an older figure).
+The figure is written to a temporary file beside the destination and renamed over
+it (dyn.safeio.staged), so a reader never sees a partial file and a failure leaves
+nothing behind (nor clobbers an older figure). `target` is the one rule for what a
+figure's file name may be; `dyn analyze` checks --out with it before any work.
 """
 
 import os
@@ -36,7 +37,6 @@ def save(fig, path, dpi: int = DPI) -> Path:
 
     path, fmt = target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # staged: a temporary beside it, renamed over it; one of a killed writer is removed by the next.
     # The style's save-time settings (tight box, fonts as text) apply also to a figure drawn by
     # the Python API and saved here after its drawing function returned.
     with safeio.staged(path, what="saving the figure") as (_, fd), os.fdopen(os.dup(fd), "wb") as f, \
