@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from dyn.layout import Layout, Network, Param, Split
-from dyn.writer import Eval, RunWriter
+from dyn.writer import RunWriter
 from dyn.train.data import load_dataset, normalize
 from dyn.train.ema import EMA, flatten_state
 from dyn.train.evaluate import evaluate
@@ -213,9 +213,7 @@ def main():
                     weights[n] = (ema.flat_params(k).cpu().numpy(), ema.flat_buffers(k).cpu().numpy())
                 buf = io.BytesIO()
                 torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict()}, buf)
-                w.append(epoch, metrics={"lr": 0.1}, weights=weights, resume=buf.getvalue(),
-                         evals={s: {n: Eval(correct=e.correct, predicted=e.predicted, loss=e.loss)
-                                    for n, e in per.items()} for s, per in evals.items()})
+                w.append(epoch, metrics={"lr": 0.1}, weights=weights, resume=buf.getvalue(), evals=evals)
             record(0)
             writes = [timed(lambda e=e: record(e), device)[0] for e in range(1, 4)]
             t_write = min(writes)

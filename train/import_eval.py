@@ -182,5 +182,6 @@ class Evaluator:
                 res = self._evaluate(self.model, states, images, labels, batch_size=self.batch_size,
                                      transform=self.transform)
             for net, r in res.items():
+                # no prob and margin for imported and derived networks (NaN where a split keeps them)
                 out[net][s] = (Eval(correct=r.correct, predicted=r.predicted, loss=r.loss), r.accuracy, r.mean_loss)
         return out

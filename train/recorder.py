@@ -61,12 +61,6 @@ PRESENTED = "train-presented"  # the training set as SGD saw it, from the traini
 PRESENTED_SOURCE = "training forward pass"
 
 
-def _record(ev) -> Eval:
-    """A SplitEval as the writer takes it (prob and margin where computed)."""
-    return Eval(correct=ev.correct, predicted=ev.predicted, loss=ev.loss, prob=getattr(ev, "prob", None),
-                margin=getattr(ev, "margin", None))
-
-
 class Recorder:
     def __init__(self, writer: RunWriter | None, model: torch.nn.Module, ema: EMA, splits, final_splits, *,
                  transform, optimizer, state_fn, checkpoint_every, eval_batch_size, autocast=None, dist=None,
@@ -80,7 +74,7 @@ class Recorder:
         self.transform, self.optimizer, self.state_fn = transform, optimizer, state_fn
         self.checkpoint_every, self.eval_batch_size = checkpoint_every, eval_batch_size
         self.autocast = autocast
-        self.evaluate_fn = evaluate  # (model, states, x, y, batch_size=, transform=, autocast=) -> SplitEval per net
+        self.evaluate_fn = evaluate  # (model, states, x, y, batch_size=, transform=, autocast=) -> Eval per net
         self.networks = ["sgd", *ema.names]
         self.iteration = 0
         # the lr the epoch's last optimizer step used, taken as that step runs: by the time
@@ -330,13 +324,12 @@ class Recorder:
         row["seconds"] = time.perf_counter() - self._t0  # training and evaluation; not the write
         for s, per_net in evals.items():
             for n, ev in per_net.items():
-                row[f"{n}/{s}/acc"] = float(ev.correct.mean()) if len(ev.correct) else np.nan
-                row[f"{n}/{s}/loss"] = float(ev.loss.mean()) if len(ev.loss) else np.nan
+                row[f"{n}/{s}/acc"], row[f"{n}/{s}/loss"] = ev.accuracy, ev.mean_loss
         row.update(metrics or {})
         if weights is None:
             weights = epoch % self.checkpoint_every == 0
         if self.writer is not None:
-            records = {s: {n: _record(ev) for n, ev in d.items()} for s, d in {**evals, **extra}.items()}
+            records = {**evals, **extra}
             if presented is not None:
                 records[PRESENTED] = {"sgd": presented}
             self.writer.append(epoch, metrics=row, evals=records, weights=self._weights() if weights else None,
@@ -413,7 +406,7 @@ class Recorder:
         if todo and epoch is not None:
             evals = self._evaluate(todo)
             if self.writer is not None:
-                self.writer.append(epoch, evals={s: {n: _record(ev) for n, ev in d.items()} for s, d in evals.items()})
+                self.writer.append(epoch, evals=evals)
         if self.writer is None:
             return
         if weights and epoch is not None and self.writer.last_epoch("weights") != epoch:
