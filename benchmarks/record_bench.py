@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dyn.layout import Layout, Network, Param, Split
+from dyn.layout import Layout, Network, Split
 from dyn.writer import RunWriter
 from dyn.train.data import load_dataset, normalize
 from dyn.train.ema import EMA, flatten_state
@@ -201,10 +201,9 @@ def main():
     evals = {s: evaluate(model, states_views, x, y, transform=transform) for s, (x, y) in splits.items()}
 
     with tempfile.TemporaryDirectory() as d:
-        table = [Param(r.name, r.shape, r.kind, r.dtype) for r in ema.table]
         nets = [Network.sgd()] + [Network.ema(dc) for dc in decays]
         layout = Layout(nets, {s: Split(labels=y.cpu().numpy(), num_classes=10) for s, (_, y) in splits.items()},
-                        params=table, metrics=["lr"], resume=True)
+                        params=ema.table, metrics=["lr"], resume=True)
         with RunWriter.create(Path(d) / "bench.h5", layout) as w:
             def record(epoch):
                 p, b = flatten_state(model, ema.table)

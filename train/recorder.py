@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from dyn.errors import Diverged, RunFileError
-from dyn.layout import Layout, Network, Param, Split
+from dyn.layout import Layout, Network, Split
 from dyn.writer import Eval, RunWriter
 
 from .ema import EMA, flatten_state
@@ -141,8 +141,7 @@ class Recorder:
                 predicted=False, loss=False, prob=True, margin=True)
         cols = TRAIN_METRICS + [f"{n}/{s}/{k}" for n in [x.name for x in nets] for s in splits
                                 for k in ("loss", "acc")] + [m for m in metrics if m not in TRAIN_METRICS]
-        params = [Param(r.name, r.shape, r.kind, r.dtype) for r in ema.table]
-        layout = Layout(networks=nets, splits=layout_splits, params=params, metrics=cols, resume=True)
+        layout = Layout(networks=nets, splits=layout_splits, params=ema.table, metrics=cols, resume=True)
         writer = RunWriter.create(path, layout, config, overwrite=overwrite) if _writes(dist) else None
         rec = cls(writer, model, ema, splits, final_splits, transform=transform, optimizer=optimizer,
                   state_fn=state_fn, checkpoint_every=checkpoint_every, eval_batch_size=eval_batch_size,
