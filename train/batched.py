@@ -160,10 +160,7 @@ class BatchedGroup:
         for g0, big, staging, dst, stacks in self.fused_groups:
             torch._foreach_copy_(dst, stacks)
             if g0.averaged:
-                weight = g0.one_minus_decay
-                if e0.warmup:
-                    weight = torch.clamp(weight, min=1.0 - (1 + e0.step) / (10 + e0.step))
-                big.lerp_(staging[:, None, :], weight)
+                big.lerp_(staging[:, None, :], e0.lerp_weight(g0))
         for t in self.trainers:
             t.rec.ema.step += 1
 

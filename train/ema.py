@@ -215,12 +215,15 @@ class EMA:
         for g in self._groups:  # one group per dtype (usually float32 and int64), not per tensor
             torch._foreach_copy_(g.views, g.sources)
             if g.averaged:
-                weight = g.one_minus_decay
-                if self.warmup:
-                    # 1 - min(decay, (1 + step) / (10 + step)), timm's warm-up, as one op
-                    weight = torch.clamp(weight, min=1.0 - (1 + self.step) / (10 + self.step))
-                g.ema.lerp_(g.flat_sgd, weight)
+                g.ema.lerp_(g.flat_sgd, self.lerp_weight(g))
         self.step += 1
+
+    def lerp_weight(self, g):
+        """The (K, 1) lerp weight of group g at this step: 1 - decay, or with warm-up timm's
+        1 - min(decay, (1 + step) / (10 + step)), as one op."""
+        if not self.warmup:
+            return g.one_minus_decay
+        return torch.clamp(g.one_minus_decay, min=1.0 - (1 + self.step) / (10 + self.step))
 
     def state_dict_for(self, k):
         """EMA network k as a state_dict (model.state_dict()'s keys, shapes and dtypes).
