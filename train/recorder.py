@@ -88,6 +88,9 @@ class Recorder:
         self._lr_hook = (inner.register_step_pre_hook(self._take_lr)
                          if inner is not None and hasattr(inner, "_optimizer_step_pre_hooks") else None)
         self.eval_seconds = 0.0  # time spent evaluating and writing at the last epoch end
+        # copy the model's and EMA's tensors before saving them for a resume: where they are views
+        # into a larger storage (a batched sweep's stacks of all its runs) torch.save writes it whole
+        self.copy_resume_tensors = False
         self.presented = presented  # size of the training set recorded as train-presented, or None
         self._pres = None  # the epoch's (seen, correct, [prob; margin]) on the device, made at its first batch
         self.record_every = {s: int(k) for s, k in dict(record_every or {}).items() if s in self.final_splits}
@@ -384,8 +387,10 @@ class Recorder:
         return out
 
     def _resume_blob(self) -> bytes | None:
-        state = {"model": self.model.state_dict(), "ema": self.ema.state_dict(), "iteration": self.iteration,
-                 "user": self.state_fn() if self.state_fn else {}}
+        nets = {"model": self.model.state_dict(), "ema": self.ema.state_dict()}
+        if self.copy_resume_tensors:
+            nets = _copied(nets)
+        state = {**nets, "iteration": self.iteration, "user": self.state_fn() if self.state_fn else {}}
         buf = io.BytesIO()
         torch.save(state, buf)
         return buf.getvalue()
@@ -433,6 +438,17 @@ class Recorder:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _copied(obj):
+    """`obj` with every tensor copied to its own storage."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return type(obj)((k, _copied(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_copied(v) for v in obj)
+    return obj
 
 
 def _writes(dist) -> bool:
