@@ -340,11 +340,16 @@ def _resume_config(cfg, out, given, world=1, extend_to=None):
     if extend_to is not None:
         raise UsageError(f"--extend-to: {out} is {state}; only a complete or stopped run can be extended")
     check_resume(given, stored, out)
-    trained_on = int((stored.get("environment") or {}).get("world_size", 1))
+    trained_on = _trained_by(stored)
     if trained_on != world:
         raise UsageError(f"--nproc: {out} was trained by {trained_on} process(es), this is {world}; resume it "
                          f"with the same number (--nproc {trained_on}) to continue it exactly")
     return TrainConfig.from_dict({**stored, **keep}).validate(), False
+
+
+def _trained_by(stored: dict) -> int:
+    """The number of processes that trained the run whose config is `stored`."""
+    return int((stored.get("environment") or {}).get("world_size", 1))
 
 
 def _check_finished(given, stored, out) -> None:
@@ -373,7 +378,7 @@ def _extend(out, stored, given, extend_to: int, last, world) -> TrainConfig:
     if last is None or extend_to <= max(last, int(stored.get("epochs", 0))):
         raise UsageError(f"--extend-to {extend_to}: {out} already trains to epoch "
                          f"{max(last or 0, int(stored.get('epochs', 0)))}; give a later epoch")
-    trained_on = int((stored.get("environment") or {}).get("world_size", 1))
+    trained_on = _trained_by(stored)
     if trained_on != world:
         raise UsageError(f"--extend-to: {out} was trained by {trained_on} processes; --extend-to runs one, "
                          f"which would not continue it exactly")
