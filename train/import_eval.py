@@ -148,8 +148,9 @@ class Evaluator:
         return out
 
     def buffer_names(self) -> set[str]:
-        params = {n for n, _ in self.model.named_parameters(remove_duplicate=False)}
-        return {k for k in self.state if k not in params}
+        from .ema import param_table
+
+        return {p.name for p in param_table(self.model) if p.kind == "buffer"}
 
     def check(self, params: list[Param], first) -> None:
         """Every file holds exactly the model's keys and shapes (checked on the first; the import
