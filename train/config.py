@@ -1,4 +1,5 @@
-"""A training run's configuration: the paper's defaults, validation, and the run's name.
+"""A training run's configuration: the paper's defaults, validation, the run's name and default
+file, and the check of a resume's flags against the config a run file stores.
 
 Plain Python (no torch): `dyn sweep` and the CLI build and check configs without loading torch.
 """
@@ -127,9 +128,9 @@ class TrainConfig:
         return cls(**kw)
 
 
-def flag(field: str) -> str:
-    """The `dyn train` option that sets TrainConfig field `field`."""
-    return "--decay" if field == "decays" else "--" + field.replace("_", "-")
+def flag(name: str) -> str:
+    """The `dyn train` option that sets the TrainConfig field `name`."""
+    return "--decay" if name == "decays" else "--" + name.replace("_", "-")
 
 
 def runs_dir() -> Path:
