@@ -39,8 +39,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dyn.layout import Layout, Network, Param, Split
-from dyn.writer import Eval, RunWriter
+from dyn.layout import Layout, Network, Split
+from dyn.writer import RunWriter
 from dyn.train.data import load_dataset, normalize
 from dyn.train.ema import EMA, flatten_state
 from dyn.train.evaluate import evaluate
@@ -201,10 +201,9 @@ def main():
     evals = {s: evaluate(model, states_views, x, y, transform=transform) for s, (x, y) in splits.items()}
 
     with tempfile.TemporaryDirectory() as d:
-        table = [Param(r.name, r.shape, r.kind, r.dtype) for r in ema.table]
         nets = [Network.sgd()] + [Network.ema(dc) for dc in decays]
         layout = Layout(nets, {s: Split(labels=y.cpu().numpy(), num_classes=10) for s, (_, y) in splits.items()},
-                        params=table, metrics=["lr"], resume=True)
+                        params=ema.table, metrics=["lr"], resume=True)
         with RunWriter.create(Path(d) / "bench.h5", layout) as w:
             def record(epoch):
                 p, b = flatten_state(model, ema.table)
@@ -213,9 +212,7 @@ def main():
                     weights[n] = (ema.flat_params(k).cpu().numpy(), ema.flat_buffers(k).cpu().numpy())
                 buf = io.BytesIO()
                 torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict()}, buf)
-                w.append(epoch, metrics={"lr": 0.1}, weights=weights, resume=buf.getvalue(),
-                         evals={s: {n: Eval(correct=e.correct, predicted=e.predicted, loss=e.loss)
-                                    for n, e in per.items()} for s, per in evals.items()})
+                w.append(epoch, metrics={"lr": 0.1}, weights=weights, resume=buf.getvalue(), evals=evals)
             record(0)
             writes = [timed(lambda e=e: record(e), device)[0] for e in range(1, 4)]
             t_write = min(writes)

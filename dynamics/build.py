@@ -82,15 +82,8 @@ def build(f: h5py.File, layout: Layout, config: dict) -> None:
 
 
 def _weights(f: h5py.File, layout: Layout) -> None:
-    params = layout.params
-    offsets = {"param": 0, "buffer": 0}
-    rows = []
-    for p in params:
-        if p.kind not in offsets:
-            raise ValueError(f"parameter {p.name!r}: kind must be 'param' or 'buffer', not {p.kind!r}")
-        rows.append((p.name.encode(), json.dumps(list(p.shape)).encode(), p.kind.encode(),
-                     p.dtype.encode(), offsets[p.kind], p.size))
-        offsets[p.kind] += p.size
+    rows = [(p.name.encode(), json.dumps(list(p.shape)).encode(), p.kind.encode(), p.dtype.encode(), p.offset, p.size)
+            for p in layout.params]
     width = max([len(r[0]) for r in rows] + [1])
     swidth = max([len(r[1]) for r in rows] + [2])
     dt = np.dtype([("name", f"S{width}"), ("shape", f"S{swidth}"), ("kind", "S6"), ("dtype", "S16"),

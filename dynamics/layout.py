@@ -7,7 +7,8 @@ their labels, the parameter table, the metrics columns.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -67,18 +68,35 @@ class Split:
         return len(self.labels)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Param:
-    """One row of the parameter table: a tensor of the state_dict."""
+    """One row of the parameter table: a tensor of the state_dict, flattened into its network's
+    row of its kind at `offset`."""
 
     name: str
     shape: tuple[int, ...]
     kind: str  # "param" (stored in params, float32) or "buffer" (stored in buffers, float64)
     dtype: str = "float32"  # the tensor's own dtype, to rebuild the state_dict
+    offset: int | None = None  # None until placed() (a Layout places its table)
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return int(math.prod(self.shape))
+
+
+def placed(params: list[Param]) -> list[Param]:
+    """`params` with their offsets: each tensor right after the one before it of its kind."""
+    ends = {"param": 0, "buffer": 0}
+    out = []
+    for p in params:
+        if p.kind not in ends:
+            raise ValueError(f"parameter {p.name!r}: kind must be 'param' or 'buffer', not {p.kind!r}")
+        if p.offset not in (None, ends[p.kind]):
+            raise ValueError(f"parameter {p.name!r}: offset {p.offset}, but the {p.kind}s before it end at "
+                             f"{ends[p.kind]}")
+        out.append(replace(p, offset=ends[p.kind]))
+        ends[p.kind] += p.size
+    return out
 
 
 NAME_RULE = "a network or split name is not empty, holds no '/' and does not start with '.'"
@@ -93,7 +111,7 @@ def valid_name(name: str) -> bool:
 class Layout:
     networks: list[Network]
     splits: dict[str, Split] = field(default_factory=dict)
-    params: list[Param] | None = None  # None: the run records no weights
+    params: list[Param] | None = None  # None: the run records no weights; placed() on construction
     metrics: list[str] = field(default_factory=list)  # columns besides "epoch"
     resume: bool = False  # reserve space for a training loop's resume state
 
@@ -111,6 +129,8 @@ class Layout:
                     raise ValueError(f"split {name!r}: networks {list(split.networks)} are not a non-empty "
                                      f"subset of the run's {names}")
         self.metrics = [c for c in self.metrics if c != "epoch"]
+        if self.params is not None:
+            self.params = placed(self.params)
 
     @property
     def n_params(self) -> int:

@@ -65,6 +65,15 @@ class Eval:
     prob: np.ndarray | None = None
     margin: np.ndarray | None = None
 
+    @property
+    def accuracy(self) -> float:
+        """The fraction of `correct` (NaN for no samples)."""
+        return float(self.correct.mean()) if len(self.correct) else float("nan")
+
+    @property
+    def mean_loss(self) -> float:
+        return float(self.loss.mean()) if len(self.loss) else float("nan")
+
 
 class RunWriter:
     """The single writer of one run file. Create with `create` (new run) or `resume`."""

@@ -64,3 +64,13 @@ def assert_same_records(a, b):
                 np.testing.assert_array_equal(ra.buffers(net, e), rb.buffers(net, e))
         cols = [c for c in ra.metrics().columns if c != "seconds"]
         np.testing.assert_array_equal(ra.metrics()[cols].to_numpy(), rb.metrics()[cols].to_numpy())
+
+
+def TableRow(name, shape, offset, size, kind, dtype):
+    """A row of the parameter table (dyn.layout.Param) given as (name, shape, offset, size, kind,
+    dtype), with its size checked against its shape (a Param's size is its shape's)."""
+    from dyn.layout import Param
+
+    row = Param(name, shape, kind, dtype, offset)
+    assert row.size == size, f"{name}: shape {shape} holds {row.size} values, not {size}"
+    return row

@@ -5,8 +5,10 @@ import torch
 import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from dyn.train.ema import EMA, TableRow, ema_name, flatten_state, param_table, unflatten_state
+from dyn.train.ema import EMA, ema_name, flatten_state, param_table, unflatten_state
 from dyn.train.models import resnet
+
+from helpers import TableRow
 
 PAPER_DECAYS = [0.9, 0.99, 0.999, 0.9995, 0.9997]
 

@@ -80,5 +80,5 @@ def test_extend_refuses_a_length_dependent_schedule(tmp_path, schedule):
     run = Synthetic(epochs=3, samples=20, n_params=20).write(tmp_path / "r.h5")
     before = run.read_bytes()
     with pytest.raises(UsageError, match=f"uses the {schedule} schedule, whose lr at every step depends on"):
-        _extend(run, {"schedule": schedule, "epochs": 2}, {}, lambda *a: None, 10, 2, 1)
+        _extend(run, {"schedule": schedule, "epochs": 2}, {}, 10, 2, 1)
     assert run.read_bytes() == before

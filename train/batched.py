@@ -26,7 +26,6 @@ the others go on. Evaluation stays per run (the Recorder's own, identical to a r
 
 from __future__ import annotations
 
-import io
 import math
 import signal
 import time
@@ -55,28 +54,6 @@ def check_batchable(cfg: TrainConfig) -> None:
             raise UsageError(f"{flag}: not with --batched (the stacked model runs eagerly in the default layout)")
 
 
-def _compact(obj):
-    """`obj` with every tensor copied to its own storage: torch.save of a view into the stacked
-    storage would write the whole stack (N runs) into each run's resume state."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().clone()
-    if isinstance(obj, dict):
-        return type(obj)((k, _compact(v)) for k, v in obj.items())
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_compact(v) for v in obj)
-    return obj
-
-
-def _compact_blob(rec):
-    def blob():
-        state = {"model": _compact(rec.model.state_dict()), "ema": _compact(rec.ema.state_dict()),
-                 "iteration": rec.iteration, "user": rec.state_fn() if rec.state_fn else {}}
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        return buf.getvalue()
-    return blob
-
-
 class BatchedGroup:
     """Train `runs` [(config, out, resume, overwrite)] together; `run()` returns {out: result}
     with result completed | diverged | stopped, or raises DynError."""
@@ -99,7 +76,7 @@ class BatchedGroup:
         try:
             for cfg, out, resume, overwrite in runs:
                 t = Trainer(cfg, out, resume=resume, overwrite=overwrite, progress=progress, data=data)
-                t.rec._resume_blob = _compact_blob(t.rec)
+                t.rec.copy_resume_tensors = True  # they become views into the stacks (_stack)
                 self.trainers.append(t)
         except BaseException:
             self.close()
@@ -160,10 +137,7 @@ class BatchedGroup:
         for g0, big, staging, dst, stacks in self.fused_groups:
             torch._foreach_copy_(dst, stacks)
             if g0.averaged:
-                weight = g0.one_minus_decay
-                if e0.warmup:
-                    weight = torch.clamp(weight, min=1.0 - (1 + e0.step) / (10 + e0.step))
-                big.lerp_(staging[:, None, :], weight)
+                big.lerp_(staging[:, None, :], e0.lerp_weight(g0))
         for t in self.trainers:
             t.rec.ema.step += 1
 

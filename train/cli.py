@@ -18,7 +18,7 @@ from dyn.cli import TORCH_HINT
 from dyn.errors import DynError, UsageError
 from dyn.faults import test_point
 
-from .config import DATASETS, MODELS, PAPER_DECAYS, TrainConfig, parse_floats, parse_ints
+from .config import DATASETS, MODELS, PAPER_DECAYS, TrainConfig, check_resume, default_out, parse_floats, parse_ints
 from .schedules import SCHEDULES
 
 # option name -> TrainConfig field, where they differ
@@ -234,10 +234,9 @@ def prepare(cfg: TrainConfig, out: Path | None, *, resume: bool, overwrite: bool
             world: int) -> tuple[TrainConfig, Path, bool, bool] | None:
     """(config, output, whether to resume it, whether to replace it) after every check; None if
     nothing is left to do."""
-    loop = _import_loop()
     if resume and overwrite:
         raise UsageError("--resume and --overwrite: choose one")
-    out = Path(out) if out is not None else loop.default_out(cfg)
+    out = Path(out) if out is not None else default_out(cfg)
     if out.is_dir():
         raise UsageError(f"--out: {out} is a directory")
     from dyn.fs import check_writable
@@ -251,7 +250,7 @@ def prepare(cfg: TrainConfig, out: Path | None, *, resume: bool, overwrite: bool
     if extend_to is not None and not out.exists():
         raise UsageError(f"--extend-to: {out} does not exist; start it with --epochs {extend_to}")
     if resume and out.exists():
-        resumed = _resume_config(cfg, out, given, loop.check_resume, world, extend_to)
+        resumed = _resume_config(cfg, out, given, world, extend_to)
         if resumed is None:
             return None
         cfg, start_over = resumed
@@ -305,7 +304,7 @@ def killed_before_first_epoch(run) -> bool:
     return run.state in ("interrupted", "stopped") and run.rows("metrics") == 0 and "environment" in run.config
 
 
-def _resume_config(cfg, out, given, check_resume, world=1, extend_to=None):
+def _resume_config(cfg, out, given, world=1, extend_to=None):
     """(the stored config with the given flags checked against it, whether to start the run over);
     None if nothing is left to do."""
     from dyn import open_run
@@ -319,11 +318,11 @@ def _resume_config(cfg, out, given, check_resume, world=1, extend_to=None):
         restart = killed_before_first_epoch(run)
         last = int(run.metrics()["epoch"].iloc[-1]) if run.rows("metrics") else None
     if extend_to is not None and state in ("complete", "stopped", "interrupted") and resumable:
-        return _extend(out, stored, given, check_resume, extend_to, last, world), False
+        return _extend(out, stored, given, extend_to, last, world), False
     if extend_to is not None and state == "complete":
         raise UsageError(f"--extend-to: {out} holds no resume state (not written by dyn train?)")
     if state == "complete":
-        _check_finished(given, stored, out, check_resume)  # contradicting flags: refused as for a stopped run
+        _check_finished(given, stored, out)  # contradicting flags: refused as for a stopped run
         click.echo(f"{out}: already complete, nothing to resume", err=True)
         return None
     if state == "running":
@@ -341,14 +340,19 @@ def _resume_config(cfg, out, given, check_resume, world=1, extend_to=None):
     if extend_to is not None:
         raise UsageError(f"--extend-to: {out} is {state}; only a complete or stopped run can be extended")
     check_resume(given, stored, out)
-    trained_on = int((stored.get("environment") or {}).get("world_size", 1))
+    trained_on = _trained_by(stored)
     if trained_on != world:
         raise UsageError(f"--nproc: {out} was trained by {trained_on} process(es), this is {world}; resume it "
                          f"with the same number (--nproc {trained_on}) to continue it exactly")
     return TrainConfig.from_dict({**stored, **keep}).validate(), False
 
 
-def _check_finished(given, stored, out, check_resume) -> None:
+def _trained_by(stored: dict) -> int:
+    """The number of processes that trained the run whose config is `stored`."""
+    return int((stored.get("environment") or {}).get("world_size", 1))
+
+
+def _check_finished(given, stored, out) -> None:
     """A finished run refuses flags that contradict it, as a stopped one does; --epochs beyond
     its end says how to train it on."""
     epochs = given.get("epochs")
@@ -358,7 +362,7 @@ def _check_finished(given, stored, out, check_resume) -> None:
     check_resume(given, stored, out)
 
 
-def _extend(out, stored, given, check_resume, extend_to: int, last, world) -> TrainConfig:
+def _extend(out, stored, given, extend_to: int, last, world) -> TrainConfig:
     """The stored config with epochs = extend_to, after the file is reopened for it (see
     RunWriter.extend); every other given flag must agree with the run."""
     from dyn.writer import RunWriter
@@ -374,7 +378,7 @@ def _extend(out, stored, given, check_resume, extend_to: int, last, world) -> Tr
     if last is None or extend_to <= max(last, int(stored.get("epochs", 0))):
         raise UsageError(f"--extend-to {extend_to}: {out} already trains to epoch "
                          f"{max(last or 0, int(stored.get('epochs', 0)))}; give a later epoch")
-    trained_on = int((stored.get("environment") or {}).get("world_size", 1))
+    trained_on = _trained_by(stored)
     if trained_on != world:
         raise UsageError(f"--extend-to: {out} was trained by {trained_on} processes; --extend-to runs one, "
                          f"which would not continue it exactly")

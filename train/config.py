@@ -1,4 +1,5 @@
-"""A training run's configuration: the paper's defaults, validation, and the run's name.
+"""A training run's configuration: the paper's defaults, validation, the run's name and default
+file, and the check of a resume's flags against the config a run file stores.
 
 Plain Python (no torch): `dyn sweep` and the CLI build and check configs without loading torch.
 """
@@ -6,7 +7,9 @@ Plain Python (no torch): `dyn sweep` and the CLI build and check configs without
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from dyn.errors import UsageError
 
@@ -123,6 +126,31 @@ class TrainConfig:
             if k in kw:
                 kw[k] = tuple(kw[k])
         return cls(**kw)
+
+
+def flag(name: str) -> str:
+    """The `dyn train` option that sets the TrainConfig field `name`."""
+    return "--decay" if name == "decays" else "--" + name.replace("_", "-")
+
+
+def runs_dir() -> Path:
+    """Where run files go unless an output is given: $DYN_RUNS, else runs/."""
+    return Path(os.environ.get("DYN_RUNS", "runs"))
+
+
+def default_out(cfg: TrainConfig) -> Path:
+    return runs_dir() / cfg.run_name()
+
+
+def check_resume(cfg_given: dict, stored: dict, out: Path) -> None:
+    """--resume with flags that contradict the run's stored config is refused."""
+    for key, value in cfg_given.items():
+        if key in RUN_KEYS and key in stored:
+            a, b = value, stored[key]
+            if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+                a, b = list(a or []), list(b or [])
+            if a != b:
+                raise UsageError(f"{flag(key)}: {value} contradicts the run being resumed ({out} has {stored[key]})")
 
 
 def parse_floats(text: str, flag: str) -> tuple[float, ...]:

@@ -25,7 +25,7 @@ import torch.distributed as tdist
 
 from dyn.errors import UsageError
 
-from .evaluate import SplitEval
+from dyn.writer import Eval
 from .ranks import shard, torchrun_env
 
 # A rank waiting for a dead peer gives up after this long instead of hanging (torchrun also
@@ -135,7 +135,7 @@ class Dist:
                 parts = flat.split([b.numel() for b in group])
                 torch._foreach_copy_(group, [v.view_as(b) for v, b in zip(parts, group)])
 
-    def gather_evals(self, evals: Mapping[str, SplitEval], n: int) -> dict[str, SplitEval]:
+    def gather_evals(self, evals: Mapping[str, Eval], n: int) -> dict[str, Eval]:
         """Every network's per-sample results on this rank's shard of a split -> on the whole split.
 
         One all_gather per split: correctness, prediction, loss (and prob and margin where
@@ -152,5 +152,5 @@ class Dist:
         for i, k in enumerate(names):
             r = whole[w * i:w * (i + 1)]
             more = {f: r[3 + j].astype(np.float32) for j, f in enumerate(extra)}
-            out[k] = SplitEval(r[0] != 0, r[1].astype(np.int64), r[2].astype(np.float32), **more)
+            out[k] = Eval(correct=r[0] != 0, predicted=r[1].astype(np.int64), loss=r[2].astype(np.float32), **more)
         return out

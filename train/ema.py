@@ -35,39 +35,26 @@ state_dict order, so the float32 parameters of network k are one contiguous slic
 """
 
 from collections import OrderedDict
-from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 
 from dyn.format import ema_name
-
-
-class TableRow(NamedTuple):
-    """One state_dict tensor in the flat layout: params and buffers have separate offset spaces."""
-
-    name: str
-    shape: tuple
-    offset: int
-    size: int
-    kind: str  # "param" (flattened as float32) or "buffer" (flattened as float64)
-    dtype: str  # the tensor's own dtype, numpy-style: "float32", "int64"
+from dyn.layout import Param, placed
 
 
 def _dtype_name(dtype):
+    """numpy's name of a torch dtype: "float32", "int64"."""
     return str(dtype).removeprefix("torch.")
 
 
-def param_table(model):
-    """Rows (name, shape, offset, size, kind, dtype) for model.state_dict(), in its order."""
+def param_table(model) -> list[Param]:
+    """The parameter table of model.state_dict(), in its order: params and buffers each flattened
+    into one row (float32 and float64)."""
     # remove_duplicate=False: a tied weight appears under every name in the state_dict
     param_names = {name for name, _ in model.named_parameters(remove_duplicate=False)}
-    rows, offsets = [], {"param": 0, "buffer": 0}
-    for name, t in model.state_dict().items():
-        kind = "param" if name in param_names else "buffer"
-        rows.append(TableRow(name, tuple(t.shape), offsets[kind], t.numel(), kind, _dtype_name(t.dtype)))
-        offsets[kind] += t.numel()
-    return rows
+    return placed([Param(name, tuple(t.shape), "param" if name in param_names else "buffer", _dtype_name(t.dtype))
+                   for name, t in model.state_dict().items()])
 
 
 def _flat(state, rows, dtype):
@@ -228,12 +215,15 @@ class EMA:
         for g in self._groups:  # one group per dtype (usually float32 and int64), not per tensor
             torch._foreach_copy_(g.views, g.sources)
             if g.averaged:
-                weight = g.one_minus_decay
-                if self.warmup:
-                    # 1 - min(decay, (1 + step) / (10 + step)), timm's warm-up, as one op
-                    weight = torch.clamp(weight, min=1.0 - (1 + self.step) / (10 + self.step))
-                g.ema.lerp_(g.flat_sgd, weight)
+                g.ema.lerp_(g.flat_sgd, self.lerp_weight(g))
         self.step += 1
+
+    def lerp_weight(self, g):
+        """The (K, 1) lerp weight of group g at this step: 1 - decay, or with warm-up timm's
+        1 - min(decay, (1 + step) / (10 + step)), as one op."""
+        if not self.warmup:
+            return g.one_minus_decay
+        return torch.clamp(g.one_minus_decay, min=1.0 - (1 + self.step) / (10 + self.step))
 
     def state_dict_for(self, k):
         """EMA network k as a state_dict (model.state_dict()'s keys, shapes and dtypes).

@@ -17,7 +17,7 @@ Two ways to run the networks on a batch, equal in results:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from contextlib import nullcontext
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
@@ -25,25 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
-
-@dataclass
-class SplitEval:
-    """One network on one split: per-sample correctness, prediction and loss (numpy), and the
-    true class's softmax probability and margin where computed (None where not)."""
-
-    correct: np.ndarray  # bool (N,)
-    predicted: np.ndarray  # int64 (N,)
-    loss: np.ndarray  # float32 (N,)
-    prob: np.ndarray | None = None  # float32 (N,)
-    margin: np.ndarray | None = None  # float32 (N,)
-
-    @property
-    def accuracy(self) -> float:
-        return float(self.correct.mean()) if len(self.correct) else float("nan")
-
-    @property
-    def mean_loss(self) -> float:
-        return float(self.loss.mean()) if len(self.loss) else float("nan")
+from dyn.writer import Eval
 
 
 def per_sample(logits: torch.Tensor, labels: torch.Tensor):
@@ -71,8 +53,9 @@ def batches(inputs: torch.Tensor, labels: torch.Tensor, batch_size: int,
 def evaluate(model: torch.nn.Module, states: Mapping[str, Mapping[str, torch.Tensor] | None],
              inputs: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 1000,
              transform: Callable | None = None, autocast: torch.autocast | None = None,
-             stacked: bool | None = None) -> dict[str, SplitEval]:
-    """Evaluate every network in `states` (name -> state_dict, or None for `model`'s own state).
+             stacked: bool | None = None) -> dict[str, Eval]:
+    """Evaluate every network in `states` (name -> state_dict, or None for `model`'s own state):
+    its per_sample results on the host, as the run file's record type.
 
     The module is put in eval mode (BatchNorm uses each network's own running statistics) and
     restored to its previous mode afterwards. stacked: run all networks in one vmapped pass
@@ -86,7 +69,7 @@ def evaluate(model: torch.nn.Module, states: Mapping[str, Mapping[str, torch.Ten
     forward = _stacked_forward(model, states) if stacked else None
     try:
         for x, y in batches(inputs, labels, batch_size, transform):
-            with autocast if autocast is not None else _nothing():
+            with autocast if autocast is not None else nullcontext():
                 if stacked:
                     all_logits = forward(x)  # (networks, batch, classes)
                     per_net = zip(states, all_logits)
@@ -101,10 +84,12 @@ def evaluate(model: torch.nn.Module, states: Mapping[str, Mapping[str, torch.Ten
     result = {}
     for name, parts in out.items():
         if parts[0]:
-            result[name] = SplitEval(*(torch.cat(v).cpu().numpy() for v in parts))
+            correct, predicted, loss, prob, margin = (torch.cat(v).cpu().numpy() for v in parts)
+            result[name] = Eval(correct=correct, predicted=predicted, loss=loss, prob=prob, margin=margin)
         else:
             empty = np.zeros(0, np.float32)
-            result[name] = SplitEval(np.zeros(0, bool), np.zeros(0, np.int64), empty, empty, empty)
+            result[name] = Eval(correct=np.zeros(0, bool), predicted=np.zeros(0, np.int64), loss=empty, prob=empty,
+                                margin=empty)
     return result
 
 
@@ -120,11 +105,3 @@ def _stacked_forward(model: torch.nn.Module, states: Mapping[str, Mapping[str, t
 
     batched = vmap(one, in_dims=(0, None))
     return lambda x: batched(stacked, x)
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False

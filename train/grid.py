@@ -15,7 +15,7 @@ import itertools
 from dyn.errors import UsageError
 
 from .cli import config_from_params
-from .config import PAPER_DECAYS, TrainConfig, parse_floats, parse_ints
+from .config import PAPER_DECAYS, TrainConfig, flag, parse_floats, parse_ints
 from .schedules import SCHEDULES
 
 # grid axes: flag name -> (TrainConfig field, parser of one value)
@@ -114,9 +114,8 @@ def _check_preset(preset, fields, base, base_given, axes_given) -> None:
     for key in base_given & set(PRESET_FIXES):
         theirs = {comparable(f[key]) for f in fields}
         if theirs != {comparable(base[key])}:
-            flag = "--decay" if key == "decays" else _flag(key)
             shown = " / ".join(_show(v) for v in sorted(theirs, key=str))
-            raise UsageError(f"{flag}: contradicts --preset {preset}, whose runs have {shown}")
+            raise UsageError(f"{flag(key)}: contradicts --preset {preset}, whose runs have {shown}")
 
 
 def comparable(value):
@@ -153,11 +152,11 @@ def train_args(cfg: TrainConfig) -> list[str]:
         value = getattr(cfg, key)
         if key not in always and value == getattr(default, key):
             continue
-        flag = "--decay" if key == "decays" else _flag(key)
+        option = flag(key)
         if isinstance(value, bool):
-            args += [flag] if value else []
+            args += [option] if value else []
         elif isinstance(value, tuple):
-            args += [flag, ",".join(repr(v) for v in value)]
+            args += [option, ",".join(repr(v) for v in value)]
         elif value is not None:
-            args += [flag, repr(value) if isinstance(value, float) else str(value)]
+            args += [option, repr(value) if isinstance(value, float) else str(value)]
     return args

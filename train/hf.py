@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from transformers import Trainer, TrainerCallback
 
-from .evaluate import SplitEval
+from dyn.writer import Eval
 from .record_ema import RecordingState, _splits
 
 STATE_FILE = "dyn_record_ema.pt"  # beside the Trainer's own files in each checkpoint-N/ folder
@@ -84,9 +84,9 @@ def make_evaluate(compute_correct: Callable | None):
         result = {}
         for name, (c, p, l) in out.items():
             n = sum(len(t) for t in c)
-            result[name] = SplitEval(torch.cat(c).cpu().numpy() if c else np.zeros(0, bool),
-                                     torch.cat(p).cpu().numpy() if p else np.full(n, -1, np.int64),
-                                     torch.cat(l).cpu().numpy() if l else np.full(n, np.nan, np.float32))
+            result[name] = Eval(correct=torch.cat(c).cpu().numpy() if c else np.zeros(0, bool),
+                                predicted=torch.cat(p).cpu().numpy() if p else np.full(n, -1, np.int64),
+                                loss=torch.cat(l).cpu().numpy() if l else np.full(n, np.nan, np.float32))
         return result
 
     return evaluate

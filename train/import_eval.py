@@ -148,8 +148,9 @@ class Evaluator:
         return out
 
     def buffer_names(self) -> set[str]:
-        params = {n for n, _ in self.model.named_parameters(remove_duplicate=False)}
-        return {k for k in self.state if k not in params}
+        from .ema import param_table
+
+        return {p.name for p in param_table(self.model) if p.kind == "buffer"}
 
     def check(self, params: list[Param], first) -> None:
         """Every file holds exactly the model's keys and shapes (checked on the first; the import
@@ -182,5 +183,6 @@ class Evaluator:
                 res = self._evaluate(self.model, states, images, labels, batch_size=self.batch_size,
                                      transform=self.transform)
             for net, r in res.items():
+                # no prob and margin for imported and derived networks (NaN where a split keeps them)
                 out[net][s] = (Eval(correct=r.correct, predicted=r.predicted, loss=r.loss), r.accuracy, r.mean_loss)
         return out

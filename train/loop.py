@@ -47,7 +47,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from dyn import __version__
 from dyn.errors import DiskFull, DynError, UsageError
 
-from .config import RUN_KEYS, TrainConfig
+from .config import TrainConfig
 from .data import DataNotFound, augmentation_note, load_dataset, normalize, training_augmentation_note
 from .distributed import Dist
 from .models import build_model
@@ -344,18 +344,3 @@ class Trainer:
         nproc = f" --nproc {self.dist.world}" if self.dist is not None else ""
         return f"dyn train --resume{nproc} --out {self.out}"
 
-
-def check_resume(cfg_given: dict, stored: dict, out: Path) -> None:
-    """--resume with flags that contradict the run's stored config is refused."""
-    for key, value in cfg_given.items():
-        if key in RUN_KEYS and key in stored:
-            a, b = value, stored[key]
-            if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
-                a, b = list(a or []), list(b or [])
-            if a != b:
-                flag = "--" + ("decay" if key == "decays" else key.replace("_", "-"))
-                raise UsageError(f"{flag}: {value} contradicts the run being resumed ({out} has {stored[key]})")
-
-
-def default_out(cfg: TrainConfig) -> Path:
-    return Path(os.environ.get("DYN_RUNS", "runs")) / cfg.run_name()

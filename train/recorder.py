@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from dyn.errors import Diverged, RunFileError
-from dyn.layout import Layout, Network, Param, Split
+from dyn.layout import Layout, Network, Split
 from dyn.writer import Eval, RunWriter
 
 from .ema import EMA, flatten_state
@@ -59,12 +59,6 @@ from .ranks import shard
 TRAIN_METRICS = ["iteration", "lr", "train_loss", "train_acc", "seconds"]
 PRESENTED = "train-presented"  # the training set as SGD saw it, from the training forward pass
 PRESENTED_SOURCE = "training forward pass"
-
-
-def _record(ev) -> Eval:
-    """A SplitEval as the writer takes it (prob and margin where computed)."""
-    return Eval(correct=ev.correct, predicted=ev.predicted, loss=ev.loss, prob=getattr(ev, "prob", None),
-                margin=getattr(ev, "margin", None))
 
 
 class Presented:
@@ -131,7 +125,7 @@ class Recorder:
         self.transform, self.optimizer, self.state_fn = transform, optimizer, state_fn
         self.checkpoint_every, self.eval_batch_size = checkpoint_every, eval_batch_size
         self.autocast = autocast
-        self.evaluate_fn = evaluate  # (model, states, x, y, batch_size=, transform=, autocast=) -> SplitEval per net
+        self.evaluate_fn = evaluate  # (model, states, x, y, batch_size=, transform=, autocast=) -> Eval per net
         self.networks = ["sgd", *ema.names]
         self.iteration = 0
         # the lr the epoch's last optimizer step used, taken as that step runs: by the time
@@ -145,6 +139,9 @@ class Recorder:
         self._lr_hook = (inner.register_step_pre_hook(self._take_lr)
                          if inner is not None and hasattr(inner, "_optimizer_step_pre_hooks") else None)
         self.eval_seconds = 0.0  # time spent evaluating and writing at the last epoch end
+        # copy the model's and EMA's tensors before saving them for a resume: where they are views
+        # into a larger storage (a batched sweep's stacks of all its runs) torch.save writes it whole
+        self.copy_resume_tensors = False
         self.presented = presented  # size of the training set recorded as train-presented, or None
         self._pres = Presented(presented) if presented is not None else None
         self.record_every = {s: int(k) for s, k in dict(record_every or {}).items() if s in self.final_splits}
@@ -198,8 +195,7 @@ class Recorder:
                 predicted=False, loss=False, prob=True, margin=True)
         cols = TRAIN_METRICS + [f"{n}/{s}/{k}" for n in [x.name for x in nets] for s in splits
                                 for k in ("loss", "acc")] + [m for m in metrics if m not in TRAIN_METRICS]
-        params = [Param(r.name, r.shape, r.kind, r.dtype) for r in ema.table]
-        layout = Layout(networks=nets, splits=layout_splits, params=params, metrics=cols, resume=True)
+        layout = Layout(networks=nets, splits=layout_splits, params=ema.table, metrics=cols, resume=True)
         writer = RunWriter.create(path, layout, config, overwrite=overwrite) if _writes(dist) else None
         rec = cls(writer, model, ema, splits, final_splits, transform=transform, optimizer=optimizer,
                   state_fn=state_fn, checkpoint_every=checkpoint_every, eval_batch_size=eval_batch_size,
@@ -351,13 +347,12 @@ class Recorder:
         row["seconds"] = time.perf_counter() - self._t0  # training and evaluation; not the write
         for s, per_net in evals.items():
             for n, ev in per_net.items():
-                row[f"{n}/{s}/acc"] = float(ev.correct.mean()) if len(ev.correct) else np.nan
-                row[f"{n}/{s}/loss"] = float(ev.loss.mean()) if len(ev.loss) else np.nan
+                row[f"{n}/{s}/acc"], row[f"{n}/{s}/loss"] = ev.accuracy, ev.mean_loss
         row.update(metrics or {})
         if weights is None:
             weights = epoch % self.checkpoint_every == 0
         if self.writer is not None:
-            records = {s: {n: _record(ev) for n, ev in d.items()} for s, d in {**evals, **extra}.items()}
+            records = {**evals, **extra}
             if presented is not None:
                 records[PRESENTED] = {"sgd": presented}
             self.writer.append(epoch, metrics=row, evals=records, weights=self._weights() if weights else None,
@@ -413,8 +408,10 @@ class Recorder:
         return out
 
     def _resume_blob(self) -> bytes | None:
-        state = {"model": self.model.state_dict(), "ema": self.ema.state_dict(), "iteration": self.iteration,
-                 "user": self.state_fn() if self.state_fn else {}}
+        nets = {"model": self.model.state_dict(), "ema": self.ema.state_dict()}
+        if self.copy_resume_tensors:
+            nets = _copied(nets)
+        state = {**nets, "iteration": self.iteration, "user": self.state_fn() if self.state_fn else {}}
         buf = io.BytesIO()
         torch.save(state, buf)
         return buf.getvalue()
@@ -434,7 +431,7 @@ class Recorder:
         if todo and epoch is not None:
             evals = self._evaluate(todo)
             if self.writer is not None:
-                self.writer.append(epoch, evals={s: {n: _record(ev) for n, ev in d.items()} for s, d in evals.items()})
+                self.writer.append(epoch, evals=evals)
         if self.writer is None:
             return
         if weights and epoch is not None and self.writer.last_epoch("weights") != epoch:
@@ -462,6 +459,17 @@ class Recorder:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _copied(obj):
+    """`obj` with every tensor copied to its own storage."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return type(obj)((k, _copied(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_copied(v) for v in obj)
+    return obj
 
 
 def _writes(dist) -> bool:

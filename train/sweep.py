@@ -33,7 +33,7 @@ from dyn.cli import TORCH_HINT
 from dyn.errors import DynError, UsageError
 
 from .cli import killed_before_first_epoch, train as train_command
-from .config import MODELS, RUN_KEYS, TrainConfig
+from .config import MODELS, RUN_KEYS, TrainConfig, runs_dir
 from .grid import PRESETS, SHARED, comparable, expand, train_args
 from .ranks import torchrun_env
 from .schedules import SCHEDULES
@@ -296,7 +296,7 @@ def sweep(ctx, preset, out_dir, gpus, print_, batched, group_size, **params):
     if nproc is not None and nproc < 1:
         raise UsageError(f"--nproc: must be >= 1, got {nproc}")
     if out_dir is None:
-        out_dir = Path(os.environ.get("DYN_RUNS", "runs")) / (preset or "sweep")
+        out_dir = runs_dir() / (preset or "sweep")
     runs = [Run(cfg, out_dir / cfg.run_name()) for cfg in configs]
     if print_:
         if gpus is not None:
