@@ -41,6 +41,11 @@ class RunResult:
     window: EpochWindow
     nets: dict  # {network: the analysis's result}
 
+    def header(self) -> dict:
+        """How --json opens the run's entry: its path, label, split and window."""
+        return {"path": self.info.path, "label": self.info.label, "split": self.split,
+                "window": [int(self.window.epochs[0]), int(self.window.epochs[-1])]}
+
 
 class Analysis(abc.ABC):
     name: str  # the command's name (`dyn analyze NAME`): default file names (<name>.png, <name>.csv)
@@ -66,6 +71,25 @@ class Analysis(abc.ABC):
     @abc.abstractmethod
     def document(self, result) -> dict:
         """--json (numpy arrays allowed: output.json_text converts them)."""
+
+    def feed_runs(self, runs, opts: SharedOptions, make, *, what: str | None = None, need: int = 1,
+                  default=None) -> list[tuple]:
+        """What most compute()s do: per run, each chosen network's packed correctness on --split
+        over the window (need: at least that many epochs; default: dyn.analyze.window.select's),
+        streamed into make(n, win), an accumulator. [(run, name, window, {network: result})]."""
+        from dyn.analyze import inputs, networks, stream, window
+        from dyn.analyze.naming import name_runs
+
+        what = what or self.name
+        out = []
+        for run, info in zip(runs, name_runs(runs)):
+            inputs.need_correctness(run, opts.split, what)
+            nets = networks.choose(run, opts.nets)
+            win = window.select(run, opts.split, opts.first, opts.last, need=need, what=what, default=default)
+            n = run.split_size(opts.split)
+            res = stream.feed(run, opts.split, nets, win.lo, win.hi, lambda net: [make(n, win)])
+            out.append((run, info, win, {net: r[0] for net, r in res.items()}))
+        return out
 
     def run_results(self, result) -> list:
         """The per-run results inside `result` (figures are drawn one per run)."""

@@ -84,8 +84,7 @@ class AUMCommand(PerSampleAnalysis):
     def document(self, result) -> dict:
         k = result["top"]
         return {"analysis": "aum", "runs": [{
-            "path": r.info.path, "label": r.info.label, "split": r.split,
-            "window": [int(r.window.epochs[0]), int(r.window.epochs[-1])],
+            **r.header(),
             "networks": {n: {**summary(d), "lowest": [int(r.dataset_index[s]) for s in _lowest(d, k)["sample"]]}
                          for n, d in r.nets.items()}} for r in result["runs"]]}
 

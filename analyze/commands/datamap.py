@@ -84,8 +84,7 @@ class DataMapCommand(PerSampleAnalysis):
     def document(self, result) -> dict:
         k = result["top"]
         return {"analysis": "datamap", "variability": "population std (ddof 0)", "runs": [{
-            "path": r.info.path, "label": r.info.label, "split": r.split,
-            "window": [int(r.window.epochs[0]), int(r.window.epochs[-1])],
+            **r.header(),
             "networks": {n: {**summary(d), "probability_from": _src(r.sources[n]),
                              **{reg: [int(r.dataset_index[s]) for s in region_top(d, reg, k)["sample"]] for reg in REGIONS}}
                          for n, d in r.nets.items()}} for r in result["runs"]]}

@@ -116,8 +116,7 @@ class FlipsCommand(Analysis):
 
     def document(self, results) -> dict:
         return {"analysis": "flips", "runs": [{
-            "path": r.info.path, "label": r.info.label, "split": r.split, "rank_by": r.rank_by,
-            "window": [int(r.window.epochs[0]), int(r.window.epochs[-1])], "epochs": r.window.epochs,
+            **r.header(), "rank_by": r.rank_by, "epochs": r.window.epochs,
             "networks": {n: summary(f) for n, f in r.nets.items()},
             "top": [{"rank": i + 1, "sample": int(s), "dataset_index": int(d), "label": int(y),
                      "flips": {n: int(f.flips[s]) for n, f in r.nets.items()},

@@ -107,8 +107,7 @@ class ForgettingCommand(PerSampleAnalysis):
 
     def document(self, result) -> dict:
         return {"analysis": "forgetting", "never_learned": result["never_learned"], "runs": [{
-            "path": r.info.path, "label": r.info.label, "split": r.split,
-            "window": [int(r.window.epochs[0]), int(r.window.epochs[-1])],
+            **r.header(),
             "networks": {n: summary(d) for n, d in r.nets.items()}} for r in result["runs"]],
             "ranking": {net: {"runs": o.attrs["runs"], "unforgettable": o.attrs["unforgettable"],
                               "indices": o["index"].to_numpy(), "forgetting counts": o["forgetting_counts"].to_numpy()}

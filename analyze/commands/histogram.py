@@ -7,10 +7,9 @@ from dataclasses import dataclass
 
 import click
 
-from dyn.analyze import inputs, networks, output, stream, window
+from dyn.analyze import output
 from dyn.analyze.command import Analysis, RunResult
 from dyn.analyze.measures.misclassification import Misclassification, MisclassificationAccumulator
-from dyn.analyze.naming import name_runs
 from dyn.analyze.networks import label
 from dyn.analyze.options import common
 from dyn.analyze.window import second_half
@@ -30,18 +29,11 @@ class HistogramCommand(Analysis):
     name = "histogram"
 
     def compute(self, runs, opts, bins: int = 20) -> list[HistogramResult]:
-        out = []
-        for run, info in zip(runs, name_runs(runs)):
-            inputs.need_correctness(run, opts.split, "the misclassification histogram")
-            nets = networks.choose(run, opts.nets)
-            win = window.select(run, opts.split, opts.first, opts.last, what="the misclassification histogram",
-                                default=second_half)
-            n = run.split_size(opts.split)
-            span = (int(win.epochs[0]), int(win.epochs[-1]))  # explicit: the default would halve it again
-            res = stream.feed(run, opts.split, nets, win.lo, win.hi,
-                              lambda net: [MisclassificationAccumulator(n, win.epochs, span)])
-            out.append(HistogramResult(info, opts.split, win, {net: r[0] for net, r in res.items()}, bins=bins))
-        return out
+        def make(n, win):  # the window's ends given: the accumulator's default would halve it again
+            return MisclassificationAccumulator(n, win.epochs, (int(win.epochs[0]), int(win.epochs[-1])))
+
+        return [HistogramResult(info, opts.split, win, nets, bins=bins) for _, info, win, nets in
+                self.feed_runs(runs, opts, make, what="the misclassification histogram", default=second_half)]
 
     def table(self, results) -> str:
         many = len(results) > 1
@@ -77,9 +69,7 @@ class HistogramCommand(Analysis):
             for net, m in r.nets.items():
                 edges, counts = m.histogram(r.bins)
                 nets[net] = {"samples": int(m.correct.size), **summary(m), "bin_edges": edges, "counts": counts}
-            docs.append({"path": r.info.path, "label": r.info.label, "split": r.split,
-                         "window": [int(r.window.epochs[0]), int(r.window.epochs[-1])],
-                         "epochs_in_window": len(r.window.epochs), "networks": nets})
+            docs.append({**r.header(), "epochs_in_window": len(r.window.epochs), "networks": nets})
         return {"analysis": "histogram", "runs": docs}
 
     def plot(self, df, r, logy: bool = False):

@@ -5,10 +5,9 @@ from __future__ import annotations
 import click
 import numpy as np
 
-from dyn.analyze import inputs, networks, output, stream, window
+from dyn.analyze import output
 from dyn.analyze.command import Analysis, RunResult
 from dyn.analyze.measures.settling import Settling, SettlingAccumulator
-from dyn.analyze.naming import name_runs
 from dyn.analyze.networks import label
 from dyn.analyze.options import common
 
@@ -26,15 +25,8 @@ class SettlingCommand(Analysis):
     name = "settling"
 
     def compute(self, runs, opts) -> list[RunResult]:
-        out = []
-        for run, info in zip(runs, name_runs(runs)):
-            inputs.need_correctness(run, opts.split, "settling")
-            nets = networks.choose(run, opts.nets)
-            win = window.select(run, opts.split, opts.first, opts.last, need=2, what="settling")
-            n = run.split_size(opts.split)
-            res = stream.feed(run, opts.split, nets, win.lo, win.hi, lambda net: [SettlingAccumulator(n, win.epochs)])
-            out.append(RunResult(info, opts.split, win, {net: r[0] for net, r in res.items()}))
-        return out
+        return [RunResult(info, opts.split, win, nets) for _, info, win, nets in
+                self.feed_runs(runs, opts, lambda n, win: SettlingAccumulator(n, win.epochs), need=2)]
 
     def table(self, results) -> str:
         parts = []
@@ -57,8 +49,7 @@ class SettlingCommand(Analysis):
 
     def document(self, results) -> dict:
         return {"analysis": "settling", "runs": [{
-            "path": r.info.path, "label": r.info.label, "split": r.split,
-            "window": [int(r.window.epochs[0]), int(r.window.epochs[-1])],
+            **r.header(),
             "networks": {net: {"epochs": s.epochs, "settled": s.settled_by(), "settled_right": s.settled_right_by(),
                                **summary(s)} for net, s in r.nets.items()}} for r in results]}
 

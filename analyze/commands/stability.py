@@ -6,10 +6,9 @@ from __future__ import annotations
 import click
 import numpy as np
 
-from dyn.analyze import inputs, networks, output, stream, window
+from dyn.analyze import output
 from dyn.analyze.command import Analysis, RunResult
 from dyn.analyze.measures.stability import Stability, StabilityAccumulator
-from dyn.analyze.naming import name_runs
 from dyn.analyze.networks import label
 from dyn.analyze.options import common
 
@@ -26,15 +25,8 @@ class StabilityCommand(Analysis):
     name = "stability"
 
     def compute(self, runs, opts) -> list[RunResult]:
-        out = []
-        for run, info in zip(runs, name_runs(runs)):
-            inputs.need_correctness(run, opts.split, "stability")
-            nets = networks.choose(run, opts.nets)
-            win = window.select(run, opts.split, opts.first, opts.last, need=2, what="stability")
-            n = run.split_size(opts.split)
-            res = stream.feed(run, opts.split, nets, win.lo, win.hi, lambda net: [StabilityAccumulator(n, win.epochs)])
-            out.append(RunResult(info, opts.split, win, {net: r[0] for net, r in res.items()}))
-        return out
+        return [RunResult(info, opts.split, win, nets) for _, info, win, nets in
+                self.feed_runs(runs, opts, lambda n, win: StabilityAccumulator(n, win.epochs), need=2)]
 
     def table(self, results) -> str:
         many = len(results) > 1
@@ -63,8 +55,7 @@ class StabilityCommand(Analysis):
 
     def document(self, results) -> dict:
         return {"analysis": "stability", "runs": [{
-            "path": r.info.path, "label": r.info.label, "split": r.split,
-            "window": [int(r.window.epochs[0]), int(r.window.epochs[-1])],
+            **r.header(),
             "networks": {net: {"samples": s.n, "epochs": s.epochs, "accuracy": s.accuracy,
                                "stability_epochs": s.stability_epochs, "stability": s.stability,
                                **summary(s)} for net, s in r.nets.items()}} for r in results]}
