@@ -50,3 +50,67 @@ def test_forgetting_from_packed_rows_equals_the_bool_path(kernels, monkeypatch):
             b.add_packed(np.packbits(correct[lo:hi], axis=1), None if pres is None else pres[lo:hi])
         for col in ("presentations", "forgetting_events", "first_learned", "never_learned"):
             np.testing.assert_array_equal(a.frame()[col], b.frame()[col])
+
+
+def _forgetting_by_definition(correct, presented):
+    """Per example, over its presentations in order: 1 -> 0 transitions, presentations, and the
+    row of its first correct presentation (-1: never)."""
+    n = correct.shape[1]
+    events, shown, first = np.zeros(n, int), np.zeros(n, int), np.full(n, -1)
+    for i in range(n):
+        rows = np.flatnonzero(presented[:, i])
+        seq = correct[rows, i].astype(int)
+        events[i] = int(np.sum(seq[1:] < seq[:-1]))
+        shown[i] = len(rows)
+        first[i] = rows[np.argmax(seq)] if seq.any() else -1
+    return events, shown, first
+
+
+@pytest.mark.parametrize("kernels", ["C", "numpy"])
+def test_forgetting_words_equal_the_definition_across_chunks_and_plane_growth(kernels, monkeypatch):
+    from dyn.analyze.measures.dynamics import ForgettingAccumulator
+
+    if kernels == "C" and half.backend() != "C":
+        pytest.skip("analyze/_half.c not built")
+    if kernels == "numpy":
+        monkeypatch.setattr(half, "_lib", lambda: None)
+    rng = np.random.default_rng(3)
+    E = 70  # counts past 64: a seventh plane added between chunks
+    for n in (1, 63, 64, 65, 1003):
+        correct = rng.random((E, n)) < np.linspace(0.05, 0.95, n)
+        correct[:, :1] = True  # never forgotten unless absent
+        presence = rng.standard_normal((E, n)).astype(np.float16)
+        presence[rng.random((E, n)) < 0.15] = np.nan
+        presence[5:30, -1] = np.nan  # a long gap
+        presented = ~np.isnan(presence)
+        want = _forgetting_by_definition(correct & presented, presented)
+        a, b = ForgettingAccumulator(n, np.arange(E)), ForgettingAccumulator(n, np.arange(E))
+        for lo, hi in ((0, 1), (1, 33), (33, 64), (64, 65), (65, E)):
+            a.add(correct[lo:hi], presented[lo:hi])
+            b.add_packed(np.packbits(correct[lo:hi], axis=1), presence[lo:hi])
+        for acc in (a, b):
+            np.testing.assert_array_equal(acc.events, want[0])
+            np.testing.assert_array_equal(acc.presentations, want[1])
+            np.testing.assert_array_equal(acc.first, want[2])
+    all_shown = ForgettingAccumulator(130, np.arange(E))
+    correct = rng.random((E, 130)) < 0.5
+    all_shown.add_packed(np.packbits(correct, axis=1))
+    want = _forgetting_by_definition(correct, np.ones_like(correct))
+    np.testing.assert_array_equal(all_shown.events, want[0])
+    np.testing.assert_array_equal(all_shown.presentations, E)
+
+
+@pytest.mark.parametrize("kernels", ["C", "numpy"])
+def test_stable_order_is_numpys_stable_argsort(kernels, monkeypatch):
+    if kernels == "C" and half.backend() != "C":
+        pytest.skip("analyze/_half.c not built")
+    if kernels == "numpy":
+        monkeypatch.setattr(half, "_lib", lambda: None)
+    rng = np.random.default_rng(4)
+    special = np.array([0.0, -0.0, np.nan, -np.nan, np.inf, -np.inf, 5e-324, -5e-324, 1.0, -1.0, 1e308, -1e308])
+    cases = [np.zeros(0), np.array([np.nan]), special, rng.choice(special, 5000),
+             rng.integers(0, 30, 10_000).astype(float),  # forgetting counts: few values, many ties
+             np.round(rng.standard_normal(100_000), 3),  # AUMs: ties among many values
+             rng.standard_normal(100_000).astype(np.float16).astype(float)]
+    for x in cases:
+        np.testing.assert_array_equal(half.stable_order(x), np.argsort(x, kind="stable"))

@@ -11,7 +11,7 @@ import click
 import numpy as np
 
 from dyn.analyze import output, per_sample, source
-from dyn.analyze.measures.dynamics import AUMAccumulator
+from dyn.analyze.measures.dynamics import AUMAccumulator, ranks
 from dyn.analyze.networks import label
 from dyn.analyze.options import execute
 
@@ -41,9 +41,7 @@ def compute(runs, opts, top: int = 10) -> dict:
             for _, margin, _ in per_sample.chunks(run, split, net, win, "margin", correct=False):
                 acc.add(margin)
             d = acc.frame()
-            rank = np.empty(len(d), np.int64)  # 1 = lowest AUM; ties by sample (a stable sort); NaN last
-            rank[np.argsort(d["aum"].to_numpy(), kind="stable")] = np.arange(1, len(d) + 1)
-            d["rank"] = rank
+            d["rank"] = ranks(d["aum"].to_numpy())  # 1 = lowest AUM; ties by sample; NaN last
             return d
 
         frames = dict(zip(nets, source.map_parallel(one, nets)))

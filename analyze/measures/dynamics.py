@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from dyn.analyze import half
+
 NEVER_LEARNED = ("E", "inf", "skip")
 
 
@@ -33,66 +35,88 @@ def _rows(x, n: int, what: str, dtype=None) -> np.ndarray:
 
 
 class ForgettingAccumulator:
-    """Forgetting events, first-learned epoch and presentations per example, streamed by epoch."""
+    """Forgetting events, first-learned row and presentations per example, streamed by epoch.
+
+    The state is kept 64 examples a word (analyze/_half.c describes it): `last` and `ever` bits,
+    the event and presentation counts bit-sliced (one plane per bit of the largest count), the
+    row of the first correct presentation per example. Advanced in C where built, else by numpy
+    on the same words (_numpy_rows)."""
 
     def __init__(self, n: int, epochs):
         self.n, self.epochs = int(n), np.asarray(epochs, dtype=np.int64)
-        self.last = np.zeros(self.n, bool)  # correct at the latest presentation (False before any)
-        self.ever = np.zeros(self.n, bool)  # correct at some presentation so far
-        self.events = np.zeros(self.n, np.int32)
-        self.before = np.zeros(self.n, np.int32)  # rows before the first correct presentation
-        self.presentations = np.zeros(self.n, np.int32)
+        words = -(-self.n // 64)
+        self.last = np.zeros(words, np.uint64)  # correct at the latest presentation (0 before any)
+        self.ever = np.zeros(words, np.uint64)  # correct at some presentation so far
+        self.event_planes = np.zeros((words, 0), np.uint64)
+        self.shown_planes = np.zeros((words, 0), np.uint64)
+        self.first_row = np.full(self.n, -1, np.int32)  # row of the first correct presentation
         self.row = 0
 
     def add(self, correct, presented=None) -> None:
+        """correct, presented: (t, N) bool rows (presented None: all presented)."""
         correct = _rows(correct, self.n, "correctness", bool)
         if presented is not None:
-            presented = _rows(presented, self.n, "presented", bool)
-        forgot = np.empty(self.n, bool)
-        for t in range(len(correct)):
-            c = correct[t]
-            np.greater(self.last, c, out=forgot)  # 1 -> 0
-            if presented is None:
-                self.events += forgot
-                self.last[:] = c
-                self.presentations += 1
-            else:
-                p = presented[t]
-                c = c & p
-                forgot &= p  # an example not presented keeps its last state
-                self.events += forgot
-                np.copyto(self.last, c, where=p)
-                self.presentations += p
-            self.ever |= c
-            self.before += ~self.ever
-            self.row += 1
+            presented = np.packbits(_rows(presented, self.n, "presented", bool), axis=1)
+        self._feed(np.packbits(correct, axis=1), None, presented)
 
     def add_packed(self, packed, presence=None) -> None:
         """As add, from packed correctness rows (t, ceil(N/8)) as stored and float16 presence
-        rows (NaN: not presented; None: all presented): in C where built (analyze/half.py)."""
-        from dyn.analyze.half import forgetting_rows
-
+        rows (NaN: not presented; None: all presented)."""
         packed = _rows(packed, (self.n + 7) // 8, "packed correctness", np.uint8)
-        if forgetting_rows(packed, presence, self.n, self.last, self.ever, self.events, self.before,
-                           self.presentations):
-            self.row += len(packed)
-            return
-        correct = np.unpackbits(packed, axis=1, count=self.n).astype(bool)
-        presented = None
+        shown = None
         if presence is not None:
             presence = np.asarray(presence)
-            presented = ((presence.view(np.uint16) & 0x7FFF) <= 0x7C00 if presence.dtype == np.float16
-                         else ~np.isnan(presence))
-        self.add(correct, presented)
+            if presence.dtype != np.float16:
+                shown, presence = np.packbits(~np.isnan(_rows(presence, self.n, "presence")), axis=1), None
+        self._feed(packed, presence, shown)
+
+    def _feed(self, packed, presence, shown) -> None:
+        k = (self.row + len(packed)).bit_length()  # planes for the largest count: one more per doubling
+        if k > self.event_planes.shape[1]:
+            self.event_planes, self.shown_planes = (
+                np.concatenate([p, np.zeros((len(p), k - p.shape[1]), np.uint64)], axis=1)
+                for p in (self.event_planes, self.shown_planes))
+        if not half.forgetting_words(packed, presence, shown, self.n, self.row, self.last, self.ever,
+                                     self.event_planes, self.shown_planes, self.first_row):
+            self._numpy_rows(packed, presence, shown)
+        self.row += len(packed)
+
+    def _numpy_rows(self, packed, presence, shown) -> None:
+        all_shown = _words(np.packbits(np.ones((1, self.n), bool), axis=1), len(self.last))[0]
+        correct = _words(packed, len(self.last))
+        if presence is not None:
+            presence = np.asarray(presence)
+            if len(presence) != len(packed):
+                raise ValueError(f"{len(presence)} rows of presence, {len(packed)} of correctness")
+            shown = np.packbits((presence.view(np.uint16) & 0x7FFF) <= 0x7C00, axis=1)
+        if shown is not None:
+            shown = _words(shown, len(self.last)) & all_shown
+        for t in range(len(correct)):
+            p = all_shown if shown is None else shown[t]
+            c = correct[t] & p
+            forgot, learned = self.last & p & ~c, c & ~self.ever
+            self.last[:] = (self.last & ~p) | c  # not presented: kept
+            self.ever |= c
+            if learned.any():
+                self.first_row[_examples(learned, self.n)] = self.row + t
+            for planes, carry in ((self.event_planes, forgot), (self.shown_planes, p)):
+                for j in range(planes.shape[1]):
+                    planes[:, j], carry = planes[:, j] ^ carry, planes[:, j] & carry
+
+    @property
+    def events(self) -> np.ndarray:
+        return _counts(self.event_planes, self.n)
+
+    @property
+    def presentations(self) -> np.ndarray:
+        return _counts(self.shown_planes, self.n)
 
     @property
     def first(self) -> np.ndarray:
         """Row of the first correct presentation; -1: never correct."""
-        return np.where(self.ever, self.before, -1)
+        return self.first_row
 
     def frame(self, never_learned: str = "E"):
-        import pandas as pd
-
         if never_learned not in NEVER_LEARNED:
             raise ValueError(f"never_learned must be one of {', '.join(NEVER_LEARNED)}; got {never_learned!r}")
         if self.row != len(self.epochs):
@@ -100,11 +124,53 @@ class ForgettingAccumulator:
         never = self.first < 0
         first = np.full(self.n, np.nan)
         first[~never] = self.epochs[self.first[~never]]
-        counted = self.events.astype(float)
+        events = self.events
+        counted = events.astype(float)
         counted[never] = {"E": float(len(self.epochs)), "inf": np.inf, "skip": np.nan}[never_learned]
-        return pd.DataFrame({"sample": np.arange(self.n), "presentations": self.presentations,
-                             "forgetting_events": self.events, "first_learned": first,
-                             "never_learned": never, "forgetting": counted})
+        return _frame({"sample": np.arange(self.n), "presentations": self.presentations,
+                       "forgetting_events": events, "first_learned": first, "never_learned": never,
+                       "forgetting": counted})
+
+
+_REVERSED = np.packbits(np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1), axis=1,
+                        bitorder="little")[:, 0]  # each byte's bits in the other order
+
+
+def _words(packed, words: int) -> np.ndarray:
+    """Packed rows (t, ceil(N/8)), bit order big as stored -> (t, words) uint64, bit i of word w
+    being example 64 w + i (analyze/_half.c's layout)."""
+    packed = np.asarray(packed, np.uint8)
+    out = np.zeros((len(packed), 8 * words), np.uint8)
+    out[:, :packed.shape[1]] = _REVERSED[packed]
+    return out.view("<u8").astype(np.uint64)
+
+
+def _bits(words: np.ndarray, n: int) -> np.ndarray:
+    """uint64 words -> the n examples' bits, uint8 0/1."""
+    return np.unpackbits(words.astype("<u8").view(np.uint8), bitorder="little", count=n)
+
+
+def _examples(words: np.ndarray, n: int) -> np.ndarray:
+    return np.flatnonzero(_bits(words, n))
+
+
+def _frame(columns: dict):
+    """A DataFrame of these arrays as they are: pandas' default copies them into one block per
+    dtype, ~0.1 s for a million rows on a loaded machine (the frame owns them from here)."""
+    import pandas as pd
+
+    return pd.DataFrame(columns, copy=False)
+
+
+def _counts(planes: np.ndarray, n: int) -> np.ndarray:
+    """Bit-sliced counts (words, k) -> int32 (n,)."""
+    out = half.planes_counts(planes, n)
+    if out is not None:
+        return out
+    out = np.zeros(n, np.int32)
+    for j in range(planes.shape[1]):
+        out += _bits(np.ascontiguousarray(planes[:, j]), n).astype(np.int32) << j
+    return out
 
 
 def forgetting(correct, presented=None, epochs=None, never_learned: str = "E"):
@@ -127,19 +193,16 @@ def order_by_forgetting(counts, index=None):
     forgetting count summed over runs, ascending; ties by index (the reference's sort is not
     stable, so any tie order matches it). counts: (runs, N) or (N,); NaN (skipped) examples left out.
     Returns a DataFrame: rank (1 = least forgotten), index, forgetting_counts; `attrs["unforgettable"]`."""
-    import pandas as pd
-
     counts = np.atleast_2d(np.asarray(counts, dtype=float))
     total = counts.sum(axis=0)
     index = np.arange(total.size) if index is None else np.asarray(index)
     keep = ~np.isnan(total)
     total, index = total[keep], index[keep]
     if np.all(index[:-1] <= index[1:]):  # ties already in index order: one stable sort
-        order = np.argsort(total, kind="stable")
+        order = half.stable_order(total)
     else:
         order = np.lexsort((index, total))
-    df = pd.DataFrame({"rank": np.arange(1, order.size + 1), "index": index[order],
-                       "forgetting_counts": total[order]})
+    df = _frame({"rank": np.arange(1, order.size + 1), "index": index[order], "forgetting_counts": total[order]})
     df.attrs["unforgettable"] = int(np.sum(total == 0))
     return df
 
@@ -157,27 +220,23 @@ class DataMapAccumulator:
     def add(self, prob, correct=None, packed=None) -> None:
         """prob: (t, N) floats (float16 as stored is fastest), NaN where not presented;
         correct: (t, N) bool, or packed: (t, ceil(N/8)) uint8 rows as the run file stores them."""
-        from dyn.analyze.half import accumulate
-
         prob = _rows(prob, self.n, "probabilities")
         if packed is None:
             correct = _rows(correct, self.n, "correctness", bool)
             packed = np.packbits(correct, axis=1)
         if len(prob) != len(packed):
             raise ValueError(f"{len(prob)} rows of probabilities, {len(packed)} of correctness")
-        accumulate(prob, self.sum, self.count, squares=self.sq, packed=packed, correct=self.correct)
+        half.accumulate(prob, self.sum, self.count, squares=self.sq, packed=packed, correct=self.correct)
 
     def frame(self):
-        import pandas as pd
-
         with np.errstate(invalid="ignore", divide="ignore"):
             k = self.count.astype(float)
             k[k == 0] = np.nan
             mean = self.sum / k
             var = np.maximum(self.sq / k - mean * mean, 0.0)  # population variance (ddof 0)
-        return pd.DataFrame({"sample": np.arange(self.n), "confidence": mean, "variability": np.sqrt(var),
-                             "correctness": self.correct / k, "correct_epochs": self.correct,
-                             "presentations": self.count})
+        return _frame({"sample": np.arange(self.n), "confidence": mean, "variability": np.sqrt(var),
+                       "correctness": self.correct / k, "correct_epochs": self.correct.copy(),
+                       "presentations": self.count.copy()})
 
 
 def data_map(prob, correct):
@@ -229,16 +288,19 @@ class AUMAccumulator:
 
     def add(self, margin) -> None:
         """margin: (t, N) floats (float16 as stored is fastest), NaN where not measured."""
-        from dyn.analyze.half import accumulate
-
-        accumulate(_rows(margin, self.n, "margins"), self.sum, self.count)
+        half.accumulate(_rows(margin, self.n, "margins"), self.sum, self.count)
 
     def frame(self):
-        import pandas as pd
-
         with np.errstate(invalid="ignore", divide="ignore"):
             aum = self.sum / np.where(self.count > 0, self.count, np.nan)
-        return pd.DataFrame({"sample": np.arange(self.n), "aum": aum, "measurements": self.count})
+        return _frame({"sample": np.arange(self.n), "aum": aum, "measurements": self.count.copy()})
+
+
+def ranks(values) -> np.ndarray:
+    """1-based ranks, lowest first: ties by position (a stable sort), NaN last."""
+    rank = np.empty(len(values), np.int64)
+    rank[half.stable_order(values)] = np.arange(1, len(values) + 1)
+    return rank
 
 
 def area_under_margin(margin):
