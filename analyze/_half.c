@@ -19,6 +19,9 @@
 
 int dyn_half_version(void) { return 2; }
 
+static int simd = 1;
+void dyn_half_simd(int on) { simd = on; } /* 0: the plain C loops (the tests compare both) */
+
 #define BLOCK 1024 /* examples per column block (a multiple of 64) */
 
 static inline float half_to_float(uint16_t h)
@@ -34,6 +37,67 @@ static inline float half_to_float(uint16_t h)
     return f;
 }
 
+/* One row's values i = j0..j1-1 (j0 a multiple of 8) into the sums; b: the row's packed
+ * correctness bits, or NULL. Branch-free, so that the compiler vectorizes it. */
+static void add_row(const uint16_t *restrict row, int64_t j0, int64_t j1, double *restrict sum,
+                    double *restrict sq, int32_t *restrict count, const uint8_t *restrict b,
+                    int32_t *restrict correct)
+{
+    uint8_t one[BLOCK]; /* example i's bit, 0/1: each byte spread to 8 bytes by a multiply */
+    for (int64_t j = j0 / 8; b && j < (j1 + 7) / 8; j++) {
+        uint64_t v = ((uint64_t)b[j] * 0x8040201008040201ull >> 7) & 0x0101010101010101ull;
+        memcpy(one + 8 * j - j0, &v, 8); /* little-endian: byte k is bit 7 - k */
+    }
+    for (int64_t i = j0; i < j1; i++) {
+        uint16_t h = row[i];
+        int ok = (h & 0x7fff) <= 0x7c00; /* NaN: not presented */
+        double v = (double)half_to_float(h & (uint16_t)-ok);
+        sum[i] += v;
+        if (sq)
+            sq[i] += v * v;
+        count[i] += ok;
+        if (b)
+            correct[i] += ok & one[i - j0];
+    }
+}
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#include <immintrin.h>
+#define DYN_F16C 1
+/* The same with the CPU's float16 conversion (F16C, every AVX2 CPU has it), 8 values at a time:
+ * about twice as fast. The sums are added in the same order, so they are the same. */
+__attribute__((target("avx2,f16c"))) static void add_row_f16c(const uint16_t *restrict row, int64_t j0, int64_t j1,
+                                                              double *restrict sum, double *restrict sq,
+                                                              int32_t *restrict count, const uint8_t *restrict b,
+                                                              int32_t *restrict correct)
+{
+    const __m256i lanes = _mm256_setr_epi32(0x80, 0x40, 0x20, 0x10, 8, 4, 2, 1); /* bit order big */
+    int64_t i = j0;
+    for (; i + 8 <= j1; i += 8) {
+        __m256 f = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + i)));
+        __m256 ok = _mm256_cmp_ps(f, f, _CMP_ORD_Q); /* all ones where not NaN */
+        __m256i okm = _mm256_castps_si256(ok);
+        f = _mm256_and_ps(f, ok);
+        __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(f)), hi = _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1));
+        _mm256_storeu_pd(sum + i, _mm256_add_pd(_mm256_loadu_pd(sum + i), lo));
+        _mm256_storeu_pd(sum + i + 4, _mm256_add_pd(_mm256_loadu_pd(sum + i + 4), hi));
+        if (sq) {
+            _mm256_storeu_pd(sq + i, _mm256_add_pd(_mm256_loadu_pd(sq + i), _mm256_mul_pd(lo, lo)));
+            _mm256_storeu_pd(sq + i + 4, _mm256_add_pd(_mm256_loadu_pd(sq + i + 4), _mm256_mul_pd(hi, hi)));
+        }
+        __m256i *c = (__m256i *)(count + i);
+        _mm256_storeu_si256(c, _mm256_sub_epi32(_mm256_loadu_si256(c), okm));
+        if (b) { /* the byte of these 8 examples: all ones where its bit is set */
+            __m256i set = _mm256_and_si256(_mm256_set1_epi32(b[i >> 3]), lanes);
+            __m256i *k = (__m256i *)(correct + i);
+            set = _mm256_and_si256(_mm256_cmpeq_epi32(set, lanes), okm);
+            _mm256_storeu_si256(k, _mm256_sub_epi32(_mm256_loadu_si256(k), set));
+        }
+    }
+    add_row(row, i, j1, sum, sq, count, b, correct);
+}
+#endif
+
 /* x: rows of n float16 bit patterns, `stride` values apart. For every non-NaN value:
  * sum[i] += v, sq[i] += v*v (when sq), count[i] += 1; and, when bits (packed correctness, bit
  * order big, `bits_stride` bytes a row) is given, correct[i] += its bit. */
@@ -41,37 +105,22 @@ void dyn_half_accumulate(const uint16_t *restrict x, int64_t rows, int64_t strid
                          double *restrict sum, double *restrict sq, int32_t *restrict count,
                          const uint8_t *restrict bits, int64_t bits_stride, int32_t *restrict correct)
 {
+    int f16c = 0;
+#ifdef DYN_F16C
+    f16c = simd && __builtin_cpu_supports("avx2"); /* F16C came before AVX2 on Intel's and AMD's CPUs */
+#endif
     for (int64_t j0 = 0; j0 < n; j0 += BLOCK) {
         int64_t j1 = n - j0 < BLOCK ? n : j0 + BLOCK;
         for (int64_t r = 0; r < rows; r++) {
             const uint16_t *row = x + r * stride;
-            if (sq) { /* branch-free inner loops, so that the compiler vectorizes them */
-                for (int64_t i = j0; i < j1; i++) {
-                    uint16_t h = row[i];
-                    int ok = (h & 0x7fff) <= 0x7c00; /* NaN: not presented */
-                    float f = half_to_float(h & (uint16_t)-ok);
-                    sum[i] += (double)f;
-                    sq[i] += (double)f * (double)f;
-                    count[i] += ok;
-                }
-            } else {
-                for (int64_t i = j0; i < j1; i++) {
-                    uint16_t h = row[i];
-                    int ok = (h & 0x7fff) <= 0x7c00;
-                    sum[i] += (double)half_to_float(h & (uint16_t)-ok);
-                    count[i] += ok;
-                }
+            const uint8_t *b = bits ? bits + r * bits_stride : 0;
+#ifdef DYN_F16C
+            if (f16c) {
+                add_row_f16c(row, j0, j1, sum, sq, count, b, correct);
+                continue;
             }
-            if (bits) { /* each byte spread to 8 bytes of 0/1 (multiply trick), then a loop that vectorizes */
-                const uint8_t *b = bits + r * bits_stride;
-                uint8_t one[BLOCK];
-                for (int64_t j = j0 / 8; j < (j1 + 7) / 8; j++) {
-                    uint64_t v = ((uint64_t)b[j] * 0x8040201008040201ull >> 7) & 0x0101010101010101ull;
-                    memcpy(one + 8 * j - j0, &v, 8); /* little-endian: byte k is bit 7 - k */
-                }
-                for (int64_t i = j0; i < j1; i++)
-                    correct[i] += ((row[i] & 0x7fff) <= 0x7c00) & one[i - j0];
-            }
+#endif
+            add_row(row, j0, j1, sum, sq, count, b, correct);
         }
     }
 }

@@ -31,6 +31,7 @@ def _lib():
         lib.dyn_half_accumulate.restype = None
         lib.dyn_forgetting_words.argtypes = [p, i, i, p, i, p, i, i, i, p, p, p, p, i, p]
         lib.dyn_forgetting_words.restype = None
+        lib.dyn_half_simd.argtypes = [ctypes.c_int]
         lib.dyn_planes_counts.argtypes = [p, i, i, p]
         lib.dyn_planes_counts.restype = None
         lib.dyn_argsort_f64.argtypes = [p, i, p, p, p, p]

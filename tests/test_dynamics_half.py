@@ -30,6 +30,28 @@ def test_c_sums_equal_numpy_on_every_float16_and_random_rows():
     np.testing.assert_array_equal(got[0][3], (bits & ok).sum(axis=0))
 
 
+@pytest.mark.skipif(half.backend() != "C", reason="analyze/_half.c not built")
+@pytest.mark.parametrize("simd", [1, 0])
+def test_c_sums_with_and_without_simd_equal_numpy_at_any_width(simd):
+    rng = np.random.default_rng(5)
+    half._lib().dyn_half_simd(simd)
+    try:
+        for n in (1, 7, 8, 13, 1024 + 13, 5000):  # column blocks of 1024, 8 examples a SIMD step
+            rows = rng.standard_normal((9, n)).astype(np.float16)
+            rows[rng.random((9, n)) < 0.1] = np.nan
+            packed = rng.integers(0, 256, (9, (n + 7) // 8), dtype=np.uint8)
+            got = [np.zeros(n), np.zeros(n, np.int32), np.zeros(n), np.zeros(n, np.int32)]
+            half.accumulate(rows, got[0], got[1], squares=got[2], packed=packed, correct=got[3])
+            v = rows.astype(np.float64)
+            ok = ~np.isnan(v)
+            v[~ok] = 0
+            bits = np.unpackbits(packed, axis=1, count=n).astype(bool)
+            for g, w in zip(got, [v.sum(axis=0), ok.sum(axis=0), (v * v).sum(axis=0), (bits & ok).sum(axis=0)]):
+                np.testing.assert_array_equal(g, w)
+    finally:
+        half._lib().dyn_half_simd(1)
+
+
 @pytest.mark.parametrize("kernels", ["C", "numpy"])
 def test_forgetting_from_packed_rows_equals_the_bool_path(kernels, monkeypatch):
     from dyn.analyze.measures.dynamics import ForgettingAccumulator

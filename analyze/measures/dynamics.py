@@ -18,6 +18,8 @@ Definitions, as the reference code computes them (docs/analyze.md, reference/tra
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from dyn.analyze import half
@@ -122,12 +124,11 @@ class ForgettingAccumulator:
         if self.row != len(self.epochs):
             raise ValueError(f"fed {self.row} rows for {len(self.epochs)} epochs")
         never = self.first < 0
-        first = np.full(self.n, np.nan)
-        first[~never] = self.epochs[self.first[~never]]
+        first = np.append(self.epochs.astype(float), np.nan)[self.first]  # row -1 (never): NaN
         events = self.events
         counted = events.astype(float)
         counted[never] = {"E": float(len(self.epochs)), "inf": np.inf, "skip": np.nan}[never_learned]
-        return _frame({"sample": np.arange(self.n), "presentations": self.presentations,
+        return _frame({"sample": _samples(self.n), "presentations": self.presentations,
                        "forgetting_events": events, "first_learned": first, "never_learned": never,
                        "forgetting": counted})
 
@@ -162,6 +163,14 @@ def _frame(columns: dict):
     return pd.DataFrame(columns, copy=False)
 
 
+@functools.lru_cache(maxsize=2)
+def _samples(n: int) -> np.ndarray:
+    """0..n-1, one read-only array for every network's frame."""
+    x = np.arange(n)
+    x.flags.writeable = False
+    return x
+
+
 def _counts(planes: np.ndarray, n: int) -> np.ndarray:
     """Bit-sliced counts (words, k) -> int32 (n,)."""
     out = half.planes_counts(planes, n)
@@ -194,11 +203,13 @@ def order_by_forgetting(counts, index=None):
     stable, so any tie order matches it). counts: (runs, N) or (N,); NaN (skipped) examples left out.
     Returns a DataFrame: rank (1 = least forgotten), index, forgetting_counts; `attrs["unforgettable"]`."""
     counts = np.atleast_2d(np.asarray(counts, dtype=float))
-    total = counts.sum(axis=0)
-    index = np.arange(total.size) if index is None else np.asarray(index)
+    total = counts[0] if len(counts) == 1 else counts.sum(axis=0)
+    in_order = index is None
+    index = _samples(total.size) if index is None else np.asarray(index)
     keep = ~np.isnan(total)
-    total, index = total[keep], index[keep]
-    if np.all(index[:-1] <= index[1:]):  # ties already in index order: one stable sort
+    if not keep.all():
+        total, index = total[keep], index[keep]
+    if in_order or np.all(index[:-1] <= index[1:]):  # ties already in index order: one stable sort
         order = half.stable_order(total)
     else:
         order = np.lexsort((index, total))
@@ -229,13 +240,15 @@ class DataMapAccumulator:
         half.accumulate(prob, self.sum, self.count, squares=self.sq, packed=packed, correct=self.correct)
 
     def frame(self):
-        with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(invalid="ignore", divide="ignore"):  # in place where it can: ~10 MB an array
             k = self.count.astype(float)
-            k[k == 0] = np.nan
+            k[self.count == 0] = np.nan
             mean = self.sum / k
-            var = np.maximum(self.sq / k - mean * mean, 0.0)  # population variance (ddof 0)
-        return _frame({"sample": np.arange(self.n), "confidence": mean, "variability": np.sqrt(var),
-                       "correctness": self.correct / k, "correct_epochs": self.correct.copy(),
+            sd = self.sq / k
+            sd -= mean * mean
+            np.sqrt(np.maximum(sd, 0.0, out=sd), out=sd)  # population variance (ddof 0)
+        return _frame({"sample": _samples(self.n), "confidence": mean, "variability": sd,
+                       "correctness": np.divide(self.correct, k, out=k), "correct_epochs": self.correct.copy(),
                        "presentations": self.count.copy()})
 
 
@@ -291,9 +304,8 @@ class AUMAccumulator:
         half.accumulate(_rows(margin, self.n, "margins"), self.sum, self.count)
 
     def frame(self):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            aum = self.sum / np.where(self.count > 0, self.count, np.nan)
-        return _frame({"sample": np.arange(self.n), "aum": aum, "measurements": self.count.copy()})
+        aum = np.divide(self.sum, self.count, out=np.full(self.n, np.nan), where=self.count > 0)
+        return _frame({"sample": _samples(self.n), "aum": aum, "measurements": self.count.copy()})
 
 
 def ranks(values) -> np.ndarray:
