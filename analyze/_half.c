@@ -235,11 +235,12 @@ void dyn_planes_counts(const uint64_t *restrict planes, int64_t k, int64_t n, in
     }
 }
 
-/* The order of a stable sort of n doubles, NaN last (numpy's argsort(kind="stable"), whose
- * timsort takes ~150 ns an element on a million): an LSD radix sort, 11 bits a pass, of keys
- * whose unsigned order is the doubles' (sign bit flipped for positives, every bit for negatives;
- * -0 as +0, every NaN alike and above +inf). order gets the result; keys and spare_order are n
- * scratch elements each. */
+/* The order of a stable sort of n < 2^31 doubles, NaN last (numpy's argsort(kind="stable"),
+ * whose timsort takes ~150 ns an element on a million): an LSD radix sort, 11 bits a pass, of
+ * keys whose unsigned order is the doubles' (sign bit flipped for positives, every bit for
+ * negatives; -0 as +0, every NaN alike and above +inf); a pass whose digit every key shares is
+ * skipped. Writes order[i] (the i-th smallest's position) and/or rank[position] = i + 1 (either
+ * may be NULL); keys, spare_keys, idx, spare_idx are n scratch elements each. */
 #define RADIX 11
 #define BUCKETS (1 << RADIX)
 #define PASSES 6 /* 6 x 11 >= 64 */
@@ -255,20 +256,21 @@ static inline uint64_t sort_key(double v)
     return u ^ ((u >> 63) ? ~0ull : 0x8000000000000000ull);
 }
 
-void dyn_argsort_f64(const double *restrict x, int64_t n, int64_t *restrict order, uint64_t *restrict keys,
-                     uint64_t *restrict spare_keys, int64_t *restrict spare_order)
+void dyn_argsort_f64(const double *restrict x, int64_t n, int64_t *restrict order, int64_t *restrict rank,
+                     uint64_t *restrict keys, uint64_t *restrict spare_keys, int32_t *restrict idx,
+                     int32_t *restrict spare_idx)
 {
     int64_t count[PASSES][BUCKETS];
     memset(count, 0, sizeof count);
     for (int64_t i = 0; i < n; i++) {
         uint64_t u = sort_key(x[i]);
         keys[i] = u;
-        order[i] = i;
+        idx[i] = (int32_t)i;
         for (int d = 0; d < PASSES; d++)
             count[d][(u >> (RADIX * d)) & (BUCKETS - 1)]++;
     }
     uint64_t *k0 = keys, *k1 = spare_keys;
-    int64_t *o0 = order, *o1 = spare_order;
+    int32_t *o0 = idx, *o1 = spare_idx;
     for (int d = 0; d < PASSES && n > 0; d++) {
         int shift = RADIX * d;
         if (count[d][(k0[0] >> shift) & (BUCKETS - 1)] == n)
@@ -285,8 +287,10 @@ void dyn_argsort_f64(const double *restrict x, int64_t n, int64_t *restrict orde
             o1[to] = o0[i];
         }
         uint64_t *tk = k0; k0 = k1; k1 = tk;
-        int64_t *to = o0; o0 = o1; o1 = to;
+        int32_t *to = o0; o0 = o1; o1 = to;
     }
-    if (o0 != order)
-        memcpy(order, o0, (size_t)n * sizeof *order);
+    for (int64_t i = 0; order && i < n; i++)
+        order[i] = o0[i];
+    for (int64_t i = 0; rank && i < n; i++)
+        rank[o0[i]] = i + 1;
 }

@@ -135,4 +135,6 @@ def test_stable_order_is_numpys_stable_argsort(kernels, monkeypatch):
              np.round(rng.standard_normal(100_000), 3),  # AUMs: ties among many values
              rng.standard_normal(100_000).astype(np.float16).astype(float)]
     for x in cases:
-        np.testing.assert_array_equal(half.stable_order(x), np.argsort(x, kind="stable"))
+        order = np.argsort(x, kind="stable")
+        np.testing.assert_array_equal(half.stable_order(x), order)
+        np.testing.assert_array_equal(half.stable_ranks(x)[order], np.arange(1, len(x) + 1))

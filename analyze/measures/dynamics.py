@@ -218,7 +218,24 @@ def order_by_forgetting(counts, index=None):
     return df
 
 
-class DataMapAccumulator:
+class _Finished:
+    """frame() finishes the sums in place and hands the accumulator's own arrays to the frame:
+    a copy of each would be ~10 MB of fresh pages per million examples. Rows added after it are
+    refused; frame() again gives the same columns."""
+
+    columns = None  # the finished columns, once frame() was called
+
+    def _open(self) -> None:
+        if self.columns is not None:
+            raise ValueError("rows added after frame(): the sums are finished")
+
+    def frame(self):
+        if self.columns is None:
+            self.columns = self._finish()
+        return _frame(dict(self.columns))
+
+
+class DataMapAccumulator(_Finished):
     """Confidence, variability and correctness per example, streamed by epoch."""
 
     def __init__(self, n: int):
@@ -231,6 +248,7 @@ class DataMapAccumulator:
     def add(self, prob, correct=None, packed=None) -> None:
         """prob: (t, N) floats (float16 as stored is fastest), NaN where not presented;
         correct: (t, N) bool, or packed: (t, ceil(N/8)) uint8 rows as the run file stores them."""
+        self._open()
         prob = _rows(prob, self.n, "probabilities")
         if packed is None:
             correct = _rows(correct, self.n, "correctness", bool)
@@ -239,17 +257,17 @@ class DataMapAccumulator:
             raise ValueError(f"{len(prob)} rows of probabilities, {len(packed)} of correctness")
         half.accumulate(prob, self.sum, self.count, squares=self.sq, packed=packed, correct=self.correct)
 
-    def frame(self):
-        with np.errstate(invalid="ignore", divide="ignore"):  # in place where it can: ~10 MB an array
+    def _finish(self) -> dict:
+        with np.errstate(invalid="ignore", divide="ignore"):
             k = self.count.astype(float)
             k[self.count == 0] = np.nan
-            mean = self.sum / k
-            sd = self.sq / k
+            mean = np.divide(self.sum, k, out=self.sum)
+            sd = np.divide(self.sq, k, out=self.sq)
             sd -= mean * mean
             np.sqrt(np.maximum(sd, 0.0, out=sd), out=sd)  # population variance (ddof 0)
-        return _frame({"sample": _samples(self.n), "confidence": mean, "variability": sd,
-                       "correctness": np.divide(self.correct, k, out=k), "correct_epochs": self.correct.copy(),
-                       "presentations": self.count.copy()})
+        return {"sample": _samples(self.n), "confidence": mean, "variability": sd,
+                "correctness": np.divide(self.correct, k, out=k), "correct_epochs": self.correct,
+                "presentations": self.count}
 
 
 def data_map(prob, correct):
@@ -282,16 +300,15 @@ def region_top(df, region: str, k: int):
 def smallest(key, tie, k: int) -> np.ndarray:
     """Positions of the k smallest finite keys, ordered by key then `tie`, without sorting all
     N (an ImageNet-sized split has 1.3 million): a partition, then a sort of the candidates."""
-    key = np.where(np.isnan(key), np.inf, key)
-    k = min(int(k), int(np.sum(np.isfinite(key))))
+    k = min(int(k), int(np.count_nonzero(np.isfinite(key))))
     if k <= 0:
         return np.zeros(0, np.int64)
-    kth = np.partition(key, k - 1)[k - 1]
-    cand = np.flatnonzero(key <= kth)  # every candidate tied with the k-th too
+    kth = np.partition(key, k - 1)[k - 1]  # NaN partitions last, as +inf would
+    cand = np.flatnonzero(key <= kth)  # every candidate tied with the k-th too (never NaN)
     return cand[np.lexsort((tie[cand], key[cand]))][:k]
 
 
-class AUMAccumulator:
+class AUMAccumulator(_Finished):
     """Sum and count of margins per example, streamed by epoch."""
 
     def __init__(self, n: int):
@@ -301,18 +318,19 @@ class AUMAccumulator:
 
     def add(self, margin) -> None:
         """margin: (t, N) floats (float16 as stored is fastest), NaN where not measured."""
+        self._open()
         half.accumulate(_rows(margin, self.n, "margins"), self.sum, self.count)
 
-    def frame(self):
-        aum = np.divide(self.sum, self.count, out=np.full(self.n, np.nan), where=self.count > 0)
-        return _frame({"sample": _samples(self.n), "aum": aum, "measurements": self.count.copy()})
+    def _finish(self) -> dict:
+        none = self.count == 0
+        aum = np.divide(self.sum, self.count, out=self.sum, where=~none)
+        aum[none] = np.nan
+        return {"sample": _samples(self.n), "aum": aum, "measurements": self.count}
 
 
 def ranks(values) -> np.ndarray:
     """1-based ranks, lowest first: ties by position (a stable sort), NaN last."""
-    rank = np.empty(len(values), np.int64)
-    rank[half.stable_order(values)] = np.arange(1, len(values) + 1)
-    return rank
+    return half.stable_ranks(values)
 
 
 def area_under_margin(margin):
