@@ -9,12 +9,13 @@ Records are read in chunks of epochs: memory O(N) per network, not O(E N).
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import click
 import numpy as np
 
-from dyn.analyze import fileio, source
+from dyn.analyze import fileio, half, source
 from dyn.analyze.options import net_option, output_options, runs_argument, window_options
 from dyn.errors import RunFileError, UsageError
 
@@ -92,14 +93,14 @@ def chunks(run, split: str, net: str, win, kind: str | None, correct: bool | str
         (k for k in ("prob", "margin") if run.has(split, net, k)), None)
     if kind is None and split != "train-presented":
         src = None  # elsewhere every example is evaluated at every recorded epoch
-    readers = []
-    if correct:
-        run.correct_packed(split, net, slice(win.lo, win.lo))  # the reader's checks (shape, dtype), once
-        readers.append(_Rows(run, run.f[f"splits/{split}/{net}/correct"], win.lo, win.hi, step))
-    if src is not None:
-        getattr(run, src)(split, net, slice(win.lo, win.lo))  # the reader's checks (shape, dtype, rows), once
-        readers.append(_Rows(run, run.f[f"splits/{split}/{net}/{src}"], win.lo, win.hi, step))
-    try:
+    with contextlib.ExitStack() as stack:
+        readers = []
+        if correct:
+            run.correct_packed(split, net, slice(win.lo, win.lo))  # the reader's checks (shape, dtype), once
+            readers.append(stack.enter_context(_Rows(run, f"splits/{split}/{net}/correct", win.lo, win.hi, step)))
+        if src is not None:
+            getattr(run, src)(split, net, slice(win.lo, win.lo))  # the reader's checks (shape, dtype, rows), once
+            readers.append(stack.enter_context(_Rows(run, f"splits/{split}/{net}/{src}", win.lo, win.hi, step)))
         for a in range(win.lo, win.hi, step):
             b = min(a + step, win.hi)
             got = [r.read(a, b) for r in readers]
@@ -117,28 +118,36 @@ def chunks(run, split: str, net: str, win, kind: str | None, correct: bool | str
                 else:
                     values = raw
             yield bits, values, presented
-    finally:
-        for r in readers:
-            r.close()
 
 
 class _Rows:
-    """Rows lo..hi-1 of a 2-D dataset, read a few at a time into one reused buffer.
+    """Rows lo..hi-1 of a 2-D dataset, read a few at a time into one buffer (the thread's
+    scratch, analyze/half.py), as a context manager.
 
     Straight from the file where the chunks allow (stored without filters, every chunk of the
-    window allocated, the first rows identical to h5py's read of them): one os.preadv per chunk
+    window allocated, the first row identical to h5py's read of it): one os.preadv per chunk
     row (analyze/fileio.py), which lets go of the GIL, so that networks are read in parallel
     threads (h5py holds the GIL while it reads, analyze/stream.py). Else through h5py."""
 
-    def __init__(self, run, ds, lo: int, hi: int, step: int):
-        self.ds, self.path = ds, run.path
-        self.buf = np.empty((max(0, min(step, hi - lo)),) + ds.shape[1:], ds.dtype)
-        self.fd = None
-        self.plan = self._plan(run, lo, hi)
+    def __init__(self, run, name: str, lo: int, hi: int, step: int):
+        self.ds, self.path = run.f[name], run.path
+        self.lo, self.hi, self.f = lo, hi, run.f
+        self.shape = (max(0, min(step, hi - lo)),) + self.ds.shape[1:]
+        self.fd = self.plan = None
 
-    def _plan(self, run, lo: int, hi: int):
+    def __enter__(self):
+        self._stack = contextlib.ExitStack()
+        self.buf = self._stack.enter_context(half.scratch(self.shape, self.ds.dtype))
+        self._stack.callback(self._close)
+        self.plan = self._plan(self.lo, self.hi)
+        return self
+
+    def __exit__(self, *exc):
+        self._stack.close()
+
+    def _plan(self, lo: int, hi: int):
         ds = self.ds
-        if (hi <= lo or ds.ndim != 2 or ds.chunks is None or run.f.driver != "sec2" or run.f.userblock_size != 0
+        if (hi <= lo or ds.ndim != 2 or ds.chunks is None or self.f.driver != "sec2" or self.f.userblock_size != 0
                 or ds.id.get_create_plist().get_nfilters() != 0 or not len(self.buf)):
             return None
         crows, ccols = ds.chunks
@@ -154,13 +163,13 @@ class _Rows:
             return None
         if any((r0, c0) not in plan for r0 in range(lo - lo % crows, hi, crows) for c0 in range(0, ds.shape[1], ccols)):
             return None
-        self.plan, self.fd = plan, fileio.open_binary(run.path)
+        self.plan, self.fd = plan, fileio.open_binary(self.path)
         try:  # trust the addresses only if they give what HDF5 gives (the first row: every column chunk)
             same = self.read(lo, lo + 1).tobytes() == ds[lo:lo + 1].tobytes()
         except (OSError, RunFileError):
             same = False
         if not same:
-            self.close()
+            self._close()
         return plan if same else None
 
     def read(self, a: int, b: int) -> np.ndarray:
@@ -186,7 +195,7 @@ class _Rows:
         if got != len(view):
             raise RunFileError(f"{self.path}: reading {self.ds.name}: short read ({got} of {len(view)} bytes)")
 
-    def close(self) -> None:
+    def _close(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None

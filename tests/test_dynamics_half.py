@@ -138,3 +138,18 @@ def test_stable_order_is_numpys_stable_argsort(kernels, monkeypatch):
         order = np.argsort(x, kind="stable")
         np.testing.assert_array_equal(half.stable_order(x), order)
         np.testing.assert_array_equal(half.stable_ranks(x)[order], np.arange(1, len(x) + 1))
+
+
+def test_scratch_buffers_are_reused_but_never_shared():
+    with half.scratch((1000,), np.float64) as a:
+        first = a.__array_interface__["data"][0]
+        with half.scratch((1000,), np.float64) as b, half.scratch((10,), np.int32) as c:
+            ends = [(x.__array_interface__["data"][0], x.nbytes) for x in (a, b, c)]
+            assert all(p + m <= q or q + k <= p for i, (p, m) in enumerate(ends) for q, k in ends[i + 1:])
+            assert b.shape == (1000,) and c.dtype == np.int32
+    with half.scratch((500,), np.float64) as again:  # a buffer of this thread, given back above
+        assert again.__array_interface__["data"][0] in {first, ends[1][0]}
+    for size in range(1, 10):
+        with half.scratch((size * 1000,), np.uint8):
+            pass
+    assert len(half._scratch.free) <= half.KEEP

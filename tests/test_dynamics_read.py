@@ -25,10 +25,9 @@ def test_raw_rows_equal_h5py(tmp_path, chunks, dtype):
         run = SimpleNamespace(f=f, path=str(path))
         for key, raw in (("x", True), ("z", False)):
             for lo, hi, step in ((0, 23, 23), (0, 23, 4), (3, 20, 5), (7, 8, 1), (22, 23, 3)):
-                r = _Rows(run, f[key], lo, hi, step)
-                assert (r.plan is not None) == raw
-                got = np.concatenate([r.read(a, min(a + step, hi)).copy() for a in range(lo, hi, step)])
-                r.close()
+                with _Rows(run, key, lo, hi, step) as r:
+                    assert (r.plan is not None) == raw
+                    got = np.concatenate([r.read(a, min(a + step, hi)).copy() for a in range(lo, hi, step)])
                 np.testing.assert_array_equal(got.view(np.uint8), data[lo:hi].view(np.uint8))
 
 
@@ -39,6 +38,6 @@ def test_a_chunk_not_written_reads_through_h5py(tmp_path):
         ds[:3] = 1
         ds[4:] = 2  # row 3 never written: no chunk on disk
     with h5py.File(path, "r") as f:
-        r = _Rows(SimpleNamespace(f=f, path=str(path)), f["x"], 0, 6, 6)
-        assert r.plan is None
-        np.testing.assert_array_equal(r.read(0, 6), f["x"][:])
+        with _Rows(SimpleNamespace(f=f, path=str(path)), "x", 0, 6, 6) as r:
+            assert r.plan is None
+            np.testing.assert_array_equal(r.read(0, 6), f["x"][:])

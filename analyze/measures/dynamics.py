@@ -163,10 +163,10 @@ def _frame(columns: dict):
     return pd.DataFrame(columns, copy=False)
 
 
-@functools.lru_cache(maxsize=2)
-def _samples(n: int) -> np.ndarray:
-    """0..n-1, one read-only array for every network's frame."""
-    x = np.arange(n)
+@functools.lru_cache(maxsize=4)
+def _samples(n: int, start: int = 0) -> np.ndarray:
+    """start..start+n-1, one read-only array for every network's frame."""
+    x = np.arange(start, start + n)
     x.flags.writeable = False
     return x
 
@@ -213,7 +213,7 @@ def order_by_forgetting(counts, index=None):
         order = half.stable_order(total)
     else:
         order = np.lexsort((index, total))
-    df = _frame({"rank": np.arange(1, order.size + 1), "index": index[order], "forgetting_counts": total[order]})
+    df = _frame({"rank": _samples(order.size, 1), "index": index[order], "forgetting_counts": total[order]})
     df.attrs["unforgettable"] = int(np.sum(total == 0))
     return df
 
