@@ -300,10 +300,14 @@ def region_top(df, region: str, k: int):
 def smallest(key, tie, k: int) -> np.ndarray:
     """Positions of the k smallest finite keys, ordered by key then `tie`, without sorting all
     N (an ImageNet-sized split has 1.3 million): a partition, then a sort of the candidates."""
+    key = np.asarray(key)
     k = min(int(k), int(np.count_nonzero(np.isfinite(key))))
     if k <= 0:
         return np.zeros(0, np.int64)
-    kth = np.partition(key, k - 1)[k - 1]  # NaN partitions last, as +inf would
+    with half.scratch(key.shape, key.dtype) as part:  # np.partition would copy into fresh pages
+        np.copyto(part, key)
+        part.partition(k - 1)  # NaN partitions last, as +inf would
+        kth = part[k - 1]
     cand = np.flatnonzero(key <= kth)  # every candidate tied with the k-th too (never NaN)
     return cand[np.lexsort((tie[cand], key[cand]))][:k]
 
