@@ -263,7 +263,8 @@ class DataMapAccumulator(_Finished):
             k[self.count == 0] = np.nan
             mean = np.divide(self.sum, k, out=self.sum)
             sd = np.divide(self.sq, k, out=self.sq)
-            sd -= mean * mean
+            with half.scratch(mean.shape, mean.dtype) as square:
+                sd -= np.multiply(mean, mean, out=square)
             np.sqrt(np.maximum(sd, 0.0, out=sd), out=sd)  # population variance (ddof 0)
         return {"sample": _samples(self.n), "confidence": mean, "variability": sd,
                 "correctness": np.divide(self.correct, k, out=k), "correct_epochs": self.correct,
