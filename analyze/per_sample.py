@@ -136,10 +136,11 @@ class _Rows:
         self.fd = self.plan = None
 
     def __enter__(self):
-        self._stack = contextlib.ExitStack()
-        self.buf = self._stack.enter_context(half.scratch(self.shape, self.ds.dtype))
-        self._stack.callback(self._close)
-        self.plan = self._plan(self.lo, self.hi)
+        with contextlib.ExitStack() as stack:
+            self.buf = stack.enter_context(half.scratch(self.shape, self.ds.dtype))
+            stack.callback(self._close)
+            self.plan = self._plan(self.lo, self.hi)
+            self._stack = stack.pop_all()  # given back on __exit__ (or here, if _plan raised)
         return self
 
     def __exit__(self, *exc):
