@@ -51,7 +51,7 @@ class ForgettingAccumulator:
         self.ever = np.zeros(words, np.uint64)  # correct at some presentation so far
         self.event_planes = np.zeros((words, 0), np.uint64)
         self.shown_planes = np.zeros((words, 0), np.uint64)
-        self.first_row = np.full(self.n, -1, np.int32)  # row of the first correct presentation
+        self.first = np.full(self.n, -1, np.int32)  # row of the first correct presentation; -1: none yet
         self.row = 0
 
     def add(self, correct, presented=None) -> None:
@@ -79,7 +79,7 @@ class ForgettingAccumulator:
                 np.concatenate([p, np.zeros((len(p), k - p.shape[1]), np.uint64)], axis=1)
                 for p in (self.event_planes, self.shown_planes))
         if not half.forgetting_words(packed, presence, shown, self.n, self.row, self.last, self.ever,
-                                     self.event_planes, self.shown_planes, self.first_row):
+                                     self.event_planes, self.shown_planes, self.first):
             self._numpy_rows(packed, presence, shown)
         self.row += len(packed)
 
@@ -100,7 +100,7 @@ class ForgettingAccumulator:
             self.last[:] = (self.last & ~p) | c  # not presented: kept
             self.ever |= c
             if learned.any():
-                self.first_row[_examples(learned, self.n)] = self.row + t
+                self.first[_examples(learned, self.n)] = self.row + t
             for planes, carry in ((self.event_planes, forgot), (self.shown_planes, p)):
                 for j in range(planes.shape[1]):
                     planes[:, j], carry = planes[:, j] ^ carry, planes[:, j] & carry
@@ -112,11 +112,6 @@ class ForgettingAccumulator:
     @property
     def presentations(self) -> np.ndarray:
         return _counts(self.shown_planes, self.n)
-
-    @property
-    def first(self) -> np.ndarray:
-        """Row of the first correct presentation; -1: never correct."""
-        return self.first_row
 
     def frame(self, never_learned: str = "E"):
         if never_learned not in NEVER_LEARNED:
