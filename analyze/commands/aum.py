@@ -11,7 +11,7 @@ import click
 import numpy as np
 
 from dyn.analyze import output, per_sample, source
-from dyn.analyze.measures.dynamics import AUMAccumulator, ranks
+from dyn.analyze.measures.dynamics import AUMAccumulator
 from dyn.analyze.networks import label
 from dyn.analyze.options import execute
 
@@ -40,9 +40,7 @@ def compute(runs, opts, top: int = 10) -> dict:
             acc = AUMAccumulator(run.split_size(split))
             for _, margin, _ in per_sample.chunks(run, split, net, win, "margin", correct=False):
                 acc.add(margin)
-            d = acc.frame()
-            d["rank"] = ranks(d["aum"].to_numpy())  # 1 = lowest AUM; ties by sample; NaN last
-            return d
+            return acc.frame(ranked=True)  # rank 1 = lowest AUM; ties by sample; NaN last
 
         frames = dict(zip(nets, source.map_parallel(one, nets)))
         out.append(RunResult(info, split, win, frames, run.dataset_index(split), run.labels(split)))

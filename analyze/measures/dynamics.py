@@ -224,10 +224,13 @@ class _Finished:
         if self.columns is not None:
             raise ValueError("rows added after frame(): the sums are finished")
 
-    def frame(self):
+    def _columns(self) -> dict:
         if self.columns is None:
             self.columns = self._finish()
-        return _frame(dict(self.columns))
+        return self.columns
+
+    def frame(self):
+        return _frame(dict(self._columns()))
 
 
 class DataMapAccumulator(_Finished):
@@ -326,6 +329,14 @@ class AUMAccumulator(_Finished):
         aum = np.divide(self.sum, self.count, out=self.sum, where=~none)
         aum[none] = np.nan
         return {"sample": _samples(self.n), "aum": aum, "measurements": self.count}
+
+    def frame(self, ranked: bool = False):
+        """ranked: with the column rank, 1 = lowest AUM (ties by sample, NaN last); made here,
+        as a column added to the frame afterwards is copied (~30 ms per million rows)."""
+        cols = self._columns()
+        if ranked and "rank" not in cols:
+            cols["rank"] = ranks(cols["aum"])
+        return _frame({k: v for k, v in cols.items() if ranked or k != "rank"})
 
 
 def ranks(values) -> np.ndarray:
