@@ -132,6 +132,8 @@ def main(argv=None):
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     if not a.keep:
         path.unlink()
+        if a.file is None:
+            path.parent.rmdir()  # the temporary folder made for it
 
 
 def _outputs(dyn, path: Path, repeat: int) -> None:
