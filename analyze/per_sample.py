@@ -9,12 +9,14 @@ Records are read in chunks of epochs: memory O(N) per network, not O(E N).
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 
 import click
 import numpy as np
 
-from dyn.analyze import inputs, networks
+from dyn.analyze import fileio, half, inputs, networks
 from dyn.analyze.command import Analysis, RunResult, run_attrs
 from dyn.analyze.options import net_option, output_options, runs_argument, window_options
 from dyn.errors import RunFileError, UsageError
@@ -82,7 +84,8 @@ def lacking(run, split: str, net: str, kind: str, what: str) -> RunFileError:
 
 def chunks(run, split: str, net: str, win, kind: str | None, correct: bool | str = True, raw_presence=False):
     """(correct, values (t, N) or None, presented bool (t, N) or None) over the window, in
-    chunks of epochs. correct: True: bool (t, N); "packed": the stored uint8 rows; False: None.
+    chunks of epochs, each valid until the next is asked for (the buffers are reused).
+    correct: True: bool (t, N); "packed": the stored uint8 rows; False: None.
     values: as stored (float16; converted where they are summed, analyze/half.py), or float32
     exp(-loss). kind None: no values, but on train-presented which examples were presented,
     from the prob (or margin) records (NaN: not presented), tested on the float16 bits."""
@@ -92,24 +95,114 @@ def chunks(run, split: str, net: str, win, kind: str | None, correct: bool | str
         (k for k in ("prob", "margin") if run.has(split, net, k)), None)
     if kind is None and split != "train-presented":
         src = None  # elsewhere every example is evaluated at every recorded epoch
-    ds = None
-    if src is not None:
-        ds = run.record_dataset(split, net, src)  # the float16 rows as stored: converted once, below
-    for a in range(win.lo, win.hi, step):
-        rows = slice(a, min(a + step, win.hi))
-        bits = (run.correct_packed(split, net, rows) if correct == "packed"
-                else run.correct(split, net, rows) if correct else None)
-        values = presented = None
-        if ds is not None:
-            raw = ds[rows.start:rows.stop]
-            if kind is None:
-                presented = raw if raw_presence else _not_nan(raw)  # raw: the float16 rows, NaN = absent
-            elif src == "loss":
-                values = raw.astype(np.float32)
-                np.exp(np.negative(values, out=values), out=values)  # cross-entropy = -log p
-            else:
-                values = raw
-        yield bits, values, presented
+    with contextlib.ExitStack() as stack:
+        readers = []
+        if correct:
+            readers.append(stack.enter_context(RowReader(run, run.record_dataset(split, net, "correct"),
+                                                         win.lo, win.hi, step)))
+        if src is not None:
+            readers.append(stack.enter_context(RowReader(run, run.record_dataset(split, net, src),
+                                                         win.lo, win.hi, step)))
+        for a in range(win.lo, win.hi, step):
+            b = min(a + step, win.hi)
+            got = [r.read(a, b) for r in readers]
+            bits = got.pop(0) if correct else None
+            if correct is True:
+                bits = np.unpackbits(bits, axis=1, count=n).astype(bool)
+            values = presented = None
+            if src is not None:
+                raw = got.pop(0)
+                if kind is None:
+                    presented = raw if raw_presence else _not_nan(raw)  # raw: the float16 rows, NaN = absent
+                elif src == "loss":
+                    values = raw.astype(np.float32)
+                    np.exp(np.negative(values, out=values), out=values)  # cross-entropy = -log p
+                else:
+                    values = raw
+            yield bits, values, presented
+
+
+class RowReader:
+    """Rows lo..hi-1 of a 2-D dataset, read a few at a time into one buffer (the thread's
+    scratch, analyze/half.py), as a context manager.
+
+    Straight from the file where the chunks allow (stored without filters, every chunk of the
+    window allocated, the first row identical to h5py's read of it): one os.preadv per chunk
+    row (analyze/fileio.py), which lets go of the GIL, so that networks are read in parallel
+    threads (h5py holds the GIL while it reads, analyze/stream.py). Else through h5py."""
+
+    def __init__(self, run, ds, lo: int, hi: int, step: int):
+        """ds: the dataset as Run.record_dataset checked it."""
+        self.ds, self.path, self.offsets = ds, run.path, run.addresses_are_offsets
+        self.lo, self.hi = lo, hi
+        self.shape = (max(0, min(step, hi - lo)),) + self.ds.shape[1:]
+        self.fd = self.plan = None
+
+    def __enter__(self):
+        with contextlib.ExitStack() as stack:
+            self.buf = stack.enter_context(half.scratch(self.shape, self.ds.dtype))
+            stack.callback(self._close)
+            self.plan = self._plan(self.lo, self.hi)
+            self._stack = stack.pop_all()  # given back on __exit__ (or here, if _plan raised)
+        return self
+
+    def __exit__(self, *exc):
+        self._stack.close()
+
+    def _plan(self, lo: int, hi: int):
+        ds = self.ds
+        if (hi <= lo or ds.ndim != 2 or ds.chunks is None or not self.offsets
+                or ds.id.get_create_plist().get_nfilters() != 0 or not len(self.buf)):
+            return None
+        crows, ccols = ds.chunks
+        size = crows * ccols * ds.dtype.itemsize
+        plan = {}
+        try:
+            def take(info):
+                r0, c0 = info.chunk_offset
+                if info.filter_mask == 0 and info.size == size and r0 + crows > lo and r0 < hi:
+                    plan[r0, c0] = info.byte_offset
+            ds.id.chunk_iter(take)
+        except Exception:  # an HDF5 without chunk_iter, or anything unexpected: h5py reads
+            return None
+        if any((r0, c0) not in plan for r0 in range(lo - lo % crows, hi, crows) for c0 in range(0, ds.shape[1], ccols)):
+            return None
+        self.plan, self.fd = plan, fileio.open_binary(self.path)
+        try:  # trust the addresses only if they give what HDF5 gives (the first row: every column chunk)
+            same = self.read(lo, lo + 1).tobytes() == ds[lo:lo + 1].tobytes()
+        except (OSError, RunFileError):
+            same = False
+        if not same:
+            self._close()
+        return plan if same else None
+
+    def read(self, a: int, b: int) -> np.ndarray:
+        out = self.buf[:b - a]
+        if self.plan is None:
+            return self.ds[a:b]
+        crows, ccols = self.ds.chunks
+        width, item = self.ds.shape[1], self.ds.dtype.itemsize
+        for r0 in range(a - a % crows, b, crows):
+            ra, rb = max(a, r0), min(b, r0 + crows)
+            for c0 in range(0, width, ccols):
+                at = self.plan[r0, c0] + (ra - r0) * ccols * item
+                if ccols == width:  # whole rows: the chunk's rows ra..rb-1 are contiguous in both
+                    self._read(out[ra - a:rb - a], at)
+                    continue
+                for r in range(ra, rb):
+                    self._read(out[r - a, c0:c0 + ccols], at + (r - ra) * ccols * item)
+        return out
+
+    def _read(self, dest: np.ndarray, at: int) -> None:
+        view = memoryview(dest).cast("B")
+        got = fileio.read_into(self.fd, view, at)
+        if got != len(view):
+            raise RunFileError(f"{self.path}: reading {self.ds.name}: short read ({got} of {len(view)} bytes)")
+
+    def _close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def _not_nan(raw: np.ndarray) -> np.ndarray:

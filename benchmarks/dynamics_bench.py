@@ -19,8 +19,10 @@ process:
   compute   the command's computation alone (dyn.analyze.commands.<name>.compute, in this
             process: no interpreter start-up, imports or printing), wall and CPU
 
-Printed: seconds (best of --repeat), the ratio to the floor, and the peak resident memory of
-each (ru_maxrss of the child process). Targets: each analysis within 2x of the floor, under 1 GB.
+Printed: seconds (best of --repeat rounds, the commands taking turns within a round), the ratio
+to the floor, and the peak resident memory of each (ru_maxrss of the child process); also the
+median of each round's own ratio. Targets: each analysis within 2x of the floor, under 1 GB.
+--outputs adds what a figure (--out) and the CSV (--csv) cost on top (not part of the target).
 """
 
 from __future__ import annotations
@@ -86,6 +88,8 @@ def main(argv=None):
     ap.add_argument("--file", type=Path, help="Run file to write (or reuse with --keep).")
     ap.add_argument("--keep", action="store_true", help="Keep the file; reuse it when it exists.")
     ap.add_argument("--quick", action="store_true", help="1%% of the examples, 10 epochs, once.")
+    ap.add_argument("--outputs", action="store_true",
+                    help="Also time each command with --out (its figure) and --csv (slow and large at full size).")
     a = ap.parse_args(argv)
     if a.quick:
         a.fraction, a.epochs, a.repeat = 0.01, 10, 1
@@ -99,44 +103,68 @@ def main(argv=None):
     dyn = [sys.executable, "-m", "dyn"]
     read = [sys.executable, "-c", READ, str(path)]
     subprocess.run(read, capture_output=True, check=True)  # warm the page cache
-    print(f"load average {os.getloadavg()[0]:.1f}, CPUs {os.cpu_count()}, "
+    print(f"load average at the start {os.getloadavg()[0]:.1f}, CPUs {os.cpu_count()}, "
           f"DYN_WORKERS={os.environ.get('DYN_WORKERS', '(one per CPU)')}")
-    # each in its own child process: its time, and its own peak memory from wait4
-    results = {}
-    for name, cmd in [("read", read)] + [(x, dyn + ["analyze", x, str(path), "--top", "10"]) for x in ANALYSES]:
-        best, peak, cpu = float("inf"), 0.0, float("inf")
-        for _ in range(a.repeat):
-            dt, mb, c = _measure(cmd)
-            best, peak, cpu = min(best, dt), max(peak, mb), min(cpu, c)
-        results[name] = (best, peak, cpu)
+    # each in its own child process: its time, and its own peak memory from wait4; in turns, so
+    # that a change in the others' load on a shared machine falls on every command alike
+    cmds = [("read", read)] + [(x, dyn + ["analyze", x, str(path), "--top", "10"]) for x in ANALYSES]
+    runs = {name: [] for name, _ in cmds}
+    for _ in range(a.repeat):
+        for name, cmd in cmds:
+            runs[name].append(_measure(cmd))
+    results = {name: (min(r[0] for r in rs), max(r[1] for r in rs), min(r[2] for r in rs)) for name, rs in runs.items()}
     floor, floor_cpu = results["read"][0], results["read"][2]
     # CPU seconds too: on a shared machine the wall clock depends on the others' load
-    print(f"{'':12}{'seconds':>9}{'x read':>8}{'peak MB':>9}{'CPU s':>8}{'x read':>8}")
+    print(f"{'':12}{'seconds':>9}{'x read':>8}{'peak MB':>9}{'CPU s':>8}{'x read':>8}   (best of {a.repeat} rounds)")
     for name, (dt, mb, c) in results.items():
         print(f"{name:12}{dt:9.2f}{dt / floor:8.2f}{mb:9.0f}{c:8.2f}{c / floor_cpu:8.2f}")
     three = sum(results[x][0] for x in ANALYSES)
     three_cpu = sum(results[x][2] for x in ANALYSES)
     print(f"{'all three':12}{three:9.2f}{three / floor:8.2f}{'':9}{three_cpu:8.2f}{three_cpu / floor_cpu:8.2f}")
+    ratios = {x: np.median([r[0] / f[0] for r, f in zip(runs[x], runs["read"])]) for x in ANALYSES}
+    print("x read, median of the rounds' own ratios: " + ", ".join(f"{x} {v:.2f}" for x, v in ratios.items()))
     print(f"{'compute':12}{'seconds':>9}{'x read':>8}{'':9}{'CPU s':>8}{'x read':>8}   (in this process, best of --repeat)")
     for name in ANALYSES:
         dt, c = _compute(name, path, a.repeat)
         print(f"{name:12}{dt:9.2f}{dt / floor:8.2f}{'':9}{c:8.2f}{c / floor_cpu:8.2f}")
+    if a.outputs:
+        _outputs(dyn, path, a.repeat)
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
     if not a.keep:
         path.unlink()
+        if a.file is None:
+            path.parent.rmdir()  # the temporary folder made for it
+
+
+def _outputs(dyn, path: Path, repeat: int) -> None:
+    """What a figure (--out) and the CSV (--csv) add to each command: seconds and peak memory."""
+    out = Path(tempfile.mkdtemp(prefix="dynamics_bench_out_"))
+    print(f"{'outputs':12}{'--top 10':>9}{'--out':>9}{'--csv':>9}{'peak MB':>9}{'--out':>8}{'--csv':>8}   (best of {repeat})")
+    for x in ANALYSES:
+        base = dyn + ["analyze", x, str(path), "--top", "10"]
+        got = [[_measure(c) for _ in range(repeat)]
+               for c in (base, base + ["--out", str(out / f"{x}.png")], base + ["--csv", str(out / f"{x}.csv")])]
+        secs = [min(r[0] for r in g) for g in got]
+        mbs = [max(r[1] for r in g) for g in got]
+        print(f"{x:12}{secs[0]:9.2f}{secs[1]:9.2f}{secs[2]:9.2f}{mbs[0]:9.0f}{mbs[1]:8.0f}{mbs[2]:8.0f}")
+    for f in out.iterdir():
+        f.unlink()
+    out.rmdir()
 
 
 def _compute(name: str, path: Path, repeat: int) -> tuple[float, float]:
-    import importlib
+    import pandas  # noqa: F401  (the first frame imports it: start-up, not computation)
 
     from dyn.analyze.api import _opts
-    from dyn.analyze.source import open_runs
+    from dyn.analyze.command import load
+    from dyn.analyze.inputs import open_runs
 
-    mod = importlib.import_module(f"dyn.analyze.commands.{name}")
+    analysis = load(name)
     best, cpu = float("inf"), float("inf")
     for _ in range(repeat):
         t0, c0 = time.perf_counter(), time.process_time()
         with open_runs([str(path)]) as runs:
-            mod.compute(runs, _opts(None, None, None, None))
+            analysis.compute(runs, _opts(None, None, None, None))
         best, cpu = min(best, time.perf_counter() - t0), min(cpu, time.process_time() - c0)
     return best, cpu
 

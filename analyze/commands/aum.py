@@ -50,11 +50,7 @@ class AUMCommand(PerSampleAnalysis):
                 acc = AUMAccumulator(run.split_size(split))
                 for _, margin, _ in per_sample.chunks(run, split, net, win, "margin", correct=False):
                     acc.add(margin)
-                d = acc.frame()
-                rank = np.empty(len(d), np.int64)  # 1 = lowest AUM; ties by sample (a stable sort); NaN last
-                rank[np.argsort(d["aum"].to_numpy(), kind="stable")] = np.arange(1, len(d) + 1)
-                d["rank"] = rank
-                return d
+                return acc.frame(ranked=True)  # rank 1 = lowest AUM; ties by sample; NaN last
 
             frames = dict(zip(nets, map_parallel(one, nets)))
             out.append(PerSampleResult(info, split, win, frames, dataset_index=run.dataset_index(split),

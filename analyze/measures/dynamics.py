@@ -18,7 +18,11 @@ Definitions, as the reference code computes them (docs/analyze.md, reference/tra
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+
+from dyn.analyze import half
 
 NEVER_LEARNED = ("E", "inf", "skip")
 
@@ -33,78 +37,144 @@ def _rows(x, n: int, what: str, dtype=None) -> np.ndarray:
 
 
 class ForgettingAccumulator:
-    """Forgetting events, first-learned epoch and presentations per example, streamed by epoch."""
+    """Forgetting events, first-learned row and presentations per example, streamed by epoch.
+
+    The state is kept 64 examples a word (analyze/_half.c describes it): `last` and `ever` bits,
+    the event and presentation counts bit-sliced (one plane per bit of the largest count), the
+    row of the first correct presentation per example. Advanced in C where built, else by numpy
+    on the same words (_numpy_rows)."""
 
     def __init__(self, n: int, epochs):
         self.n, self.epochs = int(n), np.asarray(epochs, dtype=np.int64)
-        self.last = np.zeros(self.n, bool)  # correct at the latest presentation (False before any)
-        self.ever = np.zeros(self.n, bool)  # correct at some presentation so far
-        self.events = np.zeros(self.n, np.int32)
-        self.before = np.zeros(self.n, np.int32)  # rows before the first correct presentation
-        self.presentations = np.zeros(self.n, np.int32)
+        words = -(-self.n // 64)
+        self.last = np.zeros(words, np.uint64)  # correct at the latest presentation (0 before any)
+        self.ever = np.zeros(words, np.uint64)  # correct at some presentation so far
+        self.event_planes = np.zeros((words, 0), np.uint64)
+        self.shown_planes = np.zeros((words, 0), np.uint64)
+        self.first = np.full(self.n, -1, np.int32)  # row of the first correct presentation; -1: none yet
         self.row = 0
 
     def add(self, correct, presented=None) -> None:
+        """correct, presented: (t, N) bool rows (presented None: all presented)."""
         correct = _rows(correct, self.n, "correctness", bool)
         if presented is not None:
-            presented = _rows(presented, self.n, "presented", bool)
-        forgot = np.empty(self.n, bool)
-        for t in range(len(correct)):
-            c = correct[t]
-            np.greater(self.last, c, out=forgot)  # 1 -> 0
-            if presented is None:
-                self.events += forgot
-                self.last[:] = c
-                self.presentations += 1
-            else:
-                p = presented[t]
-                c = c & p
-                forgot &= p  # an example not presented keeps its last state
-                self.events += forgot
-                np.copyto(self.last, c, where=p)
-                self.presentations += p
-            self.ever |= c
-            self.before += ~self.ever
-            self.row += 1
+            presented = np.packbits(_rows(presented, self.n, "presented", bool), axis=1)
+        self._feed(np.packbits(correct, axis=1), None, presented)
 
     def add_packed(self, packed, presence=None) -> None:
         """As add, from packed correctness rows (t, ceil(N/8)) as stored and float16 presence
-        rows (NaN: not presented; None: all presented): in C where built (analyze/half.py)."""
-        from dyn.analyze.half import forgetting_rows
-
+        rows (NaN: not presented; None: all presented)."""
         packed = _rows(packed, (self.n + 7) // 8, "packed correctness", np.uint8)
-        if forgetting_rows(packed, presence, self.n, self.last, self.ever, self.events, self.before,
-                           self.presentations):
-            self.row += len(packed)
-            return
-        correct = np.unpackbits(packed, axis=1, count=self.n).astype(bool)
-        presented = None
+        shown = None
         if presence is not None:
             presence = np.asarray(presence)
-            presented = ((presence.view(np.uint16) & 0x7FFF) <= 0x7C00 if presence.dtype == np.float16
-                         else ~np.isnan(presence))
-        self.add(correct, presented)
+            if presence.dtype != np.float16:
+                shown, presence = np.packbits(~np.isnan(_rows(presence, self.n, "presence")), axis=1), None
+        self._feed(packed, presence, shown)
+
+    def _feed(self, packed, presence, shown) -> None:
+        k = (self.row + len(packed)).bit_length()  # planes for the largest count: one more per doubling
+        if k > self.event_planes.shape[1]:
+            self.event_planes, self.shown_planes = (
+                np.concatenate([p, np.zeros((len(p), k - p.shape[1]), np.uint64)], axis=1)
+                for p in (self.event_planes, self.shown_planes))
+        if not half.forgetting_words(packed, presence, shown, self.n, self.row, self.last, self.ever,
+                                     self.event_planes, self.shown_planes, self.first):
+            self._numpy_rows(packed, presence, shown)
+        self.row += len(packed)
+
+    def _numpy_rows(self, packed, presence, shown) -> None:
+        all_shown = _words(np.packbits(np.ones((1, self.n), bool), axis=1), len(self.last))[0]
+        correct = _words(packed, len(self.last))
+        if presence is not None:
+            presence = np.asarray(presence)
+            if len(presence) != len(packed):
+                raise ValueError(f"{len(presence)} rows of presence, {len(packed)} of correctness")
+            shown = np.packbits((presence.view(np.uint16) & 0x7FFF) <= 0x7C00, axis=1)
+        if shown is not None:
+            shown = _words(shown, len(self.last)) & all_shown
+        for t in range(len(correct)):
+            p = all_shown if shown is None else shown[t]
+            c = correct[t] & p
+            forgot, learned = self.last & p & ~c, c & ~self.ever
+            self.last[:] = (self.last & ~p) | c  # not presented: kept
+            self.ever |= c
+            if learned.any():
+                self.first[_examples(learned, self.n)] = self.row + t
+            for planes, carry in ((self.event_planes, forgot), (self.shown_planes, p)):
+                for j in range(planes.shape[1]):
+                    planes[:, j], carry = planes[:, j] ^ carry, planes[:, j] & carry
 
     @property
-    def first(self) -> np.ndarray:
-        """Row of the first correct presentation; -1: never correct."""
-        return np.where(self.ever, self.before, -1)
+    def events(self) -> np.ndarray:
+        return _counts(self.event_planes, self.n)
+
+    @property
+    def presentations(self) -> np.ndarray:
+        return _counts(self.shown_planes, self.n)
 
     def frame(self, never_learned: str = "E"):
-        import pandas as pd
-
         if never_learned not in NEVER_LEARNED:
             raise ValueError(f"never_learned must be one of {', '.join(NEVER_LEARNED)}; got {never_learned!r}")
         if self.row != len(self.epochs):
             raise ValueError(f"fed {self.row} rows for {len(self.epochs)} epochs")
         never = self.first < 0
-        first = np.full(self.n, np.nan)
-        first[~never] = self.epochs[self.first[~never]]
-        counted = self.events.astype(float)
+        first = np.append(self.epochs.astype(float), np.nan)[self.first]  # row -1 (never): NaN
+        events = self.events
+        counted = events.astype(float)
         counted[never] = {"E": float(len(self.epochs)), "inf": np.inf, "skip": np.nan}[never_learned]
-        return pd.DataFrame({"sample": np.arange(self.n), "presentations": self.presentations,
-                             "forgetting_events": self.events, "first_learned": first,
-                             "never_learned": never, "forgetting": counted})
+        return _frame({"sample": _samples(self.n), "presentations": self.presentations,
+                       "forgetting_events": events, "first_learned": first, "never_learned": never,
+                       "forgetting": counted})
+
+
+_REVERSED = np.packbits(np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1), axis=1,
+                        bitorder="little")[:, 0]  # each byte's bits in the other order
+
+
+def _words(packed, words: int) -> np.ndarray:
+    """Packed rows (t, ceil(N/8)), bit order big as stored -> (t, words) uint64, bit i of word w
+    being example 64 w + i (analyze/_half.c's layout)."""
+    packed = np.asarray(packed, np.uint8)
+    out = np.zeros((len(packed), 8 * words), np.uint8)
+    out[:, :packed.shape[1]] = _REVERSED[packed]
+    return out.view("<u8").astype(np.uint64)
+
+
+def _bits(words: np.ndarray, n: int) -> np.ndarray:
+    """uint64 words -> the n examples' bits, uint8 0/1."""
+    return np.unpackbits(words.astype("<u8").view(np.uint8), bitorder="little", count=n)
+
+
+def _examples(words: np.ndarray, n: int) -> np.ndarray:
+    return np.flatnonzero(_bits(words, n))
+
+
+def _frame(columns: dict):
+    """A DataFrame of these arrays as they are: pandas' default copies them into one block per
+    dtype, ~0.1 s for a million rows on a loaded machine (the frame owns them from here)."""
+    import pandas as pd
+
+    return pd.DataFrame(columns, copy=False)
+
+
+@functools.lru_cache(maxsize=4)
+def _samples(n: int, start: int = 0) -> np.ndarray:
+    """start..start+n-1, one read-only array for every network's frame."""
+    x = np.arange(start, start + n)
+    x.flags.writeable = False
+    return x
+
+
+def _counts(planes: np.ndarray, n: int) -> np.ndarray:
+    """Bit-sliced counts (words, k) -> int32 (n,)."""
+    out = half.planes_counts(planes, n)
+    if out is not None:
+        return out
+    out = np.zeros(n, np.int32)
+    for j in range(planes.shape[1]):
+        out += _bits(np.ascontiguousarray(planes[:, j]), n).astype(np.int32) << j
+    return out
 
 
 def forgetting(correct, presented=None, epochs=None, never_learned: str = "E"):
@@ -127,24 +197,43 @@ def order_by_forgetting(counts, index=None):
     forgetting count summed over runs, ascending; ties by index (the reference's sort is not
     stable, so any tie order matches it). counts: (runs, N) or (N,); NaN (skipped) examples left out.
     Returns a DataFrame: rank (1 = least forgotten), index, forgetting_counts; `attrs["unforgettable"]`."""
-    import pandas as pd
-
     counts = np.atleast_2d(np.asarray(counts, dtype=float))
-    total = counts.sum(axis=0)
-    index = np.arange(total.size) if index is None else np.asarray(index)
+    total = counts[0] if len(counts) == 1 else counts.sum(axis=0)
+    in_order = index is None
+    index = _samples(total.size) if index is None else np.asarray(index)
     keep = ~np.isnan(total)
-    total, index = total[keep], index[keep]
-    if np.all(index[:-1] <= index[1:]):  # ties already in index order: one stable sort
-        order = np.argsort(total, kind="stable")
+    if not keep.all():
+        total, index = total[keep], index[keep]
+    if in_order or np.all(index[:-1] <= index[1:]):  # ties already in index order: one stable sort
+        order = half.stable_order(total)
     else:
         order = np.lexsort((index, total))
-    df = pd.DataFrame({"rank": np.arange(1, order.size + 1), "index": index[order],
-                       "forgetting_counts": total[order]})
+    df = _frame({"rank": _samples(order.size, 1), "index": index[order], "forgetting_counts": total[order]})
     df.attrs["unforgettable"] = int(np.sum(total == 0))
     return df
 
 
-class DataMapAccumulator:
+class _Finished:
+    """frame() finishes the sums in place and hands the accumulator's own arrays to the frame:
+    a copy of each would be ~10 MB of fresh pages per million examples. Rows added after it are
+    refused; frame() again gives the same columns."""
+
+    columns = None  # the finished columns, once frame() was called
+
+    def _open(self) -> None:
+        if self.columns is not None:
+            raise ValueError("rows added after frame(): the sums are finished")
+
+    def _columns(self) -> dict:
+        if self.columns is None:
+            self.columns = self._finish()
+        return self.columns
+
+    def frame(self):
+        return _frame(dict(self._columns()))
+
+
+class DataMapAccumulator(_Finished):
     """Confidence, variability and correctness per example, streamed by epoch."""
 
     def __init__(self, n: int):
@@ -157,27 +246,27 @@ class DataMapAccumulator:
     def add(self, prob, correct=None, packed=None) -> None:
         """prob: (t, N) floats (float16 as stored is fastest), NaN where not presented;
         correct: (t, N) bool, or packed: (t, ceil(N/8)) uint8 rows as the run file stores them."""
-        from dyn.analyze.half import accumulate
-
+        self._open()
         prob = _rows(prob, self.n, "probabilities")
         if packed is None:
             correct = _rows(correct, self.n, "correctness", bool)
             packed = np.packbits(correct, axis=1)
         if len(prob) != len(packed):
             raise ValueError(f"{len(prob)} rows of probabilities, {len(packed)} of correctness")
-        accumulate(prob, self.sum, self.count, squares=self.sq, packed=packed, correct=self.correct)
+        half.accumulate(prob, self.sum, self.count, squares=self.sq, packed=packed, correct=self.correct)
 
-    def frame(self):
-        import pandas as pd
-
+    def _finish(self) -> dict:
         with np.errstate(invalid="ignore", divide="ignore"):
             k = self.count.astype(float)
-            k[k == 0] = np.nan
-            mean = self.sum / k
-            var = np.maximum(self.sq / k - mean * mean, 0.0)  # population variance (ddof 0)
-        return pd.DataFrame({"sample": np.arange(self.n), "confidence": mean, "variability": np.sqrt(var),
-                             "correctness": self.correct / k, "correct_epochs": self.correct,
-                             "presentations": self.count})
+            k[self.count == 0] = np.nan
+            mean = np.divide(self.sum, k, out=self.sum)
+            sd = np.divide(self.sq, k, out=self.sq)
+            with half.scratch(mean.shape, mean.dtype) as square:
+                sd -= np.multiply(mean, mean, out=square)
+            np.sqrt(np.maximum(sd, 0.0, out=sd), out=sd)  # population variance (ddof 0)
+        return {"sample": _samples(self.n), "confidence": mean, "variability": sd,
+                "correctness": np.divide(self.correct, k, out=k), "correct_epochs": self.correct,
+                "presentations": self.count}
 
 
 def data_map(prob, correct):
@@ -210,16 +299,19 @@ def region_top(df, region: str, k: int):
 def smallest(key, tie, k: int) -> np.ndarray:
     """Positions of the k smallest finite keys, ordered by key then `tie`, without sorting all
     N (an ImageNet-sized split has 1.3 million): a partition, then a sort of the candidates."""
-    key = np.where(np.isnan(key), np.inf, key)
-    k = min(int(k), int(np.sum(np.isfinite(key))))
+    key = np.asarray(key)
+    k = min(int(k), int(np.count_nonzero(np.isfinite(key))))
     if k <= 0:
         return np.zeros(0, np.int64)
-    kth = np.partition(key, k - 1)[k - 1]
-    cand = np.flatnonzero(key <= kth)  # every candidate tied with the k-th too
+    with half.scratch(key.shape, key.dtype) as part:  # np.partition would copy into fresh pages
+        np.copyto(part, key)
+        part.partition(k - 1)  # NaN partitions last, as +inf would
+        kth = part[k - 1]
+    cand = np.flatnonzero(key <= kth)  # every candidate tied with the k-th too (never NaN)
     return cand[np.lexsort((tie[cand], key[cand]))][:k]
 
 
-class AUMAccumulator:
+class AUMAccumulator(_Finished):
     """Sum and count of margins per example, streamed by epoch."""
 
     def __init__(self, n: int):
@@ -229,16 +321,27 @@ class AUMAccumulator:
 
     def add(self, margin) -> None:
         """margin: (t, N) floats (float16 as stored is fastest), NaN where not measured."""
-        from dyn.analyze.half import accumulate
+        self._open()
+        half.accumulate(_rows(margin, self.n, "margins"), self.sum, self.count)
 
-        accumulate(_rows(margin, self.n, "margins"), self.sum, self.count)
+    def _finish(self) -> dict:
+        none = self.count == 0
+        aum = np.divide(self.sum, self.count, out=self.sum, where=~none)
+        aum[none] = np.nan
+        return {"sample": _samples(self.n), "aum": aum, "measurements": self.count}
 
-    def frame(self):
-        import pandas as pd
+    def frame(self, ranked: bool = False):
+        """ranked: with the column rank, 1 = lowest AUM (ties by sample, NaN last); made here,
+        as a column added to the frame afterwards is copied (~30 ms per million rows)."""
+        cols = self._columns()
+        if ranked and "rank" not in cols:
+            cols["rank"] = ranks(cols["aum"])
+        return _frame({k: v for k, v in cols.items() if ranked or k != "rank"})
 
-        with np.errstate(invalid="ignore", divide="ignore"):
-            aum = self.sum / np.where(self.count > 0, self.count, np.nan)
-        return pd.DataFrame({"sample": np.arange(self.n), "aum": aum, "measurements": self.count})
+
+def ranks(values) -> np.ndarray:
+    """1-based ranks, lowest first: ties by position (a stable sort), NaN last."""
+    return half.stable_ranks(values)
 
 
 def area_under_margin(margin):
