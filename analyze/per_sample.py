@@ -235,7 +235,7 @@ class PerSampleAnalysis(Analysis):
         parts = []
         for r in result["runs"]:
             for net, d in r.nets.items():
-                d = d.copy()
+                d = d.frame() if hasattr(d, "frame") else d.copy()  # Columns, or a DataFrame
                 d.insert(0, "network", net)
                 d.insert(0, "run", r.info.path)
                 d.insert(3, "dataset_index", r.dataset_index)

@@ -19,7 +19,7 @@ from dyn.analyze.per_sample import PerSampleAnalysis, PerSampleResult
 
 
 def summary(df) -> dict:
-    a = df["aum"].to_numpy()
+    a = np.asarray(df["aum"])
     ok = np.isfinite(a)
     return {"examples": int(len(df)), "mean_aum": float(a[ok].mean()) if ok.any() else float("nan"),
             "median_aum": float(np.median(a[ok])) if ok.any() else float("nan"),
@@ -28,7 +28,7 @@ def summary(df) -> dict:
 
 def _lowest(d, k: int):
     """The k lowest-AUM rows, by rank (without sorting all N)."""
-    rank = d["rank"].to_numpy()
+    rank = np.asarray(d["rank"])
     rows = np.flatnonzero(rank <= k)
     return d.iloc[rows[np.argsort(rank[rows])]]
 
@@ -50,7 +50,7 @@ class AUMCommand(PerSampleAnalysis):
                 acc = AUMAccumulator(run.split_size(split))
                 for _, margin, _ in per_sample.chunks(run, split, net, win, "margin", correct=False):
                     acc.add(margin)
-                return acc.frame(ranked=True)  # rank 1 = lowest AUM; ties by sample; NaN last
+                return acc.result(ranked=True)  # rank 1 = lowest AUM; ties by sample; NaN last
 
             frames = dict(zip(nets, map_parallel(one, nets)))
             out.append(PerSampleResult(info, split, win, frames, dataset_index=run.dataset_index(split),

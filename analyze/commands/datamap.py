@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import click
+import numpy as np
 
 from dyn.analyze import output, per_sample, window
 from dyn.analyze.measures.dynamics import REGIONS, DataMapAccumulator, region_top
@@ -22,8 +23,16 @@ class DataMapResult(PerSampleResult):  # nets: {network: DataFrame of dyn.analyz
 
 
 def summary(df) -> dict:
-    return {"examples": int(len(df)), "mean_confidence": float(df["confidence"].mean()),
-            "mean_variability": float(df["variability"].mean()), "mean_correctness": float(df["correctness"].mean())}
+    return {"examples": int(len(df)), "mean_confidence": _mean(df["confidence"]),
+            "mean_variability": _mean(df["variability"]), "mean_correctness": _mean(df["correctness"])}
+
+
+def _mean(x) -> float:
+    """The mean over the examples that have a value (NaN: never presented), as pandas' mean."""
+    x = np.asarray(x, dtype=float)
+    missing = np.isnan(x)
+    count = x.size - int(missing.sum())
+    return float(np.where(missing, 0.0, x).sum() / count) if count else float("nan")  # pandas' nanmean
 
 
 def _src(kind) -> str:
@@ -48,7 +57,7 @@ class DataMapCommand(PerSampleAnalysis):
                 acc = DataMapAccumulator(run.split_size(split))
                 for packed, prob, _ in per_sample.chunks(run, split, net, win, "prob", correct="packed"):
                     acc.add(prob, packed=packed)
-                return acc.frame()
+                return acc.result()
 
             frames = dict(zip(nets, map_parallel(one, nets)))
             out.append(DataMapResult(info, split, win, frames, sources=kinds, dataset_index=run.dataset_index(split),

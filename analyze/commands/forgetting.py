@@ -26,7 +26,7 @@ def _summed(results) -> dict:
     for net in nets:
         have = [r for r in results if net in r.nets]
         if len(have) == 1:
-            common, counts = have[0].dataset_index, [have[0].nets[net]["forgetting"].to_numpy()]
+            common, counts = have[0].dataset_index, [have[0].nets[net]["forgetting"]]
         else:
             common = have[0].dataset_index
             for r in have[1:]:
@@ -35,7 +35,7 @@ def _summed(results) -> dict:
             for r in have:
                 pos = np.argsort(r.dataset_index, kind="stable")
                 at = pos[np.searchsorted(r.dataset_index[pos], common)]
-                counts.append(r.nets[net]["forgetting"].to_numpy()[at])
+                counts.append(r.nets[net]["forgetting"][at])
         summed[net] = (common, counts[0] if len(counts) == 1 else np.sum(counts, axis=0, dtype=float), len(have))
     return summed
 
@@ -52,8 +52,8 @@ def _ranking(result) -> dict:
 
 
 def summary(df) -> dict:
-    ev = df["forgetting_events"].to_numpy()
-    never = df["never_learned"].to_numpy()
+    ev = np.asarray(df["forgetting_events"])
+    never = np.asarray(df["never_learned"])
     return {"examples": int(len(df)), "mean_events": float(ev.mean()) if len(ev) else float("nan"),
             "unforgettable": int(np.sum((ev == 0) & ~never)), "never_learned": int(never.sum()),
             "forgotten_at_least_once": int(np.sum(ev > 0)), "max_events": int(ev.max()) if len(ev) else 0}
@@ -78,7 +78,7 @@ class ForgettingCommand(PerSampleAnalysis):
                 for packed, _, presence in per_sample.chunks(run, split, net, win, None, correct="packed",
                                                             raw_presence=True):
                     acc.add_packed(packed, presence)
-                return acc.frame(never_learned)
+                return acc.result(never_learned)
 
             frames = dict(zip(nets, map_parallel(one, nets)))
             out.append(PerSampleResult(info, split, win, frames, dataset_index=run.dataset_index(split),
