@@ -16,9 +16,11 @@ from dataclasses import dataclass
 import click
 import numpy as np
 
-from dyn.analyze import fileio, half, inputs, networks
+from dyn.analyze import fileio, half, inputs, networks, window
 from dyn.analyze.command import Analysis, RunResult, run_attrs
+from dyn.analyze.naming import name_runs
 from dyn.analyze.options import net_option, output_options, runs_argument, window_options
+from dyn.analyze.stream import map_parallel
 from dyn.errors import RunFileError, UsageError
 
 CHUNK_VALUES = 1 << 22  # values per chunk read: 16 MB as float32 whatever N (one per network thread)
@@ -212,13 +214,33 @@ def _not_nan(raw: np.ndarray) -> np.ndarray:
 
 
 @dataclass(kw_only=True)
-class PerSampleResult(RunResult):  # nets: {network: DataFrame, one row per example}
+class PerSampleResult(RunResult):  # nets: {network: measures.dynamics.Columns, one row per example}
     dataset_index: np.ndarray
     labels: np.ndarray
+    sources: dict  # {network: where its values came from: "prob", "loss" (prob = exp(-loss)), "margin"; or None}
 
 
 class PerSampleAnalysis(Analysis):
     """forgetting, datamap, aum: compute() returns {"runs": [PerSampleResult], ...}."""
+
+    def feed_examples(self, runs, opts, one, *, what: str, kind: str | None = None) -> list[PerSampleResult]:
+        """What the three compute()s share: per run, the split (default train-presented, else
+        train), the chosen networks with records on it, the window, a one-line refusal where a
+        network lacks `kind` ("prob" or "margin"; None: correctness alone), then
+        one(run, split, net, window) for each network in parallel threads."""
+        out = []
+        for run, info in zip(runs, name_runs(runs)):
+            split = split_of(run, opts.split)
+            nets = networks_on(run, split, opts.nets)
+            win = window.select(run, split, opts.first, opts.last, need=1, what=what)
+            sources = {n: value_kind(run, split, n, kind) if kind else None for n in nets}
+            for n, src in sources.items():
+                if kind and src is None:
+                    raise lacking(run, split, n, kind, what)
+            results = map_parallel(lambda net: one(run, split, net, win), nets)
+            out.append(PerSampleResult(info, split, win, dict(zip(nets, results)), sources=sources,
+                                       dataset_index=run.dataset_index(split), labels=run.labels(split)))
+        return out
 
     def run_results(self, result) -> list:
         return result["runs"]
@@ -235,7 +257,7 @@ class PerSampleAnalysis(Analysis):
         parts = []
         for r in result["runs"]:
             for net, d in r.nets.items():
-                d = d.frame() if hasattr(d, "frame") else d.copy()  # Columns, or a DataFrame
+                d = d.frame()  # a new DataFrame of the Columns' arrays: inserting leaves them as they are
                 d.insert(0, "network", net)
                 d.insert(0, "run", r.info.path)
                 d.insert(3, "dataset_index", r.dataset_index)

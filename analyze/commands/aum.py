@@ -8,12 +8,10 @@ from __future__ import annotations
 import click
 import numpy as np
 
-from dyn.analyze import output, per_sample, window
+from dyn.analyze import output, per_sample
 from dyn.analyze.measures.dynamics import AUMAccumulator
 from dyn.analyze.networks import label
-from dyn.analyze.naming import name_runs
-from dyn.analyze.stream import map_parallel
-from dyn.analyze.per_sample import PerSampleAnalysis, PerSampleResult
+from dyn.analyze.per_sample import PerSampleAnalysis
 
 
 
@@ -37,25 +35,13 @@ class AUMCommand(PerSampleAnalysis):
     name = "aum"
 
     def compute(self, runs, opts, top: int = 10) -> dict:
-        out = []
-        for run, info in zip(runs, name_runs(runs)):
-            split = per_sample.split_of(run, opts.split)
-            nets = per_sample.networks_on(run, split, opts.nets)
-            win = window.select(run, split, opts.first, opts.last, need=1, what="AUM")
-            for n in nets:
-                if not run.has(split, n, "margin"):
-                    raise per_sample.lacking(run, split, n, "margin", "AUM")
+        def one(run, split, net, win):
+            acc = AUMAccumulator(run.split_size(split))
+            for _, margin, _ in per_sample.chunks(run, split, net, win, "margin", correct=False):
+                acc.add(margin)
+            return acc.result(ranked=True)  # rank 1 = lowest AUM; ties by sample; NaN last
 
-            def one(net):
-                acc = AUMAccumulator(run.split_size(split))
-                for _, margin, _ in per_sample.chunks(run, split, net, win, "margin", correct=False):
-                    acc.add(margin)
-                return acc.result(ranked=True)  # rank 1 = lowest AUM; ties by sample; NaN last
-
-            frames = dict(zip(nets, map_parallel(one, nets)))
-            out.append(PerSampleResult(info, split, win, frames, dataset_index=run.dataset_index(split),
-                                           labels=run.labels(split)))
-        return {"runs": out, "top": top}
+        return {"runs": self.feed_examples(runs, opts, one, what="AUM", kind="margin"), "top": top}
 
     def table(self, result) -> str:
         parts = []

@@ -4,22 +4,13 @@ easy-to-learn / ambiguous / hard-to-learn examples."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import click
 import numpy as np
 
-from dyn.analyze import output, per_sample, window
+from dyn.analyze import output, per_sample
 from dyn.analyze.measures.dynamics import REGIONS, DataMapAccumulator, region_top
 from dyn.analyze.networks import label
-from dyn.analyze.naming import name_runs
-from dyn.analyze.stream import map_parallel
-from dyn.analyze.per_sample import PerSampleAnalysis, PerSampleResult
-
-
-@dataclass(kw_only=True)
-class DataMapResult(PerSampleResult):  # nets: {network: DataFrame of dyn.analyze.measures.dynamics.data_map}
-    sources: dict  # {network: "prob" or "loss" (prob = exp(-loss))}
+from dyn.analyze.per_sample import PerSampleAnalysis
 
 
 def summary(df) -> dict:
@@ -43,26 +34,13 @@ class DataMapCommand(PerSampleAnalysis):
     name = "datamap"
 
     def compute(self, runs, opts, top: int = 10) -> dict:
-        out = []
-        for run, info in zip(runs, name_runs(runs)):
-            split = per_sample.split_of(run, opts.split)
-            nets = per_sample.networks_on(run, split, opts.nets)
-            win = window.select(run, split, opts.first, opts.last, need=1, what="a data map")
-            kinds = {n: per_sample.value_kind(run, split, n, "prob") for n in nets}
-            for n, k in kinds.items():
-                if k is None:
-                    raise per_sample.lacking(run, split, n, "prob", "a data map")
+        def one(run, split, net, win):
+            acc = DataMapAccumulator(run.split_size(split))
+            for packed, prob, _ in per_sample.chunks(run, split, net, win, "prob", correct="packed"):
+                acc.add(prob, packed=packed)
+            return acc.result()
 
-            def one(net):
-                acc = DataMapAccumulator(run.split_size(split))
-                for packed, prob, _ in per_sample.chunks(run, split, net, win, "prob", correct="packed"):
-                    acc.add(prob, packed=packed)
-                return acc.result()
-
-            frames = dict(zip(nets, map_parallel(one, nets)))
-            out.append(DataMapResult(info, split, win, frames, sources=kinds, dataset_index=run.dataset_index(split),
-                                         labels=run.labels(split)))
-        return {"runs": out, "top": top}
+        return {"runs": self.feed_examples(runs, opts, one, what="a data map", kind="prob"), "top": top}
 
     def table(self, result) -> str:
         parts = []

@@ -8,12 +8,10 @@ from __future__ import annotations
 import click
 import numpy as np
 
-from dyn.analyze import output, per_sample, window
+from dyn.analyze import output, per_sample
 from dyn.analyze.measures.dynamics import NEVER_LEARNED, ForgettingAccumulator, order_by_forgetting, smallest
 from dyn.analyze.networks import label
-from dyn.analyze.naming import name_runs
-from dyn.analyze.stream import map_parallel
-from dyn.analyze.per_sample import PerSampleAnalysis, PerSampleResult
+from dyn.analyze.per_sample import PerSampleAnalysis
 
 
 
@@ -67,22 +65,14 @@ class ForgettingCommand(PerSampleAnalysis):
     name = "forgetting"
 
     def compute(self, runs, opts, never_learned: str = "E", top: int = 10) -> dict:
-        out = []
-        for run, info in zip(runs, name_runs(runs)):
-            split = per_sample.split_of(run, opts.split)
-            nets = per_sample.networks_on(run, split, opts.nets)
-            win = window.select(run, split, opts.first, opts.last, need=1, what="forgetting")
+        def one(run, split, net, win):
+            acc = ForgettingAccumulator(run.split_size(split), win.epochs)
+            for packed, _, presence in per_sample.chunks(run, split, net, win, None, correct="packed",
+                                                        raw_presence=True):
+                acc.add_packed(packed, presence)
+            return acc.result(never_learned)
 
-            def one(net):
-                acc = ForgettingAccumulator(run.split_size(split), win.epochs)
-                for packed, _, presence in per_sample.chunks(run, split, net, win, None, correct="packed",
-                                                            raw_presence=True):
-                    acc.add_packed(packed, presence)
-                return acc.result(never_learned)
-
-            frames = dict(zip(nets, map_parallel(one, nets)))
-            out.append(PerSampleResult(info, split, win, frames, dataset_index=run.dataset_index(split),
-                                           labels=run.labels(split)))
+        out = self.feed_examples(runs, opts, one, what="forgetting")
         return {"runs": out, "summed": _summed(out), "never_learned": never_learned, "top": top}
 
     def table(self, result) -> str:
